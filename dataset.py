@@ -13,6 +13,7 @@ direct URL (hotel, THUCNews) are downloaded into the Keras cache when absent.
 Bad rows never become silent wrong labels: an unparsable label or a missing column is an
 error naming file and line; an empty text is skipped and counted.
 """
+import argparse
 import csv
 import glob
 import gzip
@@ -69,6 +70,13 @@ class UserError(Exception):
 
 class DataError(UserError):
     pass
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block), like every other error of the CLIs."""
+
+    def error(self, message):
+        sys.exit(f"{self.prog}: error: {message} (see --help)")
 
 
 @dataclass

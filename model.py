@@ -65,6 +65,13 @@ class ZeroPadding(layers.Layer):
 class MaskedGlobalMaxPool(layers.Layer):
     """Max over real positions only; an all-PAD row pools to zeros."""
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True   # takes the mask explicitly; consumes an RNN's Keras mask
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None
+
     def call(self, x, mask):
         m = ops.expand_dims(mask, -1)
         pooled = ops.max(ops.where(m, x, ops.full_like(x, -1e9)), axis=1)

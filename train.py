@@ -11,7 +11,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # silence TensorFlow's import banner
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-import argparse
 import sys
 import time
 
@@ -29,9 +28,9 @@ PATIENCE = 2
 
 
 def parse_args(argv=None):
-    from dataset import TASKS
+    from dataset import TASKS, ArgumentParser
     from model import ARCHS
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", required=True, help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--data-dir", default=None, help="data directory (default: $TIG_DATA_DIR, then ./data)")
     p.add_argument("--out", default=None, help="checkpoint directory (default: checkpoints/<task>)")

