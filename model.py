@@ -97,7 +97,7 @@ def build_embedder(vocab_size, embed_dim=EMBED_DIM):
     return keras.Model(token_ids, [x, mask], name="embedder")
 
 
-def build_head(arch, num_classes, embed_dim=EMBED_DIM, dropout=DROPOUT):
+def build_head(arch, num_classes, embed_dim=EMBED_DIM, dropout=DROPOUT, hidden=HIDDEN):
     embeddings = keras.Input(shape=(None, embed_dim), name="embeddings")
     mask = keras.Input(shape=(None,), dtype="bool", name="mask")
     # zero PAD again: interpolated/baseline inputs reach the head directly, and this makes
@@ -105,23 +105,23 @@ def build_head(arch, num_classes, embed_dim=EMBED_DIM, dropout=DROPOUT):
     x = ZeroPadding(name="head_zero_padding")(embeddings, mask)
     x = layers.Dropout(dropout)(x)
     if arch == "cnn":
-        x = layers.Conv1D(HIDDEN, 3, padding="same", activation="relu", name="conv")(x)
+        x = layers.Conv1D(hidden, 3, padding="same", activation="relu", name="conv")(x)
         x = ZeroPadding()(x, mask)
         x = MaskedGlobalMaxPool(name="pool")(x, mask)
     elif arch == "textcnn":
         pooled = []
         for k in (2, 3, 4):
-            c = layers.Conv1D(HIDDEN, k, padding="same", activation="relu", name=f"conv{k}")(x)
+            c = layers.Conv1D(hidden, k, padding="same", activation="relu", name=f"conv{k}")(x)
             pooled.append(MaskedGlobalMaxPool(name=f"pool{k}")(c, mask))
         x = layers.Concatenate()(pooled)
     elif arch == "bilstm":
-        x = layers.Bidirectional(layers.LSTM(HIDDEN // 2, return_sequences=True), name="bilstm")(x, mask=mask)
+        x = layers.Bidirectional(layers.LSTM(hidden // 2, return_sequences=True), name="bilstm")(x, mask=mask)
         x = MaskedGlobalMaxPool(name="pool")(x, mask)
     elif arch == "mean":
         x = MaskedMean(name="pool")(x, mask)
     else:
         raise UserError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
-    x = layers.Dense(HIDDEN, activation="relu", name="hidden")(x)
+    x = layers.Dense(hidden, activation="relu", name="hidden")(x)
     x = layers.Dropout(dropout)(x)
     probs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
     return keras.Model([embeddings, mask], probs, name="head")
@@ -134,8 +134,9 @@ def compose(embedder, head, name="classifier"):
     return keras.Model(token_ids, head([embeddings, mask]), name=name)
 
 
-def build_model(arch, vocab_size, num_classes, embed_dim=EMBED_DIM, dropout=DROPOUT):
-    return compose(build_embedder(vocab_size, embed_dim), build_head(arch, num_classes, embed_dim, dropout))
+def build_model(arch, vocab_size, num_classes, embed_dim=EMBED_DIM, dropout=DROPOUT, hidden=HIDDEN):
+    """hidden: conv filters (per kernel size), LSTM units (both directions) and dense width."""
+    return compose(build_embedder(vocab_size, embed_dim), build_head(arch, num_classes, embed_dim, dropout, hidden))
 
 
 def split_at_embedding(model):

@@ -29,7 +29,7 @@ PATIENCE = 2
 
 def parse_args(argv=None):
     from dataset import TASKS, ArgumentParser
-    from model import ARCHS
+    from model import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", required=True, help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--data-dir", default=None, help="data directory (default: $TIG_DATA_DIR, then ./data)")
@@ -42,6 +42,9 @@ def parse_args(argv=None):
     p.add_argument("--maxlen", type=int, default=None,
                    help=f"tokens per text (default: {MAXLEN_PERCENTILE}th percentile of training lengths, "
                         f"at most {MAXLEN_CAP})")
+    p.add_argument("--dropout", type=float, default=DROPOUT, help="dropout after the embedding and dense layers")
+    p.add_argument("--hidden", type=int, default=HIDDEN, help="conv filters / LSTM units / dense width")
+    p.add_argument("--embed-dim", type=int, default=EMBED_DIM)
     p.add_argument("--min-freq", type=int, default=MIN_FREQ, help="rarer tokens become UNK")
     p.add_argument("--mask-rate", type=float, default=MASK_RATE,
                    help="share of real tokens replaced by the MASK id during training")
@@ -111,7 +114,7 @@ def main(argv=None):
     print(f"vocabulary {len(tokenizer)} tokens, maxlen {maxlen}", file=sys.stderr)
     x_train, x_val, x_test = (tokenizer.encode(t, maxlen) for t in (train_texts, data.val.texts, data.test.texts))
 
-    model = build_model(args.arch, len(tokenizer), len(data.classes))
+    model = build_model(args.arch, len(tokenizer), len(data.classes), args.embed_dim, args.dropout, args.hidden)
     model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     train_ds = make_dataset(x_train, train_labels, args.batch_size, shuffle=True, mask_rate=args.mask_rate,
@@ -138,7 +141,8 @@ def main(argv=None):
     }
     meta = {
         "task": args.task, "classes": data.classes, "maxlen": maxlen, "arch": args.arch,
-        "level": tokenizer.level, "seed": args.seed, "mask_rate": args.mask_rate,
+        "level": tokenizer.level, "seed": args.seed, "mask_rate": args.mask_rate, "dropout": args.dropout,
+        "hidden": args.hidden, "embed_dim": args.embed_dim,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "min_freq": args.min_freq,
         "train_size": len(train_texts), "data_sha256": data.sha256(),
         "data_files": [os.path.basename(f) for f in data.files[:8]],
