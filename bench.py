@@ -1,0 +1,153 @@
+"""Benchmark integrated_gradients against its floor and against the original per-alpha loop.
+
+    python bench.py --checkpoint checkpoints/hotel --data-dir ../shared/data
+
+Prints, measured in this one run on the same texts:
+  - IG time for N samples x S steps (default 64 x 50)
+  - the floor: one batched forward+backward pass over the same N*S interpolated inputs
+  - their ratio (goal <= 1.2)
+  - the speed-up over the original project's way: one model call per sample per alpha
+    (timed on a few samples, per input, and scaled to N*S inputs)
+  - peak memory (RSS) of IG at S steps and at 6*S steps, each in a fresh process
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+SAMPLES = 64
+STEPS = 50
+REPEATS = 3
+LOOP_SAMPLES = 2     # the per-alpha loop is slow: time it on this many samples
+
+
+def best_time(fn, repeats=REPEATS):
+    fn()   # warm-up: traces tf.functions
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def load_inputs(args):
+    from dataset import load_task
+    from model import load_checkpoint
+    ckpt = load_checkpoint(args.checkpoint)
+    texts = load_task(ckpt.meta["task"], args.data_dir).test.texts[:args.samples]
+    return ckpt, ckpt.tokenizer.encode(texts, ckpt.maxlen)
+
+
+def per_alpha_loop(model, token_ids, steps):
+    """The original project's pattern, on a clone (the user's model is never touched): for
+    every sample and every alpha, scale the whole embedding matrix, run Keras `predict`,
+    then one eager gradient of the predicted class at the scaled embeddings."""
+    import keras
+    import tensorflow as tf
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    table = clone.get_layer("embedder").get_layer("embedding")
+    weights = table.get_weights()[0]
+    embedder, head = clone.get_layer("embedder"), clone.get_layer("head")
+    for row in token_ids:
+        for alpha in np.linspace(0, 1, steps):
+            table.set_weights([alpha * weights])
+            probs = clone.predict(row[None], verbose=0)
+            x, mask = embedder(row[None])
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                prob = head([x, mask])[0, int(probs.argmax())]
+            tape.gradient(prob, x)
+
+
+def peak_rss_mb():
+    """This process's peak resident memory (VmHWM; unlike ru_maxrss it is not inherited over exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_memory(args):
+    """Run in a fresh process: peak RSS of one IG call at args.steps steps."""
+    from integrated_gradients import integrated_gradients
+    ckpt, ids = load_inputs(args)
+    ckpt.model(ids[:1])
+    before = peak_rss_mb()
+    integrated_gradients(ckpt.model, ids, steps=args.steps)
+    print(json.dumps({"rss_before_mb": before, "rss_peak_mb": peak_rss_mb()}))
+
+
+def main():
+    import argparse
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default="checkpoints/hotel")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--samples", type=int, default=SAMPLES)
+    p.add_argument("--steps", type=int, default=STEPS)
+    p.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child_memory:
+        return child_memory(args)
+
+    import tensorflow as tf
+    from gradients import target_gradient_fn
+    from integrated_gradients import integrated_gradients, quadrature
+    from model import split_at_embedding
+    ckpt, ids = load_inputs(args)
+    n, steps = len(ids), args.steps
+    inputs = n * steps
+    print(f"checkpoint {args.checkpoint} ({ckpt.meta.get('arch')}), {n} samples x {steps} steps = {inputs} "
+          f"interpolated inputs of length {ids.shape[1]}, {os.cpu_count()} CPU cores")
+
+    ig_time = best_time(lambda: integrated_gradients(ckpt.model, ids, steps=steps))
+
+    embed, head = split_at_embedding(ckpt.model)
+    x, mask = embed(ids)
+    nodes, _ = quadrature("gausslegendre", steps)
+    path = tf.constant(np.concatenate([a * np.asarray(x) for a in nodes]), tf.float32)
+    path_mask = tf.tile(mask, [steps, 1])
+    target = tf.zeros([inputs], tf.int32)
+    grad_fn = target_gradient_fn(head)
+    floor_time = best_time(lambda: grad_fn(path, path_mask, target)[0].numpy())
+
+    loop_ids = ids[:LOOP_SAMPLES]
+    loop_time = best_time(lambda: per_alpha_loop(ckpt.model, loop_ids, steps), repeats=1)
+    loop_scaled = loop_time / (len(loop_ids) * steps) * inputs
+
+    memory = {}
+    for s in (steps, 6 * steps):
+        out = subprocess.run([sys.executable, __file__, "--child-memory", "--checkpoint", args.checkpoint,
+                              "--samples", str(n), "--steps", str(s)] +
+                             (["--data-dir", args.data_dir] if args.data_dir else []),
+                             capture_output=True, text=True, check=True)
+        memory[s] = json.loads(out.stdout.strip().splitlines()[-1])
+
+    results = {
+        "ig_seconds": ig_time, "floor_seconds": floor_time, "ratio_to_floor": ig_time / floor_time,
+        "per_alpha_loop_seconds_scaled": loop_scaled, "speedup_over_per_alpha_loop": loop_scaled / ig_time,
+        "peak_rss_mb": {str(s): round(m["rss_peak_mb"]) for s, m in memory.items()},
+        "rss_after_load_mb": {str(s): round(m["rss_before_mb"]) for s, m in memory.items()},
+    }
+    print(f"integrated_gradients:        {ig_time:8.3f} s")
+    print(f"floor (one fwd+bwd batch):   {floor_time:8.3f} s")
+    print(f"ratio IG / floor:            {ig_time / floor_time:8.2f}   (goal <= 1.2)")
+    print(f"per-alpha loop (scaled from {len(loop_ids)} samples): {loop_scaled:8.1f} s")
+    print(f"speed-up over per-alpha loop: {loop_scaled / ig_time:7.0f}x  (goal >= 500x)")
+    for s, m in memory.items():
+        print(f"peak RSS at {s:4d} steps:       {m['rss_peak_mb']:8.0f} MB  (after loading: {m['rss_before_mb']:.0f} MB)")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

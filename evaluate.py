@@ -1,0 +1,265 @@
+"""Faithfulness of the explanations: do the characters a method ranks first really drive the model?
+
+    python evaluate.py --task hotel --data-dir ../shared/data -n 500
+
+For each method (integrated gradients with each baseline, gradient x input, the gradient's
+L2 norm, and a seeded random order), on the first n texts of the test split, explaining the
+predicted class y with p = p(y | text):
+
+  comprehensiveness@k = p(text) - p(text without its top-k% tokens)   higher = more faithful
+  sufficiency@k       = p(text) - p(only its top-k% tokens)           lower  = more faithful
+  AOPC                = the mean over k in {1, 5, 10, 20, 50}%          (ERASER, DeYoung et al. 2020)
+  log-odds@20%        = mean log(p(without top 20%) / p(text))          lower  = more faithful (DIG, Sanyal & Ren 2021)
+  deletion curve      = mean p as 0..100% of the tokens are removed in ranked order; its area (AUC, lower = better)
+  complete            = share of texts with IG's |delta| <= 1% of |F(x) - F(x')|
+
+top-k% is ceil(k% of the text's tokens). "Remove" deletes the characters and re-encodes
+(default); `--removal pad|unk` replaces them in place with PAD or UNK instead.
+Writes a JSON file and a deletion-curve PNG, and prints a Markdown table.
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import json
+import math
+import sys
+
+import numpy as np
+
+SAMPLES = 500
+KS = (1, 5, 10, 20, 50)               # percent of tokens, as in ERASER
+CURVE = tuple(np.round(np.linspace(0, 1, 11), 2))
+STEPS = 50
+METHODS = ("ig", "grad", "gradxinput", "random")
+BASELINES = ("zero", "pad", "unk", "mask")
+REMOVALS = ("delete", "pad", "unk")
+PREDICT_BATCH = 1024
+EXPLAIN_BATCH = 64
+
+
+# --- explanations -------------------------------------------------------------------------
+
+def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progress=False):
+    """{name: (scores [N,L], IG deltas relative or None)} for every method (and IG baseline)."""
+    from gradients import gradients
+    from integrated_gradients import integrated_gradients
+    jobs = []
+    for method in methods:
+        if method == "ig":
+            jobs += [(f"ig[{b}]", lambda ids, b=b: integrated_gradients(model, ids, baseline=b, steps=steps))
+                     for b in baselines]
+        elif method == "grad":
+            jobs.append(("grad", lambda ids: gradients(model, ids, times_input=False)))
+        elif method == "gradxinput":
+            jobs.append(("gradxinput", lambda ids: gradients(model, ids, times_input=True)))
+        elif method == "random":
+            jobs.append(("random", None))
+        else:
+            raise ValueError(f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
+    bar = None
+    if progress:
+        import keras
+        bar = keras.utils.Progbar(len(jobs) * len(token_ids), unit_name="explanation")
+    results, done = {}, 0
+    for name, fn in jobs:
+        if fn is None:   # a seeded random score per token: the floor every method must beat
+            rng = np.random.default_rng(seed)
+            results[name] = (np.where(token_ids != 0, rng.random(token_ids.shape), 0.0), None)
+            continue
+        scores, gaps = [], []
+        for start in range(0, len(token_ids), EXPLAIN_BATCH):
+            a = fn(token_ids[start:start + EXPLAIN_BATCH])
+            scores.append(a.scores)
+            if a.delta is not None:
+                gaps.append(np.abs(a.delta) <= 0.01 * np.abs(a.output - a.baseline_output))
+            done += len(a.scores)
+            if bar:
+                bar.update(done)
+        results[name] = (np.concatenate(scores), np.concatenate(gaps) if gaps else None)
+    return results
+
+
+# --- perturbations ------------------------------------------------------------------------
+
+def ranking(scores, mask):
+    """Real positions ordered from most to least supporting (stable for ties)."""
+    real = np.flatnonzero(mask)
+    return real[np.argsort(-scores[real], kind="stable")]
+
+
+def top_count(n_tokens, percent):
+    return min(n_tokens, max(1, math.ceil(n_tokens * percent / 100)))
+
+
+def perturb(token_ids, positions, removal="delete", keep=False):
+    """Remove the tokens at `positions` (or keep only them); returns a row of the same length."""
+    from tokenizer import PAD_ID, UNK_ID
+    real = token_ids != PAD_ID
+    chosen = np.zeros(len(token_ids), bool)
+    chosen[positions] = True
+    drop = real & ~chosen if keep else chosen
+    out = np.full_like(token_ids, PAD_ID)
+    if removal == "delete":
+        kept = token_ids[real & ~drop]
+        out[:len(kept)] = kept
+    elif removal in ("pad", "unk"):
+        out[:] = token_ids
+        out[drop] = PAD_ID if removal == "pad" else UNK_ID
+    else:
+        raise ValueError(f"unknown removal {removal!r}; choose from: {', '.join(REMOVALS)}")
+    return out
+
+
+def faithfulness(predict, token_ids, scores, target, removal="delete", ks=KS, curve=CURVE):
+    """Comprehensiveness, sufficiency, log-odds and the deletion curve for one method.
+
+    predict: ids [M,L] -> probabilities [M,C]. scores: [N,L]. target: [N] explained class.
+    """
+    n = len(token_ids)
+    mask = token_ids != 0
+    rows, index = [], {}
+    for i in range(n):
+        order = ranking(scores[i], mask[i])
+        length = len(order)
+        for k in ks:
+            top = order[:top_count(length, k)]
+            index[("comp", k, i)] = len(rows)
+            rows.append(perturb(token_ids[i], top, removal))
+            index[("suff", k, i)] = len(rows)
+            rows.append(perturb(token_ids[i], top, removal, keep=True))
+        for f in curve:
+            index[("curve", f, i)] = len(rows)
+            rows.append(perturb(token_ids[i], order[:int(round(f * length))], removal))
+    probs = predict(np.stack(rows))
+    full = predict(token_ids)[np.arange(n), target]
+
+    def p(kind, key):
+        return np.array([probs[index[(kind, key, i)], target[i]] for i in range(n)])
+
+    comp = {k: float(np.mean(full - p("comp", k))) for k in ks}
+    suff = {k: float(np.mean(full - p("suff", k))) for k in ks}
+    removed20 = np.clip(p("comp", 20), 1e-12, 1.0)
+    deletion = [float(np.mean(p("curve", f))) for f in curve]
+    return {
+        "comprehensiveness_aopc": float(np.mean(list(comp.values()))), "comprehensiveness_20": comp[20],
+        "sufficiency_aopc": float(np.mean(list(suff.values()))), "sufficiency_20": suff[20],
+        "log_odds_20": float(np.mean(np.log(removed20) - np.log(np.clip(full, 1e-12, 1.0)))),
+        "deletion_auc": float(np.trapezoid(deletion, curve)), "deletion_curve": deletion,
+        "comprehensiveness": comp, "sufficiency": suff,
+    }
+
+
+# --- outputs --------------------------------------------------------------------------
+
+def plot_curves(results, path, title):
+    from visualize import setup_matplotlib
+    plt = setup_matplotlib()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=130)
+    for name, r in results["methods"].items():
+        style = {"linestyle": "--", "color": "gray"} if name == "random" else {}
+        ax.plot(CURVE, r["deletion_curve"], marker="o", markersize=3, label=f"{name} (AUC {r['deletion_auc']:.3f})",
+                **style)
+    ax.set_xlabel("fraction of characters removed (most important first)")
+    ax.set_ylabel("probability of the predicted class")
+    ax.set_title(title, fontsize=10)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def markdown_table(results):
+    head = ("| method | comp. AOPC ↑ | comp.@20% ↑ | suff. AOPC ↓ | suff.@20% ↓ | log-odds@20% ↓ | deletion AUC ↓ "
+            "| IG complete (±1%) |")
+    lines = [head, "|" + "---|" * 8]
+    for name, r in results["methods"].items():
+        complete = "" if r.get("complete_share") is None else f"{r['complete_share']:.1%}"
+        lines.append(f"| {name} | {r['comprehensiveness_aopc']:.3f} | {r['comprehensiveness_20']:.3f} | "
+                     f"{r['sufficiency_aopc']:.3f} | {r['sufficiency_20']:.3f} | {r['log_odds_20']:.3f} | "
+                     f"{r['deletion_auc']:.3f} | {complete} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    from dataset import TASKS, ArgumentParser
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default=None, help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--checkpoint", default=None, help="checkpoint directory (default: checkpoints/<task>)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("-n", type=int, default=SAMPLES, help="first N texts of the test split")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma list of: " + ",".join(METHODS))
+    p.add_argument("--baselines", default=",".join(BASELINES), help="IG baselines to compare: " + ",".join(BASELINES))
+    p.add_argument("--removal", default="delete", choices=REMOVALS)
+    p.add_argument("--steps", type=int, default=STEPS)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    p.add_argument("--out", default=None, help="output folder (default: results/<task>)")
+    args = p.parse_args(argv)
+    if not (args.task or args.checkpoint):
+        p.error("give --task or --checkpoint")
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args.baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    for m in args.methods:
+        if m not in METHODS:
+            p.error(f"unknown method {m!r}; choose from: {', '.join(METHODS)}")
+    for b in args.baselines:
+        if b not in BASELINES:
+            p.error(f"unknown baseline {b!r}; choose from: {', '.join(BASELINES)}")
+    if args.n < 1:
+        p.error("-n must be at least 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import time
+    from dataset import load_task
+    from model import load_checkpoint
+    ckpt = load_checkpoint(args.checkpoint or os.path.join("checkpoints", args.task))
+    task = args.task or ckpt.meta["task"]
+    baselines = list(args.baselines)
+    if "mask" in baselines and not ckpt.meta.get("mask_rate"):
+        print("warning: this checkpoint was trained without --mask-rate; skipping the mask baseline", file=sys.stderr)
+        baselines.remove("mask")
+    test = load_task(task, args.data_dir).test
+    token_ids = ckpt.tokenizer.encode(test.texts[:args.n], ckpt.maxlen)
+    start = time.time()
+
+    def predict(ids):
+        return ckpt.model.predict(ids, batch_size=PREDICT_BATCH, verbose=0)
+
+    probs = predict(token_ids)
+    target = probs.argmax(-1)
+    explanations = explain_all(ckpt.model, token_ids, args.methods, baselines, args.steps, args.seed, progress=True)
+    results = {"task": task, "checkpoint": ckpt.directory, "n": len(token_ids), "removal": args.removal,
+               "steps": args.steps, "ks_percent": list(KS), "curve_fractions": list(CURVE),
+               "accuracy_on_these": float(np.mean(target == test.labels[:len(target)])),
+               "command": "python evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv), "methods": {}}
+    for name, (scores, complete) in explanations.items():
+        r = faithfulness(predict, token_ids, scores, target, args.removal)
+        r["complete_share"] = None if complete is None else float(np.mean(complete))
+        results["methods"][name] = r
+        print(f"  {name}: comprehensiveness AOPC {r['comprehensiveness_aopc']:.3f}", file=sys.stderr)
+    results["seconds"] = round(time.time() - start, 1)
+    out = args.out or os.path.join("results", task)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "faithfulness.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, ensure_ascii=False, indent=1)
+    png = plot_curves(results, os.path.join(out, "deletion_curve.png"),
+                      f"{task}: deletion curves, {len(token_ids)} test texts, removal={args.removal}")
+    print(f"### {task} (n={len(token_ids)}, removal={args.removal}, {args.steps} steps, {results['seconds']}s)\n")
+    print(markdown_table(results))
+    print(f"\nwrote {os.path.join(out, 'faithfulness.json')} and {png}")
+    return results
+
+
+if __name__ == "__main__":
+    from dataset import UserError
+    try:
+        main()
+    except UserError as e:
+        sys.exit(f"error: {e}")

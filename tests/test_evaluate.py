@@ -1,0 +1,102 @@
+"""Faithfulness metrics on a hand-built model whose answer is known, and evaluate.py end to end."""
+import json
+import os
+
+import numpy as np
+import pytest
+import keras
+from keras import layers
+
+import evaluate
+from model import MaskedGlobalMaxPool, ZeroPadding, build_embedder, compose
+from test_cli import assert_clean_failure, run
+
+MARKER, VOCAB, DIM = 7, 20, 4
+
+
+def marker_model():
+    """p(class 1) = sigmoid(10 * [MARKER present] - 5): only the marker character matters."""
+    embedder = build_embedder(VOCAB, DIM)
+    table = np.random.default_rng(0).normal(size=(VOCAB, DIM)).astype("float32")
+    table[:, 0] = 0.0
+    table[MARKER, 0] = 1.0
+    embedder.get_layer("embedding").set_weights([table])
+    embeddings, mask = keras.Input((None, DIM)), keras.Input((None,), dtype="bool")
+    pooled = MaskedGlobalMaxPool()(ZeroPadding()(embeddings, mask), mask)
+    dense = layers.Dense(2, activation="softmax")
+    probs = dense(pooled)
+    weights = np.zeros((DIM, 2), "float32")
+    weights[0] = [-5.0, 5.0]
+    dense.set_weights([weights, np.array([2.5, -2.5], "float32")])
+    return compose(embedder, keras.Model([embeddings, mask], probs, name="head"))
+
+
+def marked_ids(n=6, length=12, seed=1):
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((n, length + 4), np.int32)
+    for i in range(n):
+        row = rng.integers(3, VOCAB, size=length)
+        row[row == MARKER] = 3
+        row[rng.integers(length)] = MARKER
+        ids[i, :length] = row
+    return ids
+
+
+def test_every_faithful_method_ranks_the_marker_first():
+    model, ids = marker_model(), marked_ids()
+    explained = evaluate.explain_all(model, ids, ["ig", "grad", "gradxinput"], ["zero", "unk"], steps=32)
+    for name, (scores, _) in explained.items():
+        for row, s in zip(ids, scores):
+            assert row[evaluate.ranking(s, row != 0)[0]] == MARKER, name
+
+
+def test_comprehensiveness_at_the_marker_is_the_full_drop():
+    model, ids = marker_model(), marked_ids()
+    predict = lambda x: np.asarray(model(x))
+    probs = predict(ids)
+    target = probs.argmax(-1)
+    assert np.all(target == 1)
+    scores = evaluate.explain_all(model, ids, ["ig"], ["zero"], steps=32)["ig[zero]"][0]
+    without = np.where(ids == MARKER, 0, ids)
+    without = np.stack([np.concatenate([r[r != 0], np.zeros(np.sum(r == 0), np.int32)]) for r in without])
+    full_drop = probs[:, 1] - predict(without)[:, 1]
+    for removal in evaluate.REMOVALS:
+        r = evaluate.faithfulness(predict, ids, scores, target, removal, ks=(1, 20))
+        # 1% of 12 tokens rounds up to one token: the marker, so the whole drop
+        assert r["comprehensiveness"][1] == pytest.approx(float(full_drop.mean()), abs=1e-6)
+        assert r["sufficiency"][1] == pytest.approx(0.0, abs=1e-6)       # the marker alone suffices
+        assert r["deletion_curve"][0] == pytest.approx(float(probs[:, 1].mean()), abs=1e-6)
+
+
+def test_perturb_modes():
+    row = np.array([5, 6, 7, 8, 0, 0], np.int32)
+    assert evaluate.perturb(row, [1, 2], "delete").tolist() == [5, 8, 0, 0, 0, 0]
+    assert evaluate.perturb(row, [1, 2], "delete", keep=True).tolist() == [6, 7, 0, 0, 0, 0]
+    assert evaluate.perturb(row, [1, 2], "pad").tolist() == [5, 0, 0, 8, 0, 0]
+    assert evaluate.perturb(row, [1, 2], "unk", keep=True).tolist() == [1, 6, 7, 1, 0, 0]
+    assert evaluate.top_count(12, 1) == 1 and evaluate.top_count(12, 50) == 6 and evaluate.top_count(3, 50) == 2
+
+
+def test_random_baseline_is_reproducible_and_seeded():
+    ids = marked_ids()
+    a = evaluate.explain_all(None, ids, ["random"], [], seed=3)["random"][0]
+    b = evaluate.explain_all(None, ids, ["random"], [], seed=3)["random"][0]
+    c = evaluate.explain_all(None, ids, ["random"], [], seed=4)["random"][0]
+    assert np.array_equal(a, b) and not np.array_equal(a, c) and np.all(a[ids == 0] == 0)
+
+
+def test_evaluate_cli_on_a_tiny_model(tiny_checkpoints, data_dir, tmp_path):
+    result = run("evaluate.py", "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir, "-n", "12",
+                 "--steps", "16", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "| ig[zero] |" in result.stdout and "| random |" in result.stdout and "| ig[mask] |" in result.stdout
+    results = json.loads((tmp_path / "faithfulness.json").read_text(encoding="utf-8"))
+    assert results["n"] == 12 and len(results["methods"]["grad"]["deletion_curve"]) == len(evaluate.CURVE)
+    assert os.path.getsize(tmp_path / "deletion_curve.png") > 5000
+    ig, rnd = results["methods"]["ig[zero]"], results["methods"]["random"]
+    assert ig["comprehensiveness_aopc"] > rnd["comprehensiveness_aopc"]
+
+
+def test_evaluate_cli_bad_input(tmp_path):
+    assert_clean_failure(run("evaluate.py", "--checkpoint", str(tmp_path / "missing")), "checkpoint not found")
+    assert_clean_failure(run("evaluate.py", "--task", "hotel", "--methods", "lime"), "unknown method")
