@@ -337,7 +337,7 @@ def to_png(rows, path, width=PNG_WIDTH, title=None):
     ax.axis("off")
     y = 0.2
     if title:
-        ax.text(0, y + 0.5, title, fontsize=11, fontweight="bold", va="center")
+        ax.text(0, y + 0.5, title, fontsize=11, va="center")
         y += 1.2
     for expl, lines in blocks:
         ax.text(0, y + 0.45, caption(expl), fontsize=7.5, color="#444", va="center")
@@ -422,17 +422,20 @@ def read_texts(args):
     return [clean_text(t) for t in texts]
 
 
-def pick_samples(ckpt, task, data_dir, n, errors=False, max_chars=None):
-    """The first n test samples (in split order) that the model gets right (or wrong)."""
+def pick_samples(ckpt, task, data_dir, n, errors=False, max_chars=None, balanced=False):
+    """The first n test samples (in split order) that the model gets right (or wrong);
+    balanced: at most ceil(n / classes) per true class, so a gallery shows several classes."""
     from dataset import load_task
     test = load_task(task, data_dir).test
+    cap = -(-n // len(ckpt.classes)) if balanced else n
     chosen_texts, chosen_labels = [], []
     for start in range(0, len(test.texts), 256):
         texts = test.texts[start:start + 256]
         labels = test.labels[start:start + 256]
         pred = ckpt.model.predict(ckpt.tokenizer.encode(texts, ckpt.maxlen), verbose=0).argmax(-1)
         for text, label, p in zip(texts, labels, pred):
-            if (p != label) == errors and (max_chars is None or len(text) <= max_chars):
+            if ((p != label) == errors and (max_chars is None or len(text) <= max_chars)
+                    and chosen_labels.count(int(label)) < cap):
                 chosen_texts.append(text)
                 chosen_labels.append(int(label))
                 if len(chosen_texts) == n:
@@ -490,7 +493,8 @@ def gallery(args):
     sections = []
     for task in GALLERY_TASKS:
         ckpt = load_checkpoint(os.path.join("checkpoints", task))
-        texts, labels = pick_samples(ckpt, task, args.data_dir, GALLERY_PER_TASK, max_chars=GALLERY_MAXCHARS)
+        texts, labels = pick_samples(ckpt, task, args.data_dir, GALLERY_PER_TASK, max_chars=GALLERY_MAXCHARS,
+                                     balanced=True)
         metrics = ckpt.metrics
         head = (f"{task}: test accuracy {metrics.get('test_accuracy', float('nan')):.4f}, "
                 f"macro-F1 {metrics.get('test_macro_f1', float('nan')):.4f}")

@@ -1,0 +1,23 @@
+"""The README's commands are the ones CI runs, and its numbers come from files in the repo."""
+import os
+import re
+
+from conftest import ROOT
+
+TEST_COMMAND = "pip install -r requirements.txt && python -m pytest -q tests"
+
+
+def read(path):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_ci_runs_the_readme_test_command():
+    assert TEST_COMMAND in read("README.md")
+    ci_lines = [line.strip() for line in read(".ci/run").splitlines() if line.strip() and not line.startswith("#")]
+    assert ci_lines[-1] == TEST_COMMAND
+
+
+def test_readme_images_exist():
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", read("README.md")):
+        assert os.path.exists(os.path.join(ROOT, image)), image
