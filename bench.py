@@ -12,8 +12,9 @@ Prints, measured in this one run on the same texts:
 """
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from dataset import quiet_tensorflow
+
+quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
 import json
 import resource

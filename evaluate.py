@@ -19,8 +19,9 @@ Writes a JSON file and a deletion-curve PNG, and prints a Markdown table.
 """
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from dataset import quiet_tensorflow
+
+quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
 import json
 import math
@@ -151,6 +152,12 @@ def faithfulness(predict, token_ids, scores, target, removal="delete", ks=KS, cu
     }
 
 
+def top_token_agreement(scores, reference, mask):
+    """Share of texts whose highest-scoring token is the same under both score arrays."""
+    low = np.where(mask, 0.0, -np.inf)
+    return float(np.mean(np.argmax(scores + low, 1) == np.argmax(reference + low, 1)))
+
+
 # --- outputs --------------------------------------------------------------------------
 
 def plot_curves(results, path, title):
@@ -174,14 +181,15 @@ def plot_curves(results, path, title):
 
 
 def markdown_table(results):
+    first = next(iter(results["methods"]))
     head = ("| method | comp. AOPC ↑ | comp.@20% ↑ | suff. AOPC ↓ | suff.@20% ↓ | log-odds@20% ↓ | deletion AUC ↓ "
-            "| IG complete (±1%) |")
-    lines = [head, "|" + "---|" * 8]
+            f"| IG complete (±1%) | top token = {first}'s |")
+    lines = [head, "|" + "---|" * 9]
     for name, r in results["methods"].items():
         complete = "" if r.get("complete_share") is None else f"{r['complete_share']:.1%}"
         lines.append(f"| {name} | {r['comprehensiveness_aopc']:.3f} | {r['comprehensiveness_20']:.3f} | "
                      f"{r['sufficiency_aopc']:.3f} | {r['sufficiency_20']:.3f} | {r['log_odds_20']:.3f} | "
-                     f"{r['deletion_auc']:.3f} | {complete} |")
+                     f"{r['deletion_auc']:.3f} | {complete} | {r['same_top_token_as_first']:.1%} |")
     return "\n".join(lines)
 
 
@@ -239,9 +247,11 @@ def main(argv=None):
                "steps": args.steps, "ks_percent": list(KS), "curve_fractions": list(CURVE),
                "accuracy_on_these": float(np.mean(target == test.labels[:len(target)])),
                "command": "python evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv), "methods": {}}
+    reference = next(iter(explanations.values()))[0]
     for name, (scores, complete) in explanations.items():
         r = faithfulness(predict, token_ids, scores, target, args.removal)
         r["complete_share"] = None if complete is None else float(np.mean(complete))
+        r["same_top_token_as_first"] = top_token_agreement(scores, reference, token_ids != 0)
         results["methods"][name] = r
         print(f"  {name}: comprehensiveness AOPC {r['comprehensiveness_aopc']:.3f}", file=sys.stderr)
     results["seconds"] = round(time.time() - start, 1)

@@ -8,8 +8,9 @@ test accuracy and macro-F1 on the held-out test split; see model.py for the form
 """
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # silence TensorFlow's import banner
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from dataset import quiet_tensorflow
+
+quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
 import sys
 import time

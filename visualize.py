@@ -11,8 +11,9 @@ blue = pushes against it, pale = about zero; each row is scaled to its largest |
 """
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from dataset import quiet_tensorflow
+
+quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
 import html
 import io

@@ -2,10 +2,11 @@
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from dataset import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
 
 import csv  # noqa: E402

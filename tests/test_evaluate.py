@@ -100,3 +100,11 @@ def test_evaluate_cli_on_a_tiny_model(tiny_checkpoints, data_dir, tmp_path):
 def test_evaluate_cli_bad_input(tmp_path):
     assert_clean_failure(run("evaluate.py", "--checkpoint", str(tmp_path / "missing")), "checkpoint not found")
     assert_clean_failure(run("evaluate.py", "--task", "hotel", "--methods", "lime"), "unknown method")
+
+
+def test_top_token_agreement_ignores_padding():
+    mask = np.array([[True, True, False], [True, True, True]])
+    a = np.array([[0.1, 0.5, 0.0], [0.9, 0.1, 0.2]])
+    b = np.array([[-1.0, 2.0, 9.0], [0.0, 0.1, 0.2]])   # 9.0 sits on padding and must not count
+    assert evaluate.top_token_agreement(a, b, mask) == 0.5
+    assert evaluate.top_token_agreement(a, a, mask) == 1.0
