@@ -142,3 +142,15 @@ def test_word_tokenizer_same_interface():
     words = tok.tokenize("我们喜欢这家酒店")
     assert "".join(words) == "我们喜欢这家酒店" and len(words) < 8
     assert tok.encode(["我们喜欢这家酒店"], 10)[0, len(words)] == PAD_ID
+
+
+def test_download_fails_fast_and_clearly_when_offline(tmp_path, monkeypatch):
+    import time
+    import dataset
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))          # no cached copy
+    monkeypatch.setitem(dataset.DOWNLOADS, "ChnSentiCorp_htl_all.csv",
+                        ("https://localhost/nothing/ChnSentiCorp_htl_all.csv", "0" * 64))
+    start = time.time()
+    with pytest.raises(DataError, match="cannot be downloaded from https://localhost/.*put the file in --data-dir"):
+        load_task("hotel", str(tmp_path))
+    assert time.time() - start < dataset.DOWNLOAD_TIMEOUT + 5
