@@ -43,7 +43,8 @@ EXPLAIN_BATCH = 64
 # --- explanations -------------------------------------------------------------------------
 
 def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progress=False):
-    """{name: (scores [N,L], IG deltas relative or None)} for every method (and IG baseline)."""
+    """{name: {"scores": [N,L], "complete": [N] bool or None, "steps": [N] or None}} per method
+    (and per IG baseline); complete = IG's |delta| <= 1% of |F(x) - F(x')|."""
     from gradients import gradients
     from integrated_gradients import integrated_gradients
     jobs = []
@@ -67,18 +68,21 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
     for name, fn in jobs:
         if fn is None:   # a seeded random score per token: the floor every method must beat
             rng = np.random.default_rng(seed)
-            results[name] = (np.where(token_ids != 0, rng.random(token_ids.shape), 0.0), None)
+            results[name] = {"scores": np.where(token_ids != 0, rng.random(token_ids.shape), 0.0),
+                             "complete": None, "steps": None}
             continue
-        scores, gaps = [], []
+        scores, gaps, steps_used = [], [], []
         for start in range(0, len(token_ids), EXPLAIN_BATCH):
             a = fn(token_ids[start:start + EXPLAIN_BATCH])
             scores.append(a.scores)
             if a.delta is not None:
                 gaps.append(np.abs(a.delta) <= 0.01 * np.abs(a.output - a.baseline_output))
+                steps_used.append(a.steps)
             done += len(a.scores)
             if bar:
                 bar.update(done)
-        results[name] = (np.concatenate(scores), np.concatenate(gaps) if gaps else None)
+        results[name] = {"scores": np.concatenate(scores), "complete": np.concatenate(gaps) if gaps else None,
+                         "steps": np.concatenate(steps_used) if steps_used else None}
     return results
 
 
@@ -187,6 +191,8 @@ def markdown_table(results):
     lines = [head, "|" + "---|" * 9]
     for name, r in results["methods"].items():
         complete = "" if r.get("complete_share") is None else f"{r['complete_share']:.1%}"
+        if r.get("mean_steps") and results["steps"] == "auto":
+            complete += f" ({r['mean_steps']:.0f} steps)"
         lines.append(f"| {name} | {r['comprehensiveness_aopc']:.3f} | {r['comprehensiveness_20']:.3f} | "
                      f"{r['sufficiency_aopc']:.3f} | {r['sufficiency_20']:.3f} | {r['log_odds_20']:.3f} | "
                      f"{r['deletion_auc']:.3f} | {complete} | {r['same_top_token_as_first']:.1%} |")
@@ -203,7 +209,7 @@ def parse_args(argv=None):
     p.add_argument("--methods", default=",".join(METHODS), help="comma list of: " + ",".join(METHODS))
     p.add_argument("--baselines", default=",".join(BASELINES), help="IG baselines to compare: " + ",".join(BASELINES))
     p.add_argument("--removal", default="delete", choices=REMOVALS)
-    p.add_argument("--steps", type=int, default=STEPS)
+    p.add_argument("--steps", default=str(STEPS), help="IG steps, or 'auto' (adaptive, tolerance 1%%)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     p.add_argument("--out", default=None, help="output folder (default: results/<task>)")
     args = p.parse_args(argv)
@@ -219,6 +225,10 @@ def parse_args(argv=None):
             p.error(f"unknown baseline {b!r}; choose from: {', '.join(BASELINES)}")
     if args.n < 1:
         p.error("-n must be at least 1")
+    if args.steps != "auto":
+        if not args.steps.isdigit() or int(args.steps) < 1:
+            p.error(f"--steps must be a positive integer or 'auto', got {args.steps!r}")
+        args.steps = int(args.steps)
     return args
 
 
@@ -247,10 +257,12 @@ def main(argv=None):
                "steps": args.steps, "ks_percent": list(KS), "curve_fractions": list(CURVE),
                "accuracy_on_these": float(np.mean(target == test.labels[:len(target)])),
                "command": "python evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv), "methods": {}}
-    reference = next(iter(explanations.values()))[0]
-    for name, (scores, complete) in explanations.items():
+    reference = next(iter(explanations.values()))["scores"]
+    for name, explained in explanations.items():
+        scores, complete = explained["scores"], explained["complete"]
         r = faithfulness(predict, token_ids, scores, target, args.removal)
         r["complete_share"] = None if complete is None else float(np.mean(complete))
+        r["mean_steps"] = None if explained["steps"] is None else float(np.mean(explained["steps"]))
         r["same_top_token_as_first"] = top_token_agreement(scores, reference, token_ids != 0)
         results["methods"][name] = r
         print(f"  {name}: comprehensiveness AOPC {r['comprehensiveness_aopc']:.3f}", file=sys.stderr)

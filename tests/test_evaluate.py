@@ -45,7 +45,8 @@ def marked_ids(n=6, length=12, seed=1):
 def test_every_faithful_method_ranks_the_marker_first():
     model, ids = marker_model(), marked_ids()
     explained = evaluate.explain_all(model, ids, ["ig", "grad", "gradxinput"], ["zero", "unk"], steps=32)
-    for name, (scores, _) in explained.items():
+    for name, explained_by in explained.items():
+        scores = explained_by["scores"]
         for row, s in zip(ids, scores):
             assert row[evaluate.ranking(s, row != 0)[0]] == MARKER, name
 
@@ -56,7 +57,7 @@ def test_comprehensiveness_at_the_marker_is_the_full_drop():
     probs = predict(ids)
     target = probs.argmax(-1)
     assert np.all(target == 1)
-    scores = evaluate.explain_all(model, ids, ["ig"], ["zero"], steps=32)["ig[zero]"][0]
+    scores = evaluate.explain_all(model, ids, ["ig"], ["zero"], steps=32)["ig[zero]"]["scores"]
     without = np.where(ids == MARKER, 0, ids)
     without = np.stack([np.concatenate([r[r != 0], np.zeros(np.sum(r == 0), np.int32)]) for r in without])
     full_drop = probs[:, 1] - predict(without)[:, 1]
@@ -79,9 +80,9 @@ def test_perturb_modes():
 
 def test_random_baseline_is_reproducible_and_seeded():
     ids = marked_ids()
-    a = evaluate.explain_all(None, ids, ["random"], [], seed=3)["random"][0]
-    b = evaluate.explain_all(None, ids, ["random"], [], seed=3)["random"][0]
-    c = evaluate.explain_all(None, ids, ["random"], [], seed=4)["random"][0]
+    a = evaluate.explain_all(None, ids, ["random"], [], seed=3)["random"]["scores"]
+    b = evaluate.explain_all(None, ids, ["random"], [], seed=3)["random"]["scores"]
+    c = evaluate.explain_all(None, ids, ["random"], [], seed=4)["random"]["scores"]
     assert np.array_equal(a, b) and not np.array_equal(a, c) and np.all(a[ids == 0] == 0)
 
 
@@ -97,9 +98,19 @@ def test_evaluate_cli_on_a_tiny_model(tiny_checkpoints, data_dir, tmp_path):
     assert ig["comprehensiveness_aopc"] > rnd["comprehensiveness_aopc"]
 
 
+def test_evaluate_adaptive_steps(tiny_checkpoints, data_dir, tmp_path):
+    result = run("evaluate.py", "--checkpoint", tiny_checkpoints["mean"], "--data-dir", data_dir, "-n", "8",
+                 "--steps", "auto", "--methods", "ig,random", "--baselines", "zero", "--removal", "pad",
+                 "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    ig = json.loads((tmp_path / "faithfulness.json").read_text(encoding="utf-8"))["methods"]["ig[zero]"]
+    assert ig["mean_steps"] >= 16 and ig["complete_share"] >= 0.75
+
+
 def test_evaluate_cli_bad_input(tmp_path):
     assert_clean_failure(run("evaluate.py", "--checkpoint", str(tmp_path / "missing")), "checkpoint not found")
     assert_clean_failure(run("evaluate.py", "--task", "hotel", "--methods", "lime"), "unknown method")
+    assert_clean_failure(run("evaluate.py", "--task", "hotel", "--steps", "many"), "--steps must be")
 
 
 def test_top_token_agreement_ignores_padding():
