@@ -9,6 +9,7 @@ Prints, measured in this one run on the same texts:
   - the speed-up over the original project's way: one model call per sample per alpha
     (timed on a few samples, per input, and scaled to N*S inputs)
   - peak memory (RSS) of IG at S steps and at 6*S steps, each in a fresh process
+  - the completeness error of Gauss-Legendre vs the trapezoid rule at S steps
 """
 import os
 
@@ -126,6 +127,11 @@ def main():
     loop_time = best_time(lambda: per_alpha_loop(ckpt.model, loop_ids, steps), repeats=1)
     loop_scaled = loop_time / (len(loop_ids) * steps) * inputs
 
+    def median_gap(method):
+        a = integrated_gradients(ckpt.model, ids, steps=steps, method=method)
+        return float(np.median(np.abs(a.delta) / np.abs(a.output - a.baseline_output)))
+    gaps = {method: median_gap(method) for method in ("gausslegendre", "trapezoid")}
+
     memory = {}
     for s in (steps, 6 * steps):
         out = subprocess.run([sys.executable, __file__, "--child-memory", "--checkpoint", args.checkpoint,
@@ -139,6 +145,7 @@ def main():
         "per_alpha_loop_seconds_scaled": loop_scaled, "speedup_over_per_alpha_loop": loop_scaled / ig_time,
         "peak_rss_mb": {str(s): round(m["rss_peak_mb"]) for s, m in memory.items()},
         "rss_after_load_mb": {str(s): round(m["rss_before_mb"]) for s, m in memory.items()},
+        "median_relative_gap": gaps,
     }
     print(f"integrated_gradients:        {ig_time:8.3f} s")
     print(f"floor (one fwd+bwd batch):   {floor_time:8.3f} s")
@@ -147,6 +154,8 @@ def main():
     print(f"speed-up over per-alpha loop: {loop_scaled / ig_time:7.0f}x  (goal >= 500x)")
     for s, m in memory.items():
         print(f"peak RSS at {s:4d} steps:       {m['rss_peak_mb']:8.0f} MB  (after loading: {m['rss_before_mb']:.0f} MB)")
+    print(f"median |delta| / |F(x)-F(x')| at {steps} steps: Gauss-Legendre {gaps['gausslegendre']:.2%}, "
+          f"trapezoid {gaps['trapezoid']:.2%} ({gaps['trapezoid'] / gaps['gausslegendre']:.0f}x larger)")
     print(json.dumps(results))
 
 

@@ -73,3 +73,14 @@ def test_visualize_misclassified_samples(tiny_checkpoints, data_dir, tmp_path):
         md = (tmp_path / "explanations.md").read_text(encoding="utf-8")
         for caption in re.findall(r"<sub>label (\w+) · predicted (\w+)", md):
             assert caption[0] != caption[1]
+
+
+def test_bench_runs_and_reports_every_number(tiny_checkpoints, data_dir):
+    import json
+    result = run("bench.py", "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir, "--samples", "4",
+                 "--steps", "4")
+    assert result.returncode == 0, result.stderr
+    numbers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert numbers["ratio_to_floor"] > 0 and numbers["speedup_over_per_alpha_loop"] > 0
+    assert set(numbers["peak_rss_mb"]) == {"4", "24"}
+    assert set(numbers["median_relative_gap"]) == {"gausslegendre", "trapezoid"}
