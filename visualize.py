@@ -152,11 +152,12 @@ def to_font_html(expl):
                    for u, c in zip(expl.units, unit_colours(expl, FONT_BASE)))
 
 
-def caption(expl):
+def caption(expl, with_prediction=True):
     parts = []
-    if expl.label is not None:
-        parts.append(f"label {expl.label}")
-    parts.append(f"predicted {expl.predicted} ({expl.prob:.1%})")
+    if with_prediction:
+        if expl.label is not None:
+            parts.append(f"label {expl.label}")
+        parts.append(f"predicted {expl.predicted} ({expl.prob:.1%})")
     if expl.target != expl.predicted:
         parts.append(f"explaining {expl.target} ({expl.target_prob:.1%})")
     method = METHOD_NAMES.get(expl.method, expl.method)
@@ -219,7 +220,8 @@ body{font-family:'TIG CJK','Noto Sans CJK SC','PingFang SC','Microsoft YaHei',sa
 .text span.unk{text-decoration:underline dotted #555}
 .meta{font-size:0.85em;color:#555}
 .method{font-size:0.8em;color:#333;font-weight:600;margin-top:0.4em}
-.legend{display:flex;align-items:center;gap:0.6em;font-size:0.85em}
+.legend{display:flex;flex-wrap:wrap;align-items:center;gap:0.6em;font-size:0.85em}
+.legend span{white-space:nowrap}
 .bar{width:16em;height:1em;border:1px solid #ccc}
 """
 
@@ -246,7 +248,7 @@ def to_report_html(rows, title="text-integrated-gradients report"):
                 cls = ' class="unk"' if unk else ""
                 spans.append(f'<span{cls} style="background:{hex_colour(rgb)}" title="{html.escape(tip)}">'
                              f"{html.escape(unit)}</span>")
-            block.append(f'<div class="method">{html.escape(caption(expl))}</div>')
+            block.append(f'<div class="method">{html.escape(caption(expl, with_prediction=False))}</div>')
             block.append(f'<div class="text">{"".join(spans)}</div>')
             block.extend(f'<div class="meta">{html.escape(note)}</div>' for note in notes(expl))
         block.append("</div>")
