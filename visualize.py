@@ -67,6 +67,10 @@ def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None
     from integrated_gradients import DEFAULT_BASELINE, integrated_gradients
     baseline = baseline or DEFAULT_BASELINE
     tokenizer, maxlen = ckpt.tokenizer, ckpt.maxlen
+    name = {("ig", "sum"): "ig", ("ig", "l2"): "ig-l2", ("grad", "sum"): "grad", ("grad", "l2"): "saliency"}.get(
+        (method, reduce))
+    if name is None:
+        raise ValueError(f"unknown method/reduce {method!r}/{reduce!r}: use ig or grad, sum or l2")
     out, bar = [], None
     if progress and len(texts) > BATCH:
         import keras
@@ -77,19 +81,14 @@ def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None
         ids = tokenizer.encode(chunk, maxlen)
         if method == "ig":
             attribution = integrated_gradients(ckpt.model, ids, target, baseline=baseline, steps=steps, reduce=reduce)
-        elif method == "grad":
-            attribution = gradients(ckpt.model, ids, target, times_input=reduce == "sum", reduce=reduce)
         else:
-            raise ValueError(f"unknown method {method!r}")
+            attribution = gradients(ckpt.model, ids, target, times_input=reduce == "sum", reduce=reduce)
         for row, tokens in enumerate(token_lists):
             seen = tokens[:maxlen]
             units, scores, unknown = group_units(seen, attribution.scores[row, :len(seen)],
                                                  ids[row, :len(seen)], tokenizer, level)
             pred = int(attribution.probs[row].argmax())
             tgt = int(attribution.target[row])
-            name = "ig" if method == "ig" else ("grad" if reduce == "sum" else "saliency")
-            if method == "ig" and reduce == "l2":
-                name = "ig-l2"
             out.append(Explanation(
                 text="".join(tokens), units=units, scores=scores, unknown=unknown, method=name,
                 target=ckpt.classes[tgt], predicted=ckpt.classes[pred], prob=float(attribution.probs[row, pred]),
