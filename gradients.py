@@ -9,7 +9,6 @@ and target class t:
 Scores are exactly 0.0 at PAD positions: models from model.py zero PAD embeddings inside
 the head, so their gradient there is exactly zero, and scores are masked as well.
 """
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,7 +78,17 @@ def reduce_scores(contributions, mask, reduce):
     return np.where(mask, scores, 0.0).astype(np.float32)
 
 
-_GRAD_FNS = weakref.WeakKeyDictionary()
+_TRACED = {}   # (head model, kind) -> tf.function, kept for the life of the process
+
+
+def traced(head, kind, build):
+    """The tf.function `build(head)`, made once per head and kind. split_at_embedding makes new
+    closures on every call, so the key is the Keras head they wrap (`.layer`); any other
+    callable is its own key."""
+    key = (getattr(head, "layer", head), kind)
+    if key not in _TRACED:
+        _TRACED[key] = build(head)
+    return _TRACED[key]
 
 
 def target_gradient_fn(head):
@@ -88,27 +97,19 @@ def target_gradient_fn(head):
     One trace serves every batch size and length (input_signature with None dims), so
     callers can stream chunks of any size through it without retracing.
     """
-    key = getattr(head, "layer", head)
-    try:
-        return _GRAD_FNS[key]
-    except (KeyError, TypeError):
-        pass
+    def build(head):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32),
+                                      tf.TensorSpec([None, None], tf.bool),
+                                      tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
+        def fn(embeddings, mask, target):
+            with tf.GradientTape() as tape:
+                tape.watch(embeddings)
+                selected = tf.gather(head(embeddings, mask), target, axis=1, batch_dims=1)
+            # samples are independent, so the gradient of the sum is each sample's own gradient
+            return tape.gradient(selected, embeddings), selected
+        return fn
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32),
-                                  tf.TensorSpec([None, None], tf.bool),
-                                  tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
-    def fn(embeddings, mask, target):
-        with tf.GradientTape() as tape:
-            tape.watch(embeddings)
-            selected = tf.gather(head(embeddings, mask), target, axis=1, batch_dims=1)
-        # samples are independent, so the gradient of the sum is each sample's own gradient
-        return tape.gradient(selected, embeddings), selected
-
-    try:
-        _GRAD_FNS[key] = fn
-    except TypeError:
-        pass
-    return fn
+    return traced(head, "target_gradient", build)
 
 
 def gradients(model, token_ids, target=None, *, times_input=True, reduce=None):

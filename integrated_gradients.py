@@ -15,7 +15,8 @@ most `batch_size` interpolated inputs, so memory stays flat as `steps` grows.
 import numpy as np
 import tensorflow as tf
 
-from gradients import Attribution, as_embed_head, prepare_ids, reduce_scores, resolve_target, target_gradient_fn
+from gradients import (Attribution, as_embed_head, prepare_ids, reduce_scores, resolve_target, target_gradient_fn,
+                       traced)
 from tokenizer import MASK_ID, PAD_ID, UNK_ID
 
 METHODS = ("gausslegendre", "left", "right", "middle", "trapezoid")
@@ -69,32 +70,27 @@ def make_baseline(embed, token_ids, embeddings, baseline):
     return np.asarray(embed(tf.constant(ids))[0], np.float32)
 
 
-_PATH_FNS = {}
-
-
 def path_gradient_fn(head):
     """tf.function (x, x', mask, target, nodes, weights) -> sum_k w_k dF_t(x'+a_k(x-x'))/dx  [b,L,D].
 
     All b samples x s nodes go through the head as one batch of b*s inputs.
     """
-    grad_fn = target_gradient_fn(head)
-    key = id(grad_fn)
-    if key in _PATH_FNS:
-        return _PATH_FNS[key][1]
+    def build(head):
+        grad_fn = target_gradient_fn(head)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32)] * 2 + [
-        tf.TensorSpec([None, None], tf.bool), tf.TensorSpec([None], tf.int32),
-        tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)])
-    def fn(x, x0, mask, target, nodes, weights):
-        s, b = tf.shape(nodes)[0], tf.shape(x)[0]
-        length, dim = tf.shape(x)[1], tf.shape(x)[2]
-        path = x0[None] + nodes[:, None, None, None] * (x - x0)[None]          # [s,b,L,D]
-        grads, _ = grad_fn(tf.reshape(path, [s * b, length, dim]),
-                           tf.tile(mask, [s, 1]), tf.tile(target, [s]))
-        return tf.tensordot(weights, tf.reshape(grads, [s, b, length, dim]), axes=1)
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32)] * 2 + [
+            tf.TensorSpec([None, None], tf.bool), tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)])
+        def fn(x, x0, mask, target, nodes, weights):
+            s, b = tf.shape(nodes)[0], tf.shape(x)[0]
+            length, dim = tf.shape(x)[1], tf.shape(x)[2]
+            path = x0[None] + nodes[:, None, None, None] * (x - x0)[None]          # [s,b,L,D]
+            grads, _ = grad_fn(tf.reshape(path, [s * b, length, dim]),
+                               tf.tile(mask, [s, 1]), tf.tile(target, [s]))
+            return tf.tensordot(weights, tf.reshape(grads, [s, b, length, dim]), axes=1)
+        return fn
 
-    _PATH_FNS[key] = (grad_fn, fn)   # keep grad_fn alive so its id stays unique
-    return fn
+    return traced(head, "path_gradient", build)
 
 
 def integrate_path(head, x, x0, mask, target, nodes, weights, batch_size):
