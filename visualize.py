@@ -15,6 +15,7 @@ from dataset import quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
+import functools
 import html
 import io
 import sys
@@ -280,21 +281,23 @@ def cjk_font():
     return paths[0], 2   # faces: 0 JP, 1 KR, 2 SC, 3 TC, 4 HK
 
 
-_FONT_READY = []
-
-
-def setup_matplotlib():
+@functools.cache
+def font_charmap():
+    """Register the CJK font with matplotlib (once) and return the code points it covers."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+    path, _ = cjk_font()
+    font_manager.fontManager.addfont(path)
+    matplotlib.rcParams["font.family"] = [FONT_FAMILY]
+    matplotlib.rcParams["axes.unicode_minus"] = False
+    return frozenset(FT2Font(path).get_charmap())
+
+
+def setup_matplotlib():
+    font_charmap()
     import matplotlib.pyplot as plt
-    if not _FONT_READY:
-        path, _ = cjk_font()
-        font_manager.fontManager.addfont(path)
-        plt.rcParams["font.family"] = [FONT_FAMILY]
-        plt.rcParams["axes.unicode_minus"] = False
-        from matplotlib.ft2font import FT2Font
-        _FONT_READY.append(set(FT2Font(path).get_charmap()))
     return plt
 
 
@@ -327,7 +330,7 @@ def to_png(rows, path, width=PNG_WIDTH, title=None):
     plt = setup_matplotlib()
     from matplotlib.colors import LinearSegmentedColormap
     from matplotlib.patches import Rectangle
-    charmap = _FONT_READY[0]
+    charmap = font_charmap()
     signed = all(e.signed for g in rows for e in g)
     blocks = [(e, layout([drawable(u, charmap) for u in e.units], width)) for g in rows for e in g]
     n_lines = sum(len(lines) + 1.4 for _, lines in blocks) + (1.2 if title else 0) + 2.2
@@ -456,8 +459,8 @@ def resolve_target(target, classes):
     raise UserError(f"unknown target {target!r}; classes are: " + ", ".join(f"{i} {c}" for i, c in enumerate(classes)))
 
 
-def run_methods(ckpt, texts, args, labels=None, target=None):
-    methods = ["grad", "ig"] if args.method == "both" else [args.method]
+def run_methods(ckpt, texts, methods, args, labels=None, target=None):
+    """Explain texts with each method; one list per text, one Explanation per method."""
     per_method = [explain(ckpt, texts, m, steps=args.steps, baseline=args.baseline, target=target,
                           reduce=args.reduce, level=args.level, labels=labels, progress=True) for m in methods]
     return [list(group) for group in zip(*per_method)]
@@ -498,13 +501,11 @@ def gallery(args):
         texts, labels = pick_samples(ckpt, task, args.data_dir, GALLERY_PER_TASK, max_chars=GALLERY_MAXCHARS,
                                      balanced=True)
         metrics = ckpt.metrics
-        head = (f"{task}: test accuracy {metrics.get('test_accuracy', float('nan')):.4f}, "
-                f"macro-F1 {metrics.get('test_macro_f1', float('nan')):.4f}")
         section = [f"### {task}", "", f"<sub>checkpoint checkpoints/{task} ({ckpt.meta.get('arch')}), "
-                                    f"{html.escape(head.split(': ', 1)[1])}</sub>", ""]
+                                    f"test accuracy {metrics.get('test_accuracy', float('nan')):.4f}, "
+                                    f"macro-F1 {metrics.get('test_macro_f1', float('nan')):.4f}</sub>", ""]
         for method in ("grad", "ig"):
-            args.method = method
-            rows = run_methods(ckpt, texts, args, labels)
+            rows = run_methods(ckpt, texts, [method], args, labels)
             png = to_png(rows, os.path.join(out, f"{task}_{method}.png"), title=f"{task} · {METHOD_NAMES[method]}")
             section += [f"![{task} {method}]({png})", "", to_markdown(rows), ""]
             print(f"wrote {png}")
@@ -533,7 +534,8 @@ def main(argv=None):
     if not texts:
         from dataset import UserError
         raise UserError("no texts to explain (the test split had no matching samples)")
-    rows = run_methods(ckpt, texts, args, labels, target)
+    methods = ["grad", "ig"] if args.method == "both" else [args.method]
+    rows = run_methods(ckpt, texts, methods, args, labels, target)
     out = args.out or os.path.join("out", time.strftime("visualize-%Y%m%d-%H%M%S"))
     for path in write_outputs(rows, out, args.formats, title=f"{ckpt.meta.get('task', '')} · "
                               f"{', '.join(METHOD_NAMES.get(e.method, e.method) for e in rows[0])}",
