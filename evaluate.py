@@ -1,9 +1,9 @@
 """Faithfulness of the explanations: do the characters a method ranks first really drive the model?
 
-    python evaluate.py --task hotel --data-dir ../shared/data -n 500
+    python evaluate.py --task hotel --data-dir DIR -n 500
 
-For each method (integrated gradients with each baseline, gradient x input, the gradient's
-L2 norm, and a seeded random order), on the first n texts of the test split, explaining the
+For each method (integrated gradients `ig` with each baseline, gradient x input `gradxinput`,
+the gradient's L2 norm `saliency`, and a seeded `random` order), on the first n texts of the test split, explaining the
 predicted class y with p = p(y | text):
 
   comprehensiveness@k = p(text) - p(text without its top-k% tokens)   higher = more faithful
@@ -19,7 +19,7 @@ Writes a JSON file and a deletion-curve PNG, and prints a Markdown table.
 """
 import os
 
-from dataset import quiet_tensorflow
+from cli import quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
@@ -29,11 +29,13 @@ import sys
 
 import numpy as np
 
+from tokenizer import PAD_ID
+
 SAMPLES = 500
 KS = (1, 5, 10, 20, 50)               # percent of tokens, as in ERASER
 CURVE = tuple(np.round(np.linspace(0, 1, 11), 2))
 STEPS = 50
-METHODS = ("ig", "grad", "gradxinput", "random")
+METHODS = ("ig", "gradxinput", "saliency", "random")   # render.METHOD_TITLES; "grad" = gradxinput
 BASELINES = ("zero", "pad", "unk", "mask")
 REMOVALS = ("delete", "pad", "unk")
 PREDICT_BATCH = 1024
@@ -44,7 +46,7 @@ EXPLAIN_BATCH = 64
 
 def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progress=False):
     """{name: {"scores": [N,L], "complete": [N] bool or None, "steps": [N] or None}} per method
-    (and per IG baseline); complete = IG's |delta| <= 1% of |F(x) - F(x')|."""
+    (and per IG baseline); complete: Attribution.complete(), IG's |delta| <= 1% of |F(x) - F(x')|."""
     from gradients import gradients
     from integrated_gradients import integrated_gradients
     jobs = []
@@ -52,8 +54,8 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
         if method == "ig":
             jobs += [(f"ig[{b}]", lambda ids, b=b: integrated_gradients(model, ids, baseline=b, steps=steps))
                      for b in baselines]
-        elif method == "grad":
-            jobs.append(("grad", lambda ids: gradients(model, ids, times_input=False)))
+        elif method == "saliency":
+            jobs.append(("saliency", lambda ids: gradients(model, ids, times_input=False)))
         elif method == "gradxinput":
             jobs.append(("gradxinput", lambda ids: gradients(model, ids, times_input=True)))
         elif method == "random":
@@ -68,7 +70,7 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
     for name, fn in jobs:
         if fn is None:   # a seeded random score per token: the floor every method must beat
             rng = np.random.default_rng(seed)
-            results[name] = {"scores": np.where(token_ids != 0, rng.random(token_ids.shape), 0.0),
+            results[name] = {"scores": np.where(token_ids != PAD_ID, rng.random(token_ids.shape), 0.0),
                              "complete": None, "steps": None}
             continue
         scores, gaps, steps_used = [], [], []
@@ -76,7 +78,7 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
             a = fn(token_ids[start:start + EXPLAIN_BATCH])
             scores.append(a.scores)
             if a.delta is not None:
-                gaps.append(np.abs(a.delta) <= 0.01 * np.abs(a.output - a.baseline_output))
+                gaps.append(a.complete())
                 steps_used.append(a.steps)
             done += len(a.scores)
             if bar:
@@ -100,7 +102,7 @@ def top_count(n_tokens, percent):
 
 def perturb(token_ids, positions, removal="delete", keep=False):
     """Remove the tokens at `positions` (or keep only them); returns a row of the same length."""
-    from tokenizer import PAD_ID, UNK_ID
+    from tokenizer import UNK_ID
     real = token_ids != PAD_ID
     chosen = np.zeros(len(token_ids), bool)
     chosen[positions] = True
@@ -123,7 +125,7 @@ def faithfulness(predict, token_ids, scores, target, removal="delete", ks=KS, cu
     predict: ids [M,L] -> probabilities [M,C]. scores: [N,L]. target: [N] explained class.
     """
     n = len(token_ids)
-    mask = token_ids != 0
+    mask = token_ids != PAD_ID
     rows, index = [], {}
     for i in range(n):
         order = ranking(scores[i], mask[i])
@@ -165,7 +167,7 @@ def top_token_agreement(scores, reference, mask):
 # --- outputs --------------------------------------------------------------------------
 
 def plot_curves(results, path, title):
-    from visualize import setup_matplotlib
+    from plots import save_figure, setup_matplotlib
     plt = setup_matplotlib()
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=130)
     for name, r in results["methods"].items():
@@ -179,9 +181,7 @@ def plot_curves(results, path, title):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def markdown_table(results):
@@ -200,34 +200,28 @@ def markdown_table(results):
 
 
 def parse_args(argv=None):
-    from dataset import TASKS, ArgumentParser
+    from cli import ArgumentParser, comma_list, int_range
+    from dataset import TASKS
+    from integrated_gradients import MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", default=None, help=f"one of: {', '.join(TASKS)}")
-    p.add_argument("--checkpoint", default=None, help="checkpoint directory (default: checkpoints/<task>)")
+    p.add_argument("--task", default=None, choices=TASKS, help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint folder (default: checkpoints/<task>, else the most recent under checkpoints/)")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("-n", type=int, default=SAMPLES, help="first N texts of the test split")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma list of: " + ",".join(METHODS))
-    p.add_argument("--baselines", default=",".join(BASELINES), help="IG baselines to compare: " + ",".join(BASELINES))
+    p.add_argument("-n", type=int_range(1), default=SAMPLES, help="first N texts of the test split")
+    p.add_argument("--methods", default=list(METHODS), type=comma_list(METHODS + ("grad",), "method"),
+                   help="comma list of: " + ",".join(METHODS))
+    p.add_argument("--baselines", default=list(BASELINES), type=comma_list(BASELINES, "baseline"),
+                   help="IG baselines to compare: " + ",".join(BASELINES))
     p.add_argument("--removal", default="delete", choices=REMOVALS)
-    p.add_argument("--steps", default=str(STEPS), help="IG steps, or 'auto' (adaptive, tolerance 1%%)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    p.add_argument("--steps", default=str(STEPS), help=f"IG steps (1 to {MAX_STEPS}), or 'auto' (adaptive, 1%%)")
+    p.add_argument("--seed", type=int_range(0), default=0, help="seed of the random baseline")
     p.add_argument("--out", default=None, help="output folder (default: results/<task>)")
     args = p.parse_args(argv)
-    if not (args.task or args.checkpoint):
-        p.error("give --task or --checkpoint")
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    args.baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
-    for m in args.methods:
-        if m not in METHODS:
-            p.error(f"unknown method {m!r}; choose from: {', '.join(METHODS)}")
-    for b in args.baselines:
-        if b not in BASELINES:
-            p.error(f"unknown baseline {b!r}; choose from: {', '.join(BASELINES)}")
-    if args.n < 1:
-        p.error("-n must be at least 1")
+    args.methods = list(dict.fromkeys("gradxinput" if m == "grad" else m for m in args.methods))
     if args.steps != "auto":
-        if not args.steps.isdigit() or int(args.steps) < 1:
-            p.error(f"--steps must be a positive integer or 'auto', got {args.steps!r}")
+        if not (args.steps.isascii() and args.steps.isdigit()) or not 1 <= int(args.steps) <= MAX_STEPS:
+            p.error(f"--steps must be an integer from 1 to {MAX_STEPS} or 'auto', got {args.steps!r}")
         args.steps = int(args.steps)
     return args
 
@@ -235,10 +229,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import time
+    from cli import atomic_write, prepare_output_dir, resolve_checkpoint
     from dataset import load_task
-    from model import load_checkpoint
-    ckpt = load_checkpoint(args.checkpoint or os.path.join("checkpoints", args.task))
+    ckpt = resolve_checkpoint(args.task, args.checkpoint)
     task = args.task or ckpt.meta["task"]
+    out = args.out or os.path.join("results", task)
+    prepare_output_dir(out, ["faithfulness.json", "deletion_curve.png"])
     baselines = list(args.baselines)
     if "mask" in baselines and not ckpt.meta.get("mask_rate"):
         print("warning: this checkpoint was trained without --mask-rate; skipping the mask baseline", file=sys.stderr)
@@ -263,14 +259,11 @@ def main(argv=None):
         r = faithfulness(predict, token_ids, scores, target, args.removal)
         r["complete_share"] = None if complete is None else float(np.mean(complete))
         r["mean_steps"] = None if explained["steps"] is None else float(np.mean(explained["steps"]))
-        r["same_top_token_as_first"] = top_token_agreement(scores, reference, token_ids != 0)
+        r["same_top_token_as_first"] = top_token_agreement(scores, reference, token_ids != PAD_ID)
         results["methods"][name] = r
         print(f"  {name}: comprehensiveness AOPC {r['comprehensiveness_aopc']:.3f}", file=sys.stderr)
     results["seconds"] = round(time.time() - start, 1)
-    out = args.out or os.path.join("results", task)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "faithfulness.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, ensure_ascii=False, indent=1)
+    atomic_write(os.path.join(out, "faithfulness.json"), json.dumps(results, ensure_ascii=False, indent=1))
     png = plot_curves(results, os.path.join(out, "deletion_curve.png"),
                       f"{task}: deletion curves, {len(token_ids)} test texts, removal={args.removal}")
     print(f"### {task} (n={len(token_ids)}, removal={args.removal}, {args.steps} steps, {results['seconds']}s)\n")
@@ -280,8 +273,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from dataset import UserError
-    try:
-        main()
-    except UserError as e:
-        sys.exit(f"error: {e}")
+    from cli import run
+    run(main)

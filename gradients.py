@@ -17,6 +17,7 @@ import tensorflow as tf
 from model import split_at_embedding
 
 REDUCTIONS = ("sum", "l2")
+COMPLETENESS_TOLERANCE = 0.01   # an IG explanation is "complete" when |delta| <= 1% of |F(x) - F(x')|
 
 
 @dataclass
@@ -33,9 +34,9 @@ class Attribution:
     output: np.ndarray = None       # F_t(x)
     baseline_output: np.ndarray = None  # IG only: F_t(x')
 
-    @property
-    def mask(self):
-        return self.token_ids != 0
+    def complete(self, tolerance=COMPLETENESS_TOLERANCE):
+        """IG only: per text, whether |delta| <= tolerance * |F(x) - F(x')|."""
+        return np.abs(self.delta) <= tolerance * np.abs(self.output - self.baseline_output)
 
 
 def as_embed_head(model):

@@ -15,7 +15,7 @@ most `batch_size` interpolated inputs, so memory stays flat as `steps` grows.
 import numpy as np
 import tensorflow as tf
 
-from gradients import (Attribution, as_embed_head, prepare_ids, reduce_scores, resolve_target, target_gradient_fn,
+from gradients import (COMPLETENESS_TOLERANCE, Attribution, as_embed_head, prepare_ids, reduce_scores, resolve_target, target_gradient_fn,
                        traced)
 from tokenizer import MASK_ID, PAD_ID, UNK_ID
 
@@ -23,14 +23,16 @@ METHODS = ("gausslegendre", "left", "right", "middle", "trapezoid")
 BASELINES = ("zero", "pad", "unk", "mask")
 DEFAULT_BASELINE = "zero"
 AUTO_STEPS = (16, 32, 64, 128, 256, 512)     # schedule of steps="auto"
-AUTO_TOLERANCE = 0.01
+AUTO_TOLERANCE = COMPLETENESS_TOLERANCE      # steps="auto" stops where Attribution.complete() holds
+MAX_STEPS = 1024                             # quadrature nodes; Gauss-Legendre's set-up grows as steps^2
 FLOATS_IN_FLIGHT = 1 << 23                   # default budget: interpolated floats per chunk (32 MB)
 
 
 def quadrature(method, steps):
     """Nodes a_k in [0,1] and weights w_k (summing to 1) of an n-point rule on [0, 1]."""
-    if steps < 1 or (method == "trapezoid" and steps < 2):
-        raise ValueError(f"steps must be >= {2 if method == 'trapezoid' else 1} for {method}, got {steps}")
+    low = 2 if method == "trapezoid" else 1
+    if not low <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be between {low} and {MAX_STEPS} for {method}, got {steps}")
     n = int(steps)
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(n)
@@ -140,6 +142,8 @@ def integrated_gradients(model, token_ids, target=None, *, baseline=DEFAULT_BASE
     f_x0 = np.asarray(head(tf.constant(x0), tf.constant(mask)))[np.arange(len(target)), target]
     if batch_size is None:
         batch_size = max(1, FLOATS_IN_FLIGHT // (x.shape[1] * x.shape[2]))
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1 interpolated input, got {batch_size}")
 
     adaptive = steps == "auto" or tolerance is not None
     if steps == "auto":

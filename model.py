@@ -15,19 +15,23 @@ Architectures (`--arch`): cnn (the original: Embedding 128 -> Dropout -> Conv1D 
 relu -> masked global max pool -> Dense 128 relu -> softmax), textcnn (kernels 2,3,4),
 bilstm (BiLSTM 64+64 -> masked max pool), mean (fastText-like masked mean of embeddings).
 
-A checkpoint is a directory: model.keras, tokenizer.json, meta.json, metrics.json.
+A checkpoint is a folder with a pointer to its current version (model.keras, tokenizer.json,
+meta.json, metrics.json); see the checkpoints section.
 """
+import fcntl
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import time
 from dataclasses import dataclass
 
 import keras
 from keras import layers, ops
 
-from dataset import UserError
-from tokenizer import Tokenizer
+from cli import UserError
+from tokenizer import PAD_ID, Tokenizer
 
 ARCHS = ("cnn", "textcnn", "bilstm", "mean")
 EMBED_DIM = 128
@@ -47,7 +51,7 @@ class PaddingMask(layers.Layer):
     """token_ids -> bool mask of real (non-PAD) positions."""
 
     def call(self, token_ids):
-        return ops.not_equal(token_ids, 0)
+        return ops.not_equal(token_ids, PAD_ID)
 
     def compute_output_spec(self, token_ids):
         return keras.KerasTensor(token_ids.shape, dtype="bool")
@@ -163,6 +167,24 @@ def split_at_embedding(model):
 
 
 # --- checkpoints --------------------------------------------------------------------
+#
+# A checkpoint folder holds versions and a pointer to the current one:
+#
+#     <dir>/CURRENT              the name of the current version (replaced atomically)
+#     <dir>/v-<time>-<pid>/      model.keras, tokenizer.json, meta.json, metrics.json
+#
+# Saving writes a new version under a temporary name, renames it, then replaces CURRENT, all
+# under a lock; so at every instant CURRENT names a complete version (a crash or a kill leaves
+# the previous one loadable), and two concurrent writers end with one complete checkpoint.
+# Stale versions and the temporary folders of dead processes are removed by the next save.
+# Folders in the older flat layout (the four files directly in <dir>) still load.
+
+POINTER_FILE, LOCK_FILE = "CURRENT", ".lock"
+CHECKPOINT_FILES = (MODEL_FILE, TOKENIZER_FILE, META_FILE, METRICS_FILE)
+VERSION_NAME = re.compile(r"v-[0-9]+-[0-9]+")
+TEMP_NAME = re.compile(r"\.tmp-([0-9]+)-[0-9a-z_]+")
+POINTER_TEMP = re.compile(re.escape(POINTER_FILE) + r"\.tmp-.+")   # atomic_write's temp name for CURRENT
+
 
 @dataclass
 class Checkpoint:
@@ -171,49 +193,168 @@ class Checkpoint:
     classes: list
     maxlen: int
     meta: dict
-    directory: str = ""
+    directory: str = ""     # the folder the user named
+    files: str = ""         # the folder holding this version's files
 
     @property
     def metrics(self):
-        path = os.path.join(self.directory, METRICS_FILE)
+        path = os.path.join(self.files or self.directory, METRICS_FILE)
         if not os.path.exists(path):
             return {}
         with open(path, encoding="utf-8") as f:
             return json.load(f)
 
 
-def save_checkpoint(directory, model, tokenizer, meta, metrics=None):
-    """Write a checkpoint atomically: into a sibling temp dir, then swap it into place,
-    so a crash mid-save leaves the previous checkpoint intact."""
+def is_checkpoint_dir(path):
+    """A folder written by save_checkpoint (or the older flat layout)."""
+    return (os.path.isfile(os.path.join(path, POINTER_FILE))
+            or all(os.path.isfile(os.path.join(path, name)) for name in (MODEL_FILE, TOKENIZER_FILE, META_FILE)))
+
+
+def _only_our_leftovers(path):
+    """True when every entry is something save_checkpoint makes (an interrupted first save)."""
+    return all(name == LOCK_FILE or VERSION_NAME.fullmatch(name) or TEMP_NAME.fullmatch(name)
+               or POINTER_TEMP.fullmatch(name) for name in os.listdir(path))
+
+
+def check_checkpoint_target(directory):
+    """Refuse, before any training, an --out that is not a new path, an empty folder, or a
+    checkpoint of this project; and one that cannot be written."""
+    if not directory or not str(directory).strip():
+        raise CheckpointError("--out must not be empty")
     directory = os.path.abspath(directory)
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(directory) + ".tmp-", dir=parent)
+    if os.path.exists(directory):
+        if not os.path.isdir(directory):
+            raise CheckpointError(f"refusing to write a checkpoint to {directory}: it is an existing file")
+        if os.listdir(directory) and not is_checkpoint_dir(directory) and not _only_our_leftovers(directory):
+            raise CheckpointError(f"refusing to write a checkpoint into {directory}: the folder is not empty and "
+                                  "is not a checkpoint of this project (nothing in it was touched); give a new "
+                                  "or empty folder")
+    existing = directory
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise CheckpointError(f"cannot write a checkpoint to {directory}: {existing} is not a writable folder")
+    return directory
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_json(path, obj):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2)
+
+
+def save_checkpoint(directory, model, tokenizer, meta, metrics=None):
+    """Write a new version of the checkpoint in `directory` and make it current, atomically.
+
+    The folder must be new, empty, or a checkpoint of this project (see check_checkpoint_target).
+    meta gets the tokenizer's fingerprint, which load_checkpoint verifies.
+    """
+    from cli import atomic_write
+    directory = check_checkpoint_target(directory)
+    os.makedirs(directory, exist_ok=True)
+    meta = {**meta, "tokenizer_sha256": tokenizer.fingerprint()}
+    validate_meta(meta, directory)
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    os.mkdir(tmp)   # permissions follow the umask (unlike mkdtemp's 0700)
     try:
         model.save(os.path.join(tmp, MODEL_FILE))
         tokenizer.save(os.path.join(tmp, TOKENIZER_FILE))
-        for name, obj in ((META_FILE, meta), (METRICS_FILE, metrics)):
-            if obj is not None:
-                with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
-                    json.dump(obj, f, ensure_ascii=False, indent=2)
-        old = None
-        if os.path.exists(directory):
-            old = tempfile.mkdtemp(prefix=os.path.basename(directory) + ".old-", dir=parent)
-            os.rename(directory, os.path.join(old, "ckpt"))
-        os.rename(tmp, directory)
-        if old:
-            shutil.rmtree(old)
+        _write_json(os.path.join(tmp, META_FILE), meta)
+        if metrics is not None:
+            _write_json(os.path.join(tmp, METRICS_FILE), metrics)
+        with open(os.path.join(directory, LOCK_FILE), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)   # one commit at a time; released when the file closes
+            version = f"v-{time.time_ns()}-{os.getpid()}"
+            os.rename(tmp, os.path.join(directory, version))
+            atomic_write(os.path.join(directory, POINTER_FILE), version + "\n")
+            _remove_stale(directory, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
 
 
+def _remove_stale(directory, current):
+    """Delete what earlier saves left: other versions, temp folders of dead processes, and the
+    files of the older flat layout. Only names that save_checkpoint itself makes are touched."""
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        temp = TEMP_NAME.fullmatch(name)
+        if ((VERSION_NAME.fullmatch(name) and name != current) or (temp and not _alive(int(temp.group(1))))
+                or POINTER_TEMP.fullmatch(name)):   # under the lock, no live writer owns a pointer temp
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        elif name in CHECKPOINT_FILES and os.path.isfile(path):
+            os.remove(path)
+
+
+def current_version(directory):
+    """The folder holding the current files of a checkpoint (versioned or flat layout)."""
+    pointer = os.path.join(directory, POINTER_FILE)
+    if not os.path.exists(pointer):
+        return directory
+    for _ in range(3):   # a concurrent save may replace the version between our two reads
+        with open(pointer, encoding="utf-8") as f:
+            name = f.read().strip()
+        if not VERSION_NAME.fullmatch(name):
+            raise CheckpointError(f"checkpoint {directory}: {POINTER_FILE} does not name a version ({name[:40]!r})")
+        path = os.path.join(directory, name)
+        if os.path.isdir(path):
+            return path
+    raise CheckpointError(f"checkpoint {directory}: {POINTER_FILE} names {name}, which does not exist")
+
+
+def checkpoint_time(directory):
+    """When the checkpoint in `directory` was last saved (None if it is not one)."""
+    for name in (POINTER_FILE, META_FILE):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return os.path.getmtime(path)
+    return None
+
+
+META_FIELDS = {   # field -> (check, what it must be); fields not listed are informational
+    "task": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "classes": (lambda v: isinstance(v, list) and len(v) >= 2 and all(isinstance(c, str) and c for c in v)
+                and len(set(v)) == len(v), "a list of at least 2 distinct non-empty strings"),
+    "maxlen": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+}
+OPTIONAL_META_FIELDS = {
+    "arch": (lambda v: isinstance(v, str), "a string"),
+    "level": (lambda v: v in ("char", "word"), "'char' or 'word'"),
+    "mask_rate": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)"),
+    "tokenizer_sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v), "a sha256 hex digest"),
+}
+
+
+def validate_meta(meta, where):
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where}: {META_FILE} must hold a JSON object")
+    for field, (ok, what) in META_FIELDS.items():
+        if field not in meta:
+            raise CheckpointError(f"{where}: {META_FILE} has no field {field!r}")
+        if not ok(meta[field]):
+            raise CheckpointError(f"{where}: {META_FILE} field {field!r} must be {what}, got {meta[field]!r:.60}")
+    for field, (ok, what) in OPTIONAL_META_FIELDS.items():
+        if field in meta and not ok(meta[field]):
+            raise CheckpointError(f"{where}: {META_FILE} field {field!r} must be {what}, got {meta[field]!r:.60}")
+
+
 def load_checkpoint(directory):
-    """Reload a checkpoint written by train.py; checks the tokenizer matches the model."""
+    """Reload a checkpoint written by train.py, checking that its parts belong together."""
     if not os.path.isdir(directory):
         raise CheckpointError(f"checkpoint not found: {directory} (train one with: python train.py --task ...)")
-    paths = {name: os.path.join(directory, name) for name in (MODEL_FILE, TOKENIZER_FILE, META_FILE)}
+    files = current_version(directory)
+    paths = {name: os.path.join(files, name) for name in (MODEL_FILE, TOKENIZER_FILE, META_FILE)}
     for name, path in paths.items():
         if not os.path.exists(path):
             raise CheckpointError(f"checkpoint {directory} is incomplete: {name} is missing")
@@ -223,6 +364,10 @@ def load_checkpoint(directory):
         tokenizer = Tokenizer.load(paths[TOKENIZER_FILE])
     except (ValueError, OSError) as e:
         raise CheckpointError(f"checkpoint {directory}: {e}") from None
+    validate_meta(meta, f"checkpoint {directory}")
+    if "tokenizer_sha256" in meta and meta["tokenizer_sha256"] != tokenizer.fingerprint():
+        raise CheckpointError(f"checkpoint {directory}: {TOKENIZER_FILE} is not the vocabulary the model was trained "
+                              f"with (its fingerprint differs from the one in {META_FILE})")
     try:
         model = keras.saving.load_model(paths[MODEL_FILE], compile=False)
     except Exception as e:
@@ -232,8 +377,8 @@ def load_checkpoint(directory):
     if vocab_size != len(tokenizer):
         raise CheckpointError(f"checkpoint {directory}: tokenizer has {len(tokenizer)} tokens but the model's "
                               f"embedding has {vocab_size} rows; they do not belong together")
-    classes = meta.get("classes", [])
+    classes = meta["classes"]
     if model.output_shape[-1] != len(classes):
         raise CheckpointError(f"checkpoint {directory}: meta.json lists {len(classes)} classes but the model "
                               f"outputs {model.output_shape[-1]}")
-    return Checkpoint(model, tokenizer, classes, int(meta["maxlen"]), meta, directory)
+    return Checkpoint(model, tokenizer, classes, meta["maxlen"], meta, directory, files)

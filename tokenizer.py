@@ -8,8 +8,10 @@ Reserved ids: PAD=0 (post-padding), UNK=1 (unseen or rare token), MASK=2 (the "u
 here" token that `train.py --mask-rate` teaches and `baseline="mask"` uses).
 """
 import collections
+import hashlib
 import json
 import os
+import re
 
 import numpy as np
 
@@ -19,9 +21,13 @@ RESERVED = [PAD, UNK, MASK]
 FORMAT_VERSION = 1
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def clean_text(text):
-    """Drop byte-order marks (some Weibo rows carry one mid-file) and surrounding whitespace."""
-    return text.replace("\ufeff", "").strip()
+    """Drop byte-order marks (some Weibo rows carry one mid-file) and surrounding whitespace, and
+    turn control characters (newlines, tabs, ESC) into spaces: a text is one line everywhere."""
+    return _CONTROL.sub(" ", text.replace("\ufeff", "")).strip()
 
 
 class Tokenizer:
@@ -77,6 +83,11 @@ class Tokenizer:
             tokens.append(self.vocab[i])
         return tokens
 
+    def fingerprint(self):
+        """sha256 of the level and the ordered vocabulary: meta.json records it, so a tokenizer file
+        that was replaced or reordered is caught at load time."""
+        return hashlib.sha256(json.dumps([self.level, self.vocab], ensure_ascii=False).encode("utf-8")).hexdigest()
+
     def save(self, path):
         with open(path, "w", encoding="utf-8") as f:
             json.dump({"format": FORMAT_VERSION, "level": self.level, "vocab": self.vocab},
@@ -89,6 +100,8 @@ class Tokenizer:
         with open(path, encoding="utf-8") as f:
             try:
                 data = json.load(f)
+                if data.get("format", FORMAT_VERSION) != FORMAT_VERSION:
+                    raise ValueError(f"format {data.get('format')!r}, this version reads {FORMAT_VERSION}")
                 return cls(data["vocab"], data.get("level", "char"))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"{path} is not a tokenizer file ({e})") from None

@@ -8,7 +8,7 @@ test accuracy and macro-F1 on the held-out test split; see model.py for the form
 """
 import os
 
-from dataset import quiet_tensorflow
+from cli import quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
@@ -29,37 +29,38 @@ PATIENCE = 2
 
 
 def parse_args(argv=None):
-    from dataset import TASKS, ArgumentParser
+    from cli import ArgumentParser, choice, float_range, int_range
+    from dataset import TASKS
     from model import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", required=True, help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--task", required=True, type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--data-dir", default=None, help="data directory (default: $TIG_DATA_DIR, then ./data)")
-    p.add_argument("--out", default=None, help="checkpoint directory (default: checkpoints/<task>)")
-    p.add_argument("--arch", default="cnn", help=f"one of: {', '.join(ARCHS)}")
+    p.add_argument("--out", default=None, help="checkpoint folder: new, empty, or a checkpoint to replace "
+                                               "(default: checkpoints/<task>)")
+    p.add_argument("--arch", default="cnn", type=choice(ARCHS, "architecture"), help=f"one of: {', '.join(ARCHS)}")
     p.add_argument("--word", action="store_true", help="jieba word tokens instead of characters")
-    p.add_argument("--epochs", type=int, default=EPOCHS, help="maximum epochs (early stopping on validation)")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    p.add_argument("--lr", type=float, default=LEARNING_RATE)
-    p.add_argument("--maxlen", type=int, default=None,
+    p.add_argument("--epochs", type=int_range(1), default=EPOCHS, help="maximum epochs (early stopping on validation)")
+    p.add_argument("--batch-size", type=int_range(1), default=BATCH_SIZE)
+    p.add_argument("--lr", type=float_range(0, 10, low_open=True), default=LEARNING_RATE)
+    p.add_argument("--maxlen", type=int_range(1), default=None,
                    help=f"tokens per text (default: {MAXLEN_PERCENTILE}th percentile of training lengths, "
                         f"at most {MAXLEN_CAP})")
-    p.add_argument("--dropout", type=float, default=DROPOUT, help="dropout after the embedding and dense layers")
-    p.add_argument("--hidden", type=int, default=HIDDEN, help="conv filters / LSTM units / dense width")
-    p.add_argument("--embed-dim", type=int, default=EMBED_DIM)
-    p.add_argument("--min-freq", type=int, default=MIN_FREQ, help="rarer tokens become UNK")
-    p.add_argument("--mask-rate", type=float, default=MASK_RATE,
+    p.add_argument("--dropout", type=float_range(0, 1, high_open=True), default=DROPOUT,
+                   help="dropout after the embedding and dense layers")
+    p.add_argument("--hidden", type=int_range(1), default=HIDDEN, help="conv filters / LSTM units / dense width")
+    p.add_argument("--embed-dim", type=int_range(1), default=EMBED_DIM)
+    p.add_argument("--min-freq", type=int_range(1), default=MIN_FREQ, help="rarer tokens become UNK")
+    p.add_argument("--mask-rate", type=float_range(0, 1, high_open=True), default=MASK_RATE,
                    help="share of real tokens replaced by the MASK id during training")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N training texts (quick runs)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patience", type=int, default=PATIENCE)
-    p.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity: 0 silent, 1 bar, 2 line/epoch")
+    p.add_argument("--limit", type=int_range(1), default=None, help="use only the first N training texts (quick runs)")
+    p.add_argument("--seed", type=int_range(0), default=0)
+    p.add_argument("--patience", type=int_range(1), default=PATIENCE)
+    p.add_argument("--verbose", type=int_range(0, 2), default=None,
+                   help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)")
     args = p.parse_args(argv)
-    if args.task not in TASKS:
-        p.error(f"unknown task {args.task!r}; choose one of: {', '.join(TASKS)}")
-    if args.arch not in ARCHS:
-        p.error(f"unknown architecture {args.arch!r}; choose one of: {', '.join(ARCHS)}")
-    if not 0.0 <= args.mask_rate < 1.0:
-        p.error("--mask-rate must be in [0, 1)")
+    args.out = args.out if args.out is not None else os.path.join("checkpoints", args.task)
+    if args.verbose is None:
+        args.verbose = 1 if sys.stdout.isatty() else 2
     return args
 
 
@@ -98,10 +99,13 @@ def make_dataset(x, y, batch_size, shuffle=False, mask_rate=0.0, seed=0):
 def main(argv=None):
     args = parse_args(argv)
     import keras
+    from cli import UserError
     from dataset import load_task
     from model import build_model, save_checkpoint
     from tokenizer import Tokenizer
 
+    from model import check_checkpoint_target
+    check_checkpoint_target(args.out)   # refuse a bad --out before spending minutes on training
     keras.utils.set_random_seed(args.seed)
     data = load_task(args.task, args.data_dir)
     train_texts, train_labels = data.train.texts, data.train.labels
@@ -123,10 +127,16 @@ def main(argv=None):
     val_ds = make_dataset(x_val, data.val.labels, 256)
     stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.patience,
                                          restore_best_weights=True)
+    # a NaN loss ends training at once; the check after fit then refuses to save
+    callbacks = [stop, keras.callbacks.TerminateOnNaN()]
     start = time.time()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=[stop],
+    history = model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
                         shuffle=False, verbose=args.verbose)  # tf.data already shuffles
     train_seconds = time.time() - start
+    if not np.all(np.isfinite(history.history["loss"])) or not all(
+            np.all(np.isfinite(w)) for w in model.get_weights()):
+        raise UserError("training diverged (the loss became NaN or infinite); nothing was saved. "
+                        "Try a smaller --lr")
 
     probs = model.predict(make_dataset(x_test, data.test.labels, 256), verbose=0)
     pred = probs.argmax(-1)
@@ -149,15 +159,12 @@ def main(argv=None):
         "data_files": [os.path.basename(f) for f in data.files[:8]],
         "command": "python train.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
-    out = save_checkpoint(args.out or os.path.join("checkpoints", args.task), model, tokenizer, meta, metrics)
+    out = save_checkpoint(args.out, model, tokenizer, meta, metrics)
     print(f"saved {out}: test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f}, "
           f"{metrics['epochs_run']} epochs in {train_seconds:.0f}s")
     return out, metrics
 
 
 if __name__ == "__main__":
-    from dataset import UserError
-    try:
-        main()
-    except UserError as e:
-        sys.exit(f"error: {e}")
+    from cli import run
+    run(main)

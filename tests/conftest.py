@@ -4,7 +4,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from dataset import quiet_tensorflow  # noqa: E402
+from cli import quiet_tensorflow  # noqa: E402
 
 quiet_tensorflow()
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
@@ -57,6 +57,14 @@ def write_fixture_data(root):
     return root
 
 
+def skip_or_fail(reason):
+    """Outside CI a missing tool or data set skips a test; in CI (CI=true) it fails it, so CI never
+    passes by quietly not running a test it depends on."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI must run this test)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     return write_fixture_data(str(tmp_path_factory.mktemp("data")))
@@ -82,7 +90,7 @@ def tiny_checkpoints(tmp_path_factory, data_dir):
 def real_checkpoint(tmp_path_factory):
     """A char-CNN trained briefly on a 2,000-review slice of the real hotel data."""
     if not os.path.exists(os.path.join(SHARED_DATA, "ChnSentiCorp_htl_all.csv")):
-        pytest.skip("../shared/data is not present")
+        skip_or_fail("../shared/data is not present")
     import train
     out = str(tmp_path_factory.mktemp("real") / "hotel")
     train.main(["--task", "hotel", "--data-dir", SHARED_DATA, "--out", out, "--epochs", "3", "--limit", "2000",

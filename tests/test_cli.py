@@ -47,7 +47,9 @@ def test_train_cli_end_to_end(data_dir, tmp_path):
                  "--maxlen", "16", "--min-freq", "1", "--verbose", "0")
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout
-    assert sorted(os.listdir(out)) == ["meta.json", "metrics.json", "model.keras", "tokenizer.json"]
+    from model import current_version
+    assert sorted(os.listdir(current_version(str(out)))) == ["meta.json", "metrics.json", "model.keras",
+                                                             "tokenizer.json"]
     assert "oneDNN" not in result.stderr and "absl" not in result.stderr
 
 
@@ -64,15 +66,27 @@ def test_word_level_model_trains_and_explains(data_dir, tmp_path):
 
 
 def test_visualize_misclassified_samples(tiny_checkpoints, data_dir, tmp_path):
+    # the same texts with every label flipped: the model now "misclassifies" every test text
+    flipped = tmp_path / "flipped"
+    flipped.mkdir()
+    with open(os.path.join(data_dir, "ChnSentiCorp_htl_all.csv"), encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split(",", 1) for line in f][1:]
+    write_csv(flipped / "ChnSentiCorp_htl_all.csv", [(1 - int(label), text) for label, text in rows])
+    result = run("visualize.py", "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", str(flipped), "--task",
+                 "hotel", "-n", "3", "--errors", "--format", "md", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    captions = re.findall(r"<sub>label (\w+) · predicted (\w+)", (tmp_path / "out" / "explanations.md").read_text(
+        encoding="utf-8"))
+    assert len(captions) == 3 and all(label != predicted for label, predicted in captions)
+    # on the true labels: where the tiny model is right on every test text there is nothing to show,
+    # and the run says so in one line
+    from model import load_checkpoint
     result = run("visualize.py", "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir, "--task", "hotel",
-                 "-n", "2", "--errors", "--format", "md", "--out", str(tmp_path))
-    # the tiny model may be perfect on its test split: then the run says so and fails cleanly
-    if result.returncode != 0:
-        assert_clean_failure(result, "no texts to explain")
+                 "-n", "3", "--errors", "--out", str(tmp_path / "none"))
+    if load_checkpoint(tiny_checkpoints["cnn"]).metrics["test_accuracy"] == 1.0:
+        assert_clean_failure(result, "no misclassified texts")
     else:
-        md = (tmp_path / "explanations.md").read_text(encoding="utf-8")
-        for caption in re.findall(r"<sub>label (\w+) · predicted (\w+)", md):
-            assert caption[0] != caption[1]
+        assert result.returncode == 0, result.stderr
 
 
 def test_bench_runs_and_reports_every_number(tiny_checkpoints, data_dir):

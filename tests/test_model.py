@@ -6,7 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from model import ARCHS, CheckpointError, build_model, load_checkpoint, save_checkpoint, split_at_embedding
+from model import (ARCHS, CheckpointError, build_model, current_version, load_checkpoint, save_checkpoint,
+                   split_at_embedding)
 from tokenizer import Tokenizer
 
 TEXTS = ["房间很干净，服务很好", "前台态度很差", "好"]
@@ -45,7 +46,7 @@ def test_checkpoint_reloads_with_identical_predictions(tiny_checkpoints):
     path = tiny_checkpoints["cnn"]
     ckpt = load_checkpoint(path)
     assert ckpt.classes == ["negative", "positive"] and ckpt.maxlen == 24
-    meta = json.load(open(os.path.join(path, "meta.json"), encoding="utf-8"))
+    meta = json.load(open(os.path.join(current_version(path), "meta.json"), encoding="utf-8"))
     assert meta["arch"] == "cnn" and len(meta["data_sha256"]) == 64
     metrics = ckpt.metrics
     assert {"test_accuracy", "test_macro_f1", "epochs_run", "train_seconds"} <= set(metrics)
@@ -58,7 +59,13 @@ def test_checkpoint_reloads_with_identical_predictions(tiny_checkpoints):
 def test_tokenizer_that_does_not_match_is_refused(tiny_checkpoints, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_checkpoints["cnn"], bad)
-    Tokenizer.fit(["完全不同的词表"], min_freq=1).save(bad / "tokenizer.json")
+    files = current_version(str(bad))
+    Tokenizer.fit(["完全不同的词表"], min_freq=1).save(os.path.join(files, "tokenizer.json"))
+    with pytest.raises(CheckpointError, match="not the vocabulary the model was trained with"):
+        load_checkpoint(str(bad))
+    meta = json.load(open(os.path.join(files, "meta.json"), encoding="utf-8"))
+    del meta["tokenizer_sha256"]          # an older checkpoint without a fingerprint: the size check remains
+    json.dump(meta, open(os.path.join(files, "meta.json"), "w", encoding="utf-8"))
     with pytest.raises(CheckpointError, match="do not belong together"):
         load_checkpoint(str(bad))
 

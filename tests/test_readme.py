@@ -18,6 +18,8 @@ def test_ci_runs_the_readme_test_command():
     assert ci_lines[-1] == TEST_COMMAND
 
 
-def test_readme_images_exist():
-    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", read("README.md")):
-        assert os.path.exists(os.path.join(ROOT, image)), image
+def test_readme_and_results_images_and_links_exist():
+    for doc in ("README.md", "RESULTS.md"):
+        for target in re.findall(r"\]\(([^)#]+)\)", read(doc)):
+            if not target.startswith("http"):
+                assert os.path.exists(os.path.join(ROOT, target)), (doc, target)

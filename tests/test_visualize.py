@@ -4,15 +4,17 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, skip_or_fail
 from test_cli import assert_clean_failure, run
-import visualize
-from visualize import Explanation, to_ansi, to_font_html, to_markdown, to_png, to_report_html
+import render
+from plots import to_png
+from render import Explanation, to_ansi, to_font_html, to_markdown, to_report_html
 
 XSS = "<script>alert(1)</script>房间很干净"
 SHORT_XSS = "<script>1</script>很干净"     # fits the tiny checkpoint's maxlen of 24
@@ -22,7 +24,7 @@ def fake(text, scores, signed=True, **kw):
     return Explanation(text=text, units=list(text), scores=np.asarray(scores, np.float32),
                        unknown=[False] * len(text), method="ig", target="positive", predicted="positive",
                        prob=0.9, target_prob=0.9, steps=50, delta=1e-4, signed=signed,
-                       extra={"baseline": "zero"}, **kw)
+                       baseline="zero", **kw)
 
 
 def test_font_spans_are_escaped_and_in_the_original_form():
@@ -34,18 +36,18 @@ def test_font_spans_are_escaped_and_in_the_original_form():
 
 
 def test_diverging_palette():
-    red, blue, zero = (visualize.colour(v) for v in (1.0, -1.0, 0.0))
-    assert red == visualize.RED and blue == visualize.BLUE and zero == (255, 255, 255)
-    assert visualize.colour(0.5)[0] > visualize.colour(0.5)[2]       # reddish
-    assert visualize.colour(-0.5)[2] > visualize.colour(-0.5)[0]     # bluish
-    assert visualize.colour(-1.0, signed=False) == visualize.RED      # unsigned: magnitude only
+    red, blue, zero = (render.colour(v) for v in (1.0, -1.0, 0.0))
+    assert red == render.RED and blue == render.BLUE and zero == (255, 255, 255)
+    assert render.colour(0.5)[0] > render.colour(0.5)[2]       # reddish
+    assert render.colour(-0.5)[2] > render.colour(-0.5)[0]     # bluish
+    assert render.colour(-1.0, signed=False) == render.RED      # unsigned: magnitude only
     html_spans = to_font_html(fake("好差", [2.0, -2.0]))
     assert '<font color="#b2182b">好</font><font color="#2166ac">差</font>' == html_spans
 
 
 def test_ansi_colours():
     text = to_ansi(fake("好差", [1.0, -1.0]))
-    assert f"\x1b[48;5;{visualize.ansi_code(visualize.RED)}m" in text and text.endswith("\x1b[0m")
+    assert f"\x1b[48;5;{render.ansi_code(render.RED)}m" in text and text.endswith("\x1b[0m")
 
 
 def render(tmp_path, text, name):
@@ -82,7 +84,7 @@ def test_cli_writes_escaped_html_report_and_png(tiny_checkpoints, tmp_path):
     result = run("visualize.py", "--method", "ig", "--checkpoint", tiny_checkpoints["cnn"], "--text", SHORT_XSS,
                  "--text", "前台很脏" * 20, "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(out)) == ["explanations.html", "explanations.md", "explanations.png"]
+    assert sorted(os.listdir(out)) == [".tig-output", "explanations.html", "explanations.md", "explanations.png"]
     for name in ("explanations.html", "explanations.md"):
         content = (out / name).read_text(encoding="utf-8")
         assert "<script" not in content and SHORT_XSS in html.unescape(re.sub(r"<[^>]*>", "", content))
@@ -111,6 +113,7 @@ def test_samples_from_the_test_split(tiny_checkpoints, data_dir, tmp_path):
 def test_word_level_sums_character_scores(tiny_checkpoints):
     from model import load_checkpoint
     ckpt = load_checkpoint(tiny_checkpoints["cnn"])
+    import visualize
     chars = visualize.explain(ckpt, ["房间很干净"], "ig")[0]
     words = visualize.explain(ckpt, ["房间很干净"], "ig", level="word")[0]
     assert "".join(words.units) == "房间很干净" and len(words.units) < 5
@@ -129,9 +132,10 @@ def test_bad_input(tiny_checkpoints, tmp_path):
                          "unknown target")
     bad = tmp_path / "bad"
     shutil.copytree(ckpt, bad)
+    from model import current_version
     from tokenizer import Tokenizer
-    Tokenizer.fit(["别的词表"], min_freq=1).save(bad / "tokenizer.json")
-    assert_clean_failure(run("visualize.py", "--checkpoint", str(bad), "--text", "好"), "do not belong together")
+    Tokenizer.fit(["别的词表"], min_freq=1).save(os.path.join(current_version(str(bad)), "tokenizer.json"))
+    assert_clean_failure(run("visualize.py", "--checkpoint", str(bad), "--text", "好"), "not the vocabulary")
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -147,15 +151,39 @@ def screenshot(html_path, png_path, profile):
     return matplotlib.image.imread(png_path)[..., :3]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_report_in_a_real_browser(tmp_path):
+    if CHROMIUM is None:
+        skip_or_fail("Chromium is not installed (apt-get install chromium)")
     shots = {}
     for name, text in (("good", "好好好好"), ("bad", "差差差差")):
         page = tmp_path / f"{name}.html"
         page.write_text(to_report_html([[fake(text, [1.0, -1.0, 0.5, -0.5])]]), encoding="utf-8")
         shots[name] = screenshot(page, tmp_path / f"{name}.png", tmp_path / f"profile-{name}")
     pixels = (shots["good"] * 255).round().astype(int).reshape(-1, 3)
-    for rgb in (visualize.RED, visualize.BLUE):
+    for rgb in (render.RED, render.BLUE):
         assert np.any(np.all(np.abs(pixels - rgb) <= 2, axis=1)), f"no {rgb} background in the screenshot"
     # the embedded CJK font draws different glyphs; tofu boxes would make the two pages equal
     assert np.abs(shots["good"] - shots["bad"]).sum() > 20
+
+
+def test_without_task_the_newest_checkpoint_is_used(tiny_checkpoints, tmp_path):
+    root = tmp_path / "project"
+    shutil.copytree(tiny_checkpoints["mean"], root / "checkpoints" / "older")
+    shutil.copytree(tiny_checkpoints["cnn"], root / "checkpoints" / "newer")
+    os.utime(root / "checkpoints" / "older" / "CURRENT", (1, 1))
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "visualize.py"), "--text", "房间很干净",
+                             "--format", "md"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "using the most recent checkpoint: checkpoints/newer" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "visualize.py"), "--text", "好"], cwd=empty,
+                            capture_output=True, text=True, timeout=300)
+    assert_clean_failure(result, "no checkpoint found", "python train.py --task reviews")
+
+
+def test_notebook_display_is_coloured_and_escaped():
+    page = fake(SHORT_XSS, np.linspace(-1, 1, len(SHORT_XSS)))._repr_html_()
+    assert "<script" not in page and "&lt;script&gt;" in page
+    assert f"background:{render.hex_colour(render.BLUE)}" in page and f"background:{render.hex_colour(render.RED)}" in page
+    assert "integrated gradients, 50 steps" in page

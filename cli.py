@@ -1,0 +1,235 @@
+"""What every command line of the project shares: errors, argument checks, TensorFlow start-up,
+task and checkpoint resolution, safe output files.
+
+Contract of every script: a usage error (a bad flag or value) prints one line and exits 2; a
+runtime error (a missing file, a bad checkpoint, a full disk) prints one line and exits 1;
+neither prints a traceback unless `--debug` is given or TIG_DEBUG=1 is set. Outputs are
+written to a temporary name and renamed, into folders the program created or that hold only
+its own outputs: nothing a user had on disk is deleted or overwritten.
+"""
+import argparse
+import glob
+import math
+import os
+import re
+import sys
+import tempfile
+
+CHECKPOINTS_DIR = "checkpoints"
+OUTPUT_MARKER = ".tig-output"   # marks a folder this project created for its outputs
+
+
+class UserError(Exception):
+    """A problem with the user's input or files; printed as one line, exit status 1."""
+
+
+# --- start-up ---------------------------------------------------------------------------
+
+def quiet_tensorflow():
+    """Import TensorFlow with its start-up lines hidden, before anything else imports it.
+
+    absl prints the oneDNN notice before any log level applies, so TF_CPP_MIN_LOG_LEVEL alone
+    cannot hide it; the usual TF_ENABLE_ONEDNN_OPTS=0 would, but it makes CPU training about
+    1.4x slower here (hotel: 57 vs 41 ms/step). So stderr is muted for the import only.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def run(main):
+    """Run a script's main(): one line and a non-zero exit for every error, no traceback."""
+    debug = "--debug" in sys.argv or os.environ.get("TIG_DEBUG") == "1"
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+    try:
+        main()
+    except SystemExit:
+        raise
+    except UserError as e:
+        if debug:
+            raise
+        sys.exit(f"error: {printable(str(e))}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted")
+    except MemoryError:
+        if debug:
+            raise
+        sys.exit("error: out of memory (try fewer texts, fewer --steps or a smaller --batch-size)")
+    except OSError as e:   # disk full, permissions, a path that is a folder...
+        if debug:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        sys.exit(f"error: {e.strerror or e}{where}")
+    except Exception as e:
+        if debug:
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        sys.exit(f"error: unexpected {e.__class__.__name__}: {printable(first)} (rerun with --debug for details)")
+
+
+# --- arguments ----------------------------------------------------------------------------
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block) and exit status 2."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def int_range(low, high=None):
+    """argparse type: an integer in [low, high]."""
+    def parse(value):
+        if not re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}")
+        number = int(value)
+        if number < low or (high is not None and number > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {number}")
+        return number
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_range(low, high, *, low_open=False, high_open=False):
+    """argparse type: a finite float in the interval [low, high] (ends open as asked)."""
+    def parse(value):
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+        too_low = number <= low if low_open else number < low
+        too_high = number >= high if high_open else number > high
+        if not math.isfinite(number) or too_low or too_high:
+            interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {value}")
+        return number
+    parse.__name__ = "number"
+    return parse
+
+
+def comma_list(choices=None, name="value"):
+    """argparse type: a non-empty comma-separated list, each item one of `choices`."""
+    def parse(value):
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {value!r}")
+        for item in items:
+            if choices is not None and item not in choices:
+                raise argparse.ArgumentTypeError(f"unknown {name} {item!r}; choose from: {', '.join(choices)}")
+        return list(dict.fromkeys(items))
+    parse.__name__ = "list"
+    return parse
+
+
+def choice(choices, name):
+    """argparse type: one of `choices`, with a one-line error naming them."""
+    def parse(value):
+        if value not in choices:
+            raise argparse.ArgumentTypeError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+        return value
+    parse.__name__ = name
+    return parse
+
+
+# --- checkpoints --------------------------------------------------------------------------
+
+def latest_checkpoint(root=CHECKPOINTS_DIR):
+    """The most recently written checkpoint under root, or None."""
+    from model import checkpoint_time
+    found = [(checkpoint_time(path), path) for path in glob.glob(os.path.join(root, "*"))]
+    found = [(t, path) for t, path in found if t is not None]
+    return max(found)[1] if found else None
+
+
+def resolve_checkpoint(task=None, checkpoint=None, announce=True):
+    """Load the checkpoint for a CLI: --checkpoint, else checkpoints/<task>, else the newest one.
+
+    With both a task and a checkpoint, the checkpoint must have been trained for that task.
+    """
+    from model import load_checkpoint
+    if checkpoint is None and task is not None:
+        checkpoint = os.path.join(CHECKPOINTS_DIR, task)
+        if not os.path.exists(checkpoint):
+            raise UserError(f"no checkpoint for task {task!r} at {checkpoint}; "
+                            f"train one with: python train.py --task {task}")
+    if checkpoint is None:
+        checkpoint = latest_checkpoint()
+        if checkpoint is None:
+            raise UserError("no checkpoint found under checkpoints/; train one with: python train.py --task reviews "
+                            "(or give --checkpoint DIR)")
+        if announce:
+            print(f"using the most recent checkpoint: {checkpoint}", file=sys.stderr)
+    ckpt = load_checkpoint(checkpoint)
+    trained_for = ckpt.meta.get("task")
+    if task is not None and trained_for != task:
+        raise UserError(f"checkpoint {checkpoint} was trained for task {trained_for!r}, not {task!r} "
+                        f"(classes {', '.join(ckpt.classes)}); train one with: python train.py --task {task} "
+                        f"--out DIR")
+    return ckpt
+
+
+# --- safe outputs ------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text):
+    """Text safe to print to a terminal: control characters (ESC, BEL, ...) become U+FFFD."""
+    return _CONTROL.sub("\ufffd", str(text))
+
+
+def prepare_output_dir(path, names):
+    """Make `path` ready to receive files `names`: created (and marked) if absent; refused if it
+    is a file, or if it would overwrite a file in a folder this project did not create."""
+    if not path or not path.strip():
+        raise UserError("the output folder must not be empty")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"output folder {path} is an existing file; give a folder")
+    if not os.path.exists(path):
+        os.makedirs(path)
+        open(os.path.join(path, OUTPUT_MARKER), "w").close()
+        return path
+    ours = os.path.exists(os.path.join(path, OUTPUT_MARKER))
+    clashes = [name for name in names if os.path.exists(os.path.join(path, name))]
+    if clashes and not ours:
+        raise UserError(f"refusing to overwrite {os.path.join(path, clashes[0])}: {path} was not created by this "
+                        "project; give a new --out folder")
+    if not os.access(path, os.W_OK):
+        raise UserError(f"output folder {path} is not writable")
+    return path
+
+
+def atomic_write(path, data):
+    """Write text or bytes to a temporary file beside `path`, then rename it into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,56 @@
+"""The README gallery: gradient x input and integrated gradients PNGs on the same test sentences
+of each task's checkpoint, plus asset/gallery.md with the same rows as <font> spans.
+
+    python gallery.py --data-dir DIR            # reads checkpoints/<task>, writes asset/
+
+Sentences are the first correctly classified test texts of at most GALLERY_MAXCHARS
+characters, at most ceil(GALLERY_PER_TASK / classes) per true class.
+"""
+import os
+
+from cli import quiet_tensorflow
+
+quiet_tensorflow()
+
+TASKS = ("thucnews", "weibo", "moods", "hotel")
+PER_TASK = 4
+MAXCHARS = 48       # gallery sentences are short enough to read in a README
+METHODS = {"grad": "gradxinput", "ig": "ig"}   # file name -> method
+
+
+def main(argv=None):
+    from cli import ArgumentParser, atomic_write, comma_list, prepare_output_dir, resolve_checkpoint
+    from plots import to_png
+    from render import METHOD_TITLES, to_markdown
+    from visualize import STEPS, pick_samples, run_methods
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--tasks", default=list(TASKS), type=comma_list(TASKS, "task"))
+    p.add_argument("--out", default="asset")
+    args = p.parse_args(argv)
+    names = [f"{task}_{method}.png" for task in args.tasks for method in METHODS] + ["gallery.md"]
+    prepare_output_dir(args.out, names)
+    sections = []
+    for task in args.tasks:
+        ckpt = resolve_checkpoint(task)
+        texts, labels = pick_samples(ckpt, task, args.data_dir, PER_TASK, max_chars=MAXCHARS, balanced=True)
+        metrics = ckpt.metrics
+        section = [f"### {task}", "", f"<sub>checkpoint checkpoints/{task} ({ckpt.meta.get('arch')}), "
+                                    f"test accuracy {metrics.get('test_accuracy', float('nan')):.4f}, "
+                                    f"macro-F1 {metrics.get('test_macro_f1', float('nan')):.4f}</sub>", ""]
+        for short, method in METHODS.items():
+            rows = run_methods(ckpt, texts, [method], labels=labels, steps=STEPS)
+            png = to_png(rows, os.path.join(args.out, f"{task}_{short}.png"),
+                         title=f"{task} · {METHOD_TITLES[method]}")
+            section += [f"![{task} {short}]({os.path.basename(png)})", "", to_markdown(rows), ""]
+            print(f"wrote {png}")
+        sections.append("\n".join(section))
+    path = atomic_write(os.path.join(args.out, "gallery.md"),
+                        "# Gallery\n\nMade by `python gallery.py --data-dir DIR` from the checkpoints in "
+                        "checkpoints/.\n\n" + "\n".join(sections))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    from cli import run
+    run(main)

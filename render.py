@@ -1,0 +1,214 @@
+"""Rendering explanations without TensorFlow: colours, the original's <font> spans (Markdown),
+a self-contained HTML report, terminal colours, and inline display in Jupyter.
+
+Colours: signed scores use a diverging palette, red = pushes towards the explained class,
+blue = pushes against it, pale = about zero; each row is scaled to its largest |score|.
+Unsigned scores (the gradient's L2 norm, `reduce="l2"`) use a white-to-red scale.
+All text from users and data is HTML-escaped, and stripped of control characters before it
+reaches a terminal.
+"""
+import html
+import io
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from cli import printable
+
+RED, BLUE, WHITE = (178, 24, 43), (33, 102, 172), (255, 255, 255)
+FONT_BASE = (200, 200, 200)  # <font> colour for ~0: pale, yet still readable on white
+# one vocabulary of attribution methods, shared by visualize.py and evaluate.py
+METHOD_TITLES = {"ig": "integrated gradients", "gradxinput": "gradient x input", "saliency": "gradient (L2 norm)",
+                 "ig-l2": "integrated gradients (L2 norm)", "random": "random order"}
+
+
+@dataclass
+class Explanation:
+    """One text explained by one method, ready to render."""
+    text: str                 # the cleaned input text
+    units: list               # display units (characters, or words with level="word")
+    scores: np.ndarray        # one score per unit
+    unknown: list             # per unit: True where the model saw UNK
+    method: str               # a key of METHOD_TITLES
+    target: str
+    predicted: str
+    prob: float               # probability of the predicted class
+    target_prob: float
+    label: str = None         # true label, for samples from a data set
+    steps: int = None
+    delta: float = None
+    truncated: int = 0        # characters beyond maxlen the model never saw
+    signed: bool = True
+    baseline: str = None
+    output_kind: str = "probability"   # what F is: a class probability, or a raw model output
+
+    def _repr_html_(self):
+        """Jupyter shows an Explanation inline as coloured spans with its caption."""
+        return (f'<div style="font-size:1.2em;line-height:1.8">{to_font_html(self, background=True)}</div>'
+                f'<div style="font-size:0.8em;color:#555">{html.escape(caption(self))}</div>')
+
+
+# --- colours ------------------------------------------------------------------------
+
+def normalise(scores):
+    peak = float(np.max(np.abs(scores))) if len(scores) else 0.0
+    return np.asarray(scores, np.float64) / peak if peak > 0 else np.zeros(len(scores))
+
+
+def colour(value, signed=True, base=WHITE):
+    """value in [-1, 1] -> (r, g, b): base at 0, towards RED (positive) or BLUE (negative)."""
+    end = RED if (value >= 0 or not signed) else BLUE
+    t = min(1.0, abs(float(value)))
+    return tuple(int(round(b + (e - b) * t)) for b, e in zip(base, end))
+
+
+def hex_colour(rgb):
+    return "#%02x%02x%02x" % rgb
+
+
+def unit_colours(expl, base=WHITE):
+    return [colour(v, expl.signed, base) for v in normalise(expl.scores)]
+
+
+# --- renderers: <font> spans (Markdown), report (HTML), terminal (ANSI) --------------------------
+
+def to_font_html(expl, background=False):
+    """The original's Markdown-compatible form: <font color="#rrggbb">字</font> per unit
+    (background=True: coloured backgrounds instead, for notebooks)."""
+    if background:
+        return "".join(f'<span style="background:{hex_colour(c)}" title="{s:+.4g}">{html.escape(u)}</span>'
+                       for u, c, s in zip(expl.units, unit_colours(expl), expl.scores))
+    return "".join(f'<font color="{hex_colour(c)}">{html.escape(u)}</font>'
+                   for u, c in zip(expl.units, unit_colours(expl, FONT_BASE)))
+
+
+def caption(expl, with_prediction=True):
+    parts = []
+    if with_prediction:
+        if expl.label is not None:
+            parts.append(f"label {expl.label}")
+        parts.append(f"predicted {expl.predicted} ({expl.prob:.1%})")
+    if expl.target != expl.predicted:
+        parts.append(f"explaining {expl.target} ({expl.target_prob:.1%})")
+    method = METHOD_TITLES.get(expl.method, expl.method)
+    if expl.steps:
+        method += f", {expl.steps} steps, baseline {expl.baseline}, delta {expl.delta:+.1e}"
+    if expl.output_kind != "probability":
+        method += f" (explaining the model's {expl.output_kind} output, not a probability)"
+    parts.append(method)
+    return " · ".join(parts)
+
+
+def notes(expl):
+    out = []
+    if expl.truncated:
+        out.append(f"{expl.truncated} characters beyond maxlen were not seen by the model and are not shown")
+    unknown = sorted({u for u, k in zip(expl.units, expl.unknown) if k})
+    if unknown:
+        out.append("unknown to the model (UNK): " + " ".join(unknown))
+    return out
+
+
+def to_markdown(rows):
+    """rows: list of lists of Explanations (one list per text, one entry per method)."""
+    lines = []
+    for group in rows:
+        for expl in group:
+            lines.append(f"{to_font_html(expl)}  ")
+            lines.append(f"<sub>{html.escape(caption(expl))}</sub>")
+            lines.extend(f"<sub>{html.escape(n)}</sub>" for n in notes(expl))
+            lines.append("")
+    return "\n".join(lines)
+
+
+def embedded_font_css(text):
+    """@font-face with the CJK font subset to the characters used, so the report renders
+    Chinese on any machine, with no network and no system font."""
+    try:
+        import base64
+        from fontTools import subset
+        from fontTools.ttLib import TTFont
+        from plots import cjk_font
+        path, index = cjk_font()
+        font = TTFont(path, fontNumber=index, lazy=False)
+        options = subset.Options()
+        options.name_IDs, options.notdef_outline = ["*"], True
+        subsetter = subset.Subsetter(options)
+        subsetter.populate(text=text)
+        subsetter.subset(font)
+        buffer = io.BytesIO()
+        font.save(buffer)
+        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    except Exception as e:   # the report still works with the reader's own fonts
+        print(f"warning: font not embedded ({e})", file=sys.stderr)
+        return ""
+    return f"@font-face{{font-family:'TIG CJK';src:url(data:font/otf;base64,{data}) format('opentype');}}"
+
+
+REPORT_CSS = """
+body{font-family:'TIG CJK','Noto Sans CJK SC','PingFang SC','Microsoft YaHei',sans-serif;margin:2em;color:#222;max-width:60em}
+.sample{border-top:1px solid #ddd;padding:0.8em 0}
+.text{font-size:1.35em;line-height:1.9;word-break:break-all}
+.text span{padding:0.08em 0.02em;border-radius:2px}
+.text span.unk{text-decoration:underline dotted #555}
+.meta{font-size:0.85em;color:#555}
+.method{font-size:0.8em;color:#333;font-weight:600;margin-top:0.4em}
+.legend{display:flex;flex-wrap:wrap;align-items:center;gap:0.6em;font-size:0.85em}
+.legend span{white-space:nowrap}
+.bar{width:16em;height:1em;border:1px solid #ccc}
+"""
+
+
+def to_report_html(rows, title="text-integrated-gradients report"):
+    """One self-contained HTML file: text, labels, method, steps, delta, legend, score on hover."""
+    signed = all(e.signed for group in rows for e in group)
+    gradient = (f"linear-gradient(to right,{hex_colour(BLUE)},#ffffff,{hex_colour(RED)})" if signed
+                else f"linear-gradient(to right,#ffffff,{hex_colour(RED)})")
+    labels = ("against the class", "0", "for the class") if signed else ("0", "", "largest |score|")
+    body = [f"<h1>{html.escape(title)}</h1>",
+            f'<div class="legend"><span>{labels[0]}</span><span class="bar" style="background:{gradient}"></span>'
+            f"<span>{labels[2]}</span><span>· each row scaled to its largest |score| · hover a character "
+            f"for its score</span></div>"]
+    for n, group in enumerate(rows, 1):
+        first = group[0]
+        meta = [f"#{n}"] + ([f"label <b>{html.escape(first.label)}</b>"] if first.label is not None else [])
+        meta.append(f"predicted <b>{html.escape(first.predicted)}</b> ({first.prob:.1%})")
+        block = [f'<div class="sample"><div class="meta">{" · ".join(meta)}</div>']
+        for expl in group:
+            spans = []
+            for unit, score, rgb, unk in zip(expl.units, expl.scores, unit_colours(expl), expl.unknown):
+                tip = f"{score:+.4g}" + (" (UNK: not in the vocabulary)" if unk else "")
+                cls = ' class="unk"' if unk else ""
+                spans.append(f'<span{cls} style="background:{hex_colour(rgb)}" title="{html.escape(tip)}">'
+                             f"{html.escape(unit)}</span>")
+            block.append(f'<div class="method">{html.escape(caption(expl, with_prediction=False))}</div>')
+            block.append(f'<div class="text">{"".join(spans)}</div>')
+            block.extend(f'<div class="meta">{html.escape(note)}</div>' for note in notes(expl))
+        block.append("</div>")
+        body.append("".join(block))
+    chars = "".join(e.text for g in rows for e in g) + "".join(body) + "0123456789+-.%#·"
+    return (f'<!DOCTYPE html><html lang="zh"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{embedded_font_css(chars)}{REPORT_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def ansi_code(rgb):
+    """xterm-256 colour cube index nearest to an RGB colour."""
+    return 16 + sum(int(round(c / 255 * 5)) * m for c, m in zip(rgb, (36, 6, 1)))
+
+
+def to_ansi(expl):
+    """Units on coloured backgrounds (256-colour terminal), like the original print_color_text."""
+    cells = [f"\x1b[48;5;{ansi_code(c)}m\x1b[38;5;16m{printable(u)}" for u, c in zip(expl.units, unit_colours(expl))]
+    return "".join(cells) + "\x1b[0m"
+
+
+def to_terminal(rows, use_colour):
+    """Plain or coloured lines for a terminal: text, caption and notes, control characters removed."""
+    lines = []
+    for group in rows:
+        for expl in group:
+            lines.append(to_ansi(expl) if use_colour else printable(expl.text))
+            lines.append("  " + printable(caption(expl)))
+            lines.extend("  " + printable(note) for note in notes(expl))
+    return "\n".join(lines)
