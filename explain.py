@@ -482,6 +482,10 @@ def plot_summary(rows, classes, path, title, k=PLOT_K):
             top = [r for r in rows if r["class"] == cls and r["level"] == level and r["ranking"] == "mean"][:k]
             labels = ["".join(ch if ord(ch) in charmap else "□" for ch in r["unit"]) + f"  ×{r['count']}"
                       for r in top]
+            if not top:
+                ax.text(0.5, 0.5, f"no unit seen >= min-count times\nin texts explained as {cls}", ha="center",
+                        va="center", fontsize=8, color="#555", transform=ax.transAxes)
+                ax.set_xticks([])
             ax.barh(range(len(top)), [r["mean"] for r in top], color="#b2182b")
             ax.set_yticks(range(len(top)), labels, fontsize=8)
             ax.invert_yaxis()
