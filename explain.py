@@ -632,6 +632,10 @@ def main(argv=None):
         run_ray(job, source, pending, args.out, progress, args.concurrency, args.num_gpus, args.ray_address)
     else:
         run_local(job, source, pending, args.out, progress)
+    elapsed = time.perf_counter() - progress.start
+    if progress.new:
+        print(f"explained {progress.new} texts in {elapsed:.1f}s: {progress.new / elapsed:.1f} texts/s "
+              f"({args.engine} engine)", file=sys.stderr)
     rows, written = write_summary(args.out, job, args.min_count, args.top)
     for cls in ckpt.classes:
         top = [r["unit"] for r in rows if (r["class"], r["level"], r["ranking"]) == (cls, "char", "mean")][:8]
