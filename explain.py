@@ -405,9 +405,11 @@ def run_ray(job, source, pending, out, progress, concurrency=1, num_gpus=0, addr
     except ImportError:
         raise user_error("--engine ray needs Ray Data: pip install 'ray[data]'") from None
     if not ray.is_initialized():
-        root = os.path.dirname(os.path.abspath(__file__))
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": root}})
+        if address:   # a cluster: `ray job submit --working-dir .` puts this folder on the workers' path
+            ray.init(address=address, log_to_driver=False)
+        else:         # a local Ray: its workers import explain.py from here
+            root = os.path.dirname(os.path.abspath(__file__))
+            ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": root}})
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False   # ours shows texts/s
     if not pending:
