@@ -218,6 +218,7 @@ class Explainer:
         self.ckpt = load_checkpoint(checkpoint)
         self.method, self.steps, self.batch_size = method, steps, batch_size
         self.baseline, self.target = baseline or DEFAULT_BASELINE, target
+        self.attribution_seconds = 0.0   # time inside the attribution calls: the floor of the loop
 
     def attribute(self, token_ids):
         from gradients import gradients
@@ -233,7 +234,9 @@ class Explainer:
             chunk = records[start:start + self.batch_size]
             token_lists = [ckpt.tokenizer.tokenize(text) for text, _ in chunk]
             token_ids = ckpt.tokenizer.encode([text for text, _ in chunk], ckpt.maxlen)
+            start_call = time.perf_counter()
             a = self.attribute(token_ids)
+            self.attribution_seconds += time.perf_counter() - start_call
             for row, ((text, label), tokens) in enumerate(zip(chunk, token_lists)):
                 seen = tokens[:ckpt.maxlen]
                 scores = a.scores[row, :len(seen)]
@@ -370,6 +373,7 @@ def run_local(job, source, pending, out, progress):
         records = read_shard(source, start, count)
         write_shard(out, k, explainer(k * job["shard_size"], records))
         progress.update(count)
+    return explainer
 
 
 class ShardReader:
@@ -630,14 +634,17 @@ def main(argv=None):
         print(f"resuming {args.out}: {len(shards) - len(pending)} of {len(shards)} shards already written",
               file=sys.stderr)
     progress = Progress(n_texts, done)
+    explainer = None
     if args.engine == "ray":
         run_ray(job, source, pending, args.out, progress, args.concurrency, args.num_gpus, args.ray_address)
     else:
-        run_local(job, source, pending, args.out, progress)
+        explainer = run_local(job, source, pending, args.out, progress)
     elapsed = time.perf_counter() - progress.start
     if progress.new:
+        floor = (f"; the attribution calls alone took {explainer.attribution_seconds:.1f}s "
+                 f"({explainer.attribution_seconds / elapsed:.0%} of it)" if explainer else "")
         print(f"explained {progress.new} texts in {elapsed:.1f}s: {progress.new / elapsed:.1f} texts/s "
-              f"({args.engine} engine)", file=sys.stderr)
+              f"({args.engine} engine){floor}", file=sys.stderr)
     rows, written = write_summary(args.out, job, args.min_count, args.top)
     for cls in ckpt.classes:
         top = [r["unit"] for r in rows if (r["class"], r["level"], r["ranking"]) == (cls, "char", "mean")][:8]
