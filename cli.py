@@ -182,6 +182,17 @@ def resolve_checkpoint(task=None, checkpoint=None, announce=True):
     return ckpt
 
 
+def class_index(target, classes):
+    """A class given by name or by index (--target) -> its index; None stays None."""
+    if target is None:
+        return None
+    if target in classes:
+        return classes.index(target)
+    if target.isascii() and target.isdigit() and int(target) < len(classes):
+        return int(target)
+    raise UserError(f"unknown target {target!r}; classes are: " + ", ".join(f"{i} {c}" for i, c in enumerate(classes)))
+
+
 # --- safe outputs ------------------------------------------------------------------------
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

@@ -2,6 +2,7 @@
 
     python train.py --task reviews                     # offline, no data directory needed
     python train.py --task hotel --data-dir ../shared/data --epochs 4
+    python train.py --task hotel --distribute mirrored    # several devices / machines: see distribute.py
 
 Writes checkpoints/<task>/ (model.keras, tokenizer.json, meta.json, metrics.json) with
 test accuracy and macro-F1 on the held-out test split; see model.py for the format.
@@ -31,6 +32,7 @@ PATIENCE = 2
 def parse_args(argv=None):
     from cli import ArgumentParser, choice, float_range, int_range
     from dataset import TASKS
+    from distribute import STRATEGIES
     from model import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", required=True, type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
@@ -40,7 +42,11 @@ def parse_args(argv=None):
     p.add_argument("--arch", default="cnn", type=choice(ARCHS, "architecture"), help=f"one of: {', '.join(ARCHS)}")
     p.add_argument("--word", action="store_true", help="jieba word tokens instead of characters")
     p.add_argument("--epochs", type=int_range(1), default=EPOCHS, help="maximum epochs (early stopping on validation)")
-    p.add_argument("--batch-size", type=int_range(1), default=BATCH_SIZE)
+    p.add_argument("--batch-size", type=int_range(1), default=BATCH_SIZE,
+                   help="per replica: the global batch is this x the replicas of --distribute")
+    p.add_argument("--distribute", default="none", type=choice(STRATEGIES, "--distribute"),
+                   help="none, auto, mirrored (devices of this machine) or multiworker (TF_CONFIG); "
+                        "see distribute.py")
     p.add_argument("--lr", type=float_range(0, 10, low_open=True), default=LEARNING_RATE)
     p.add_argument("--maxlen", type=int_range(1), default=None,
                    help=f"tokens per text (default: {MAXLEN_PERCENTILE}th percentile of training lengths, "
@@ -93,11 +99,15 @@ def make_dataset(x, y, batch_size, shuffle=False, mask_rate=0.0, seed=0):
             drop = tf.random.uniform(tf.shape(ids)) < mask_rate
             return tf.where(drop & (ids != PAD_ID), tf.constant(MASK_ID, ids.dtype), ids), labels
         ds = ds.map(mask_tokens, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    from distribute import shard_by_data
+    return shard_by_data(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def main(argv=None):
     args = parse_args(argv)
+    from distribute import build_before_fit, is_chief, make_strategy, predict_locally
+    strategy, distribute = make_strategy(args.distribute)   # first: before TensorFlow runs any op
+    replicas = strategy.num_replicas_in_sync
     import keras
     from cli import UserError
     from dataset import load_task
@@ -119,12 +129,18 @@ def main(argv=None):
     print(f"vocabulary {len(tokenizer)} tokens, maxlen {maxlen}", file=sys.stderr)
     x_train, x_val, x_test = (tokenizer.encode(t, maxlen) for t in (train_texts, data.val.texts, data.test.texts))
 
-    model = build_model(args.arch, len(tokenizer), len(data.classes), args.embed_dim, args.dropout, args.hidden)
-    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    train_ds = make_dataset(x_train, train_labels, args.batch_size, shuffle=True, mask_rate=args.mask_rate,
+    with strategy.scope():   # variables are mirrored on every replica
+        model = build_model(args.arch, len(tokenizer), len(data.classes), args.embed_dim, args.dropout,
+                            args.hidden)
+        model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    global_batch = args.batch_size * replicas
+    if replicas > 1:
+        print(f"distribute {distribute}: {replicas} replicas, global batch {global_batch}", file=sys.stderr)
+    train_ds = make_dataset(x_train, train_labels, global_batch, shuffle=True, mask_rate=args.mask_rate,
                             seed=args.seed)
     val_ds = make_dataset(x_val, data.val.labels, 256)
+    build_before_fit(model, strategy, (x_train[:global_batch], train_labels[:global_batch]))
     stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.patience,
                                          restore_best_weights=True)
     # a NaN loss ends training at once; the check after fit then refuses to save
@@ -138,7 +154,10 @@ def main(argv=None):
         raise UserError("training diverged (the loss became NaN or infinite); nothing was saved. "
                         "Try a smaller --lr")
 
-    probs = model.predict(make_dataset(x_test, data.test.labels, 256), verbose=0)
+    if replicas > 1:   # Keras' distributed predict gathers across workers; score with local weights instead
+        probs = predict_locally(model, x_test)
+    else:
+        probs = model.predict(make_dataset(x_test, data.test.labels, 256), verbose=0)
     pred = probs.argmax(-1)
     val_acc = history.history["val_accuracy"]
     metrics = {
@@ -149,16 +168,20 @@ def main(argv=None):
         "epochs_run": len(val_acc),
         "best_epoch": int(np.argmax(val_acc)) + 1,
         "train_seconds": round(train_seconds, 1),
+        "distribute": distribute, "replicas": int(replicas), "global_batch_size": int(global_batch),
     }
     meta = {
         "task": args.task, "classes": data.classes, "maxlen": maxlen, "arch": args.arch,
         "level": tokenizer.level, "seed": args.seed, "mask_rate": args.mask_rate, "dropout": args.dropout,
         "hidden": args.hidden, "embed_dim": args.embed_dim,
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "min_freq": args.min_freq,
+        "epochs": args.epochs, "batch_size": args.batch_size, "replicas": int(replicas), "lr": args.lr, "min_freq": args.min_freq,
         "train_size": len(train_texts), "data_sha256": data.sha256(),
         "data_files": [os.path.basename(f) for f in data.files[:8]],
         "command": "python train.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
+    if not is_chief(strategy):   # every worker trained the same model; only the chief writes it
+        print(f"worker done (not the chief, nothing written): test accuracy {metrics['test_accuracy']:.4f}")
+        return None, metrics
     out = save_checkpoint(args.out, model, tokenizer, meta, metrics)
     print(f"saved {out}: test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f}, "
           f"{metrics['epochs_run']} epochs in {train_seconds:.0f}s")

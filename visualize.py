@@ -214,18 +214,6 @@ def read_texts(args):
     return [clean_text(t) for t in texts]
 
 
-def class_index(target, classes):
-    """--target by name or by index -> index (None stays None)."""
-    from cli import UserError
-    if target is None:
-        return None
-    if target in classes:
-        return classes.index(target)
-    if target.isascii() and target.isdigit() and int(target) < len(classes):
-        return int(target)
-    raise UserError(f"unknown target {target!r}; classes are: " + ", ".join(f"{i} {c}" for i, c in enumerate(classes)))
-
-
 def default_out_dir():
     base = os.path.join("out", time.strftime("visualize-%Y%m%d-%H%M%S"))
     path, n = base, 1
@@ -236,7 +224,7 @@ def default_out_dir():
 
 
 def main(argv=None):
-    from cli import UserError, resolve_checkpoint
+    from cli import UserError, class_index, resolve_checkpoint
     args = parse_args(argv)
     texts = read_texts(args)
     ckpt = resolve_checkpoint(args.task, args.checkpoint)

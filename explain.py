@@ -1,0 +1,646 @@
+"""Explain a whole corpus: attributions for every text as JSONL shards, then a global summary of
+what drives the classifier (per class: the characters and jieba words with the largest mean and
+total attribution).
+
+    python explain.py --checkpoint checkpoints/weibo --task weibo --split test --data-dir ../shared/data \\
+        --out runs/explain-weibo
+    python explain.py --checkpoint checkpoints/hotel --input texts.txt --out runs/texts --method grad
+    python explain.py ... --engine ray --ray-address auto --concurrency 4 --num-gpus 1   # on a Ray cluster
+
+Input: .txt (one text per line), .csv (a text/review/title/content column, optional label column),
+.jsonl ({"text": ..., optional "label": ...}), or --task T --split train|val|test. Blank texts are
+skipped and counted; every text is cut to dataset.MAX_TEXT_CHARS characters as it is read.
+
+--out is a new or empty directory, or one this program made for the same job (then it resumes):
+    explain.json              the job: checkpoint, input and its sha256, method, steps, shard size, classes
+    shards/part-00000.jsonl   one line per text, in input order: id, text, label, tokens, scores,
+                              predicted, probs, target, output F_t(x), baseline_output F_t(x'), delta,
+                              steps, words and word_scores (char scores summed per jieba word)
+    summary.csv, summary.png, summary.html   the global summary
+A shard (--shard-size texts) is the unit of work and of atomic commit: written to a temp file, then
+renamed. After an interruption the same command skips finished shards and redoes only the rest, so
+no line is lost or duplicated. For IG, sum(scores) + delta = output - baseline_output per line.
+
+Engines: local (default: this process) or ray (Ray Data: read shards -> map_batches with a stateful
+explainer that loads the checkpoint once per worker -> each worker writes its shards). Both run the
+same Explainer on the same shards, so they write the same attributions.
+"""
+import os
+
+from cli import quiet_tensorflow
+
+quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
+
+import base64
+import csv
+import functools
+import hashlib
+import html
+import io
+import itertools
+import json
+import re
+import sys
+import time
+
+import numpy as np
+
+# defaults, visible in one place
+METHOD = "ig"
+STEPS = 50
+SHARD_SIZE = 1000          # texts per shard: the unit of atomic commit and of resume
+BATCH_SIZE = 64            # texts per attribution call
+MIN_COUNT = 5              # a unit must occur this often to be ranked by its mean
+TOP_K = 20                 # units per class, level and ranking in summary.csv
+PLOT_K = 12                # bars per panel in summary.png
+ENGINES = ("local", "ray")
+SPLITS = ("train", "val", "test")
+TEXT_COLUMNS = ("text", "review", "title", "content", "sentence")
+MANIFEST = "explain.json"
+JOB_KEYS = ("checkpoint", "model_sha256", "input", "method", "steps", "baseline", "target", "shard_size")
+# every name explain.py may create inside --out; anything else there means the folder is someone else's
+OWN_FILES = re.compile(r"^(\.?explain\.json(\.tmp-\d+)?|summary\.(csv|png|html)(\.tmp-\d+)?|shards|"
+                       r"shards/\.?part-\d{5}\.jsonl(\.tmp-\d+)?)$")
+
+
+def user_error(message):
+    from cli import UserError
+    return UserError(message)
+
+
+# --- input: sources that can be read from any offset (a Ray worker reads only its shard) -------------
+
+class FileSource:
+    """Texts of a .txt, .csv or .jsonl file. records(offset) yields (offset, text, label) from a byte
+    offset, so a shard is (start offset, count) and any process can read it by seeking."""
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        if not os.path.isfile(path):
+            raise user_error(f"input file not found: {path}")
+        self.format = os.path.splitext(path)[1].lower().lstrip(".")
+        if self.format not in ("txt", "csv", "jsonl"):
+            raise user_error(f"input {path}: expected a .txt, .csv or .jsonl file")
+        self.columns = self._csv_columns() if self.format == "csv" else None
+
+    def describe(self):
+        return {"path": self.path}
+
+    def _lines(self, f, at):
+        """Decoded lines from byte offset at[0]; at[0] moves to the end of each line handed out."""
+        f.seek(at[0])
+        for raw in f:
+            at[0] += len(raw)
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise user_error(f"{self.path}: not UTF-8 text near byte {at[0] - len(raw)} ({e})") from None
+
+    def _csv_columns(self):
+        at = [0]
+        with open(self.path, "rb") as f:
+            header = next(csv.reader(self._lines(f, at)), None)
+        if header is None:
+            raise user_error(f"{self.path} is empty")
+        header = [h.replace("\ufeff", "").strip().lower() for h in header]
+        text_col = next((header.index(c) for c in TEXT_COLUMNS if c in header), None)
+        if text_col is None:
+            raise user_error(f"{self.path} line 1: expected a text column (one of {', '.join(TEXT_COLUMNS)}), "
+                             f"got {header}")
+        return text_col, header.index("label") if "label" in header else None, at[0]
+
+    def records(self, offset=None):
+        from dataset import cap_text
+        with open(self.path, "rb") as f:
+            if self.format == "csv":
+                text_col, label_col, body = self.columns
+                at = [body if offset is None else offset]
+                start, need = at[0], max(text_col, label_col or 0) + 1
+                try:
+                    for row in csv.reader(self._lines(f, at)):   # reads no further than the current record
+                        if row and len(row) < need:
+                            raise user_error(f"{self.path} record at byte {start}: expected {need} columns, "
+                                             f"got {len(row)}")
+                        text = cap_text(row[text_col]) if row else ""
+                        if text:
+                            yield start, text, (row[label_col].strip() if label_col is not None else None)
+                        start = at[0]
+                except csv.Error as e:
+                    raise user_error(f"{self.path} near byte {start}: {e}") from None
+                return
+            at = [offset or 0]
+            start = at[0]
+            for line in self._lines(f, at):
+                if self.format == "txt":
+                    text, label = cap_text(line), None
+                elif not line.strip():
+                    text = ""
+                else:
+                    try:
+                        obj = json.loads(line)
+                        text, label = cap_text(obj["text"]), obj.get("label")
+                    except (ValueError, KeyError, TypeError, AttributeError):
+                        raise user_error(f"{self.path} record at byte {start}: expected a JSON object with a "
+                                         f'"text" string') from None
+                if text:
+                    yield start, text, label
+                start = at[0]
+
+
+class TaskSource:
+    """Texts of a task's split (dataset.load_task); the offset is the index in the split."""
+
+    def __init__(self, task, split, data_dir):
+        from dataset import resolve_data_dir
+        self.task, self.split, self.data_dir = task, split, os.path.abspath(resolve_data_dir(data_dir))
+
+    def describe(self):
+        return {"task": self.task, "split": self.split, "data_dir": self.data_dir}
+
+    def records(self, offset=None):
+        texts, labels, classes = load_split(self.task, self.split, self.data_dir)
+        for i in range(offset or 0, len(texts)):
+            yield i, texts[i], classes[labels[i]]
+
+
+@functools.cache
+def load_split(task, split, data_dir):
+    from dataset import load_task
+    data = load_task(task, data_dir)
+    part = getattr(data, split)
+    return part.texts, part.labels, data.classes
+
+
+def plan_shards(source, shard_size, limit=None):
+    """One pass over the input: (start offset, count) per shard, the text count and a sha256 of the texts."""
+    digest, shards, n = hashlib.sha256(), [], 0
+    for offset, text, label in itertools.islice(source.records(), limit):
+        if n % shard_size == 0:
+            shards.append([offset, 0])
+        shards[-1][1] += 1
+        digest.update(json.dumps([text, label], ensure_ascii=False).encode("utf-8") + b"\n")
+        n += 1
+    return [tuple(s) for s in shards], n, digest.hexdigest()
+
+
+def read_shard(source, start, count):
+    return [(text, label) for _, text, label in itertools.islice(source.records(start), count)]
+
+
+# --- explaining ------------------------------------------------------------------------------
+
+def short(values):
+    """float32 values as JSON numbers with 8 significant digits (enough to round-trip a float32)."""
+    return [float(f"{v:.8g}") for v in np.asarray(values, np.float64).ravel()]
+
+
+def jieba_words(tokens, scores):
+    """Characters -> jieba words of the same text, with the characters' scores summed per word."""
+    import jieba
+    jieba.setLogLevel(60)
+    words, word_scores, pos = [], [], 0
+    for word in jieba.lcut("".join(tokens), HMM=True):
+        words.append(word)
+        word_scores.append(float(np.sum(scores[pos:pos + len(word)])))
+        pos += len(word)
+    return words, word_scores
+
+
+class Explainer:
+    """Loads a checkpoint once; then turns lists of (text, label) into output lines (dicts).
+
+    The same class runs in the local engine and, one instance per worker, in the Ray engine."""
+
+    def __init__(self, checkpoint, method=METHOD, steps=STEPS, baseline=None, target=None, batch_size=BATCH_SIZE):
+        quiet_tensorflow()
+        from integrated_gradients import DEFAULT_BASELINE
+        from model import load_checkpoint
+        self.ckpt = load_checkpoint(checkpoint)
+        self.method, self.steps, self.batch_size = method, steps, batch_size
+        self.baseline, self.target = baseline or DEFAULT_BASELINE, target
+        self.attribution_seconds = 0.0   # time inside the attribution calls: the floor of the loop
+
+    def attribute(self, token_ids):
+        from gradients import gradients
+        from integrated_gradients import integrated_gradients
+        if self.method == "ig":
+            return integrated_gradients(self.ckpt.model, token_ids, self.target, baseline=self.baseline,
+                                        steps=self.steps)
+        return gradients(self.ckpt.model, token_ids, self.target, times_input=True)
+
+    def __call__(self, first_id, records):
+        ckpt, lines = self.ckpt, []
+        for start in range(0, len(records), self.batch_size):
+            chunk = records[start:start + self.batch_size]
+            token_lists = [ckpt.tokenizer.tokenize(text) for text, _ in chunk]   # once: jieba is slow
+            token_ids = np.zeros((len(chunk), ckpt.maxlen), np.int32)         # PAD = 0, as Tokenizer.encode
+            for row, tokens in enumerate(token_lists):
+                ids = ckpt.tokenizer.ids(tokens[:ckpt.maxlen])
+                token_ids[row, :len(ids)] = ids
+            start_call = time.perf_counter()
+            a = self.attribute(token_ids)
+            self.attribution_seconds += time.perf_counter() - start_call
+            for row, ((text, label), tokens) in enumerate(zip(chunk, token_lists)):
+                seen = tokens[:ckpt.maxlen]
+                scores = a.scores[row, :len(seen)]
+                words, word_scores = (seen, scores) if ckpt.tokenizer.level == "word" else jieba_words(seen, scores)
+                pred, tgt = int(a.probs[row].argmax()), int(a.target[row])
+                line = {"id": first_id + start + row, "text": text, "label": label, "tokens": seen,
+                        "truncated": len("".join(tokens[ckpt.maxlen:])), "scores": short(scores),
+                        "predicted": ckpt.classes[pred], "probs": short(a.probs[row]), "target": ckpt.classes[tgt],
+                        "method": self.method, "output": short(a.output[row])[0],
+                        "baseline_output": None, "delta": None, "steps": None,
+                        "words": list(words), "word_scores": short(word_scores)}
+                if a.delta is not None:
+                    line.update(baseline_output=short(a.baseline_output[row])[0], delta=short(a.delta[row])[0],
+                                steps=int(a.steps[row]), baseline=a.baseline)
+                lines.append(line)
+        return lines
+
+
+# --- output folder: ownership, manifest, atomic shards -------------------------------------------------
+
+def shard_path(out, k):
+    return os.path.join(out, "shards", f"part-{k:05d}.jsonl")
+
+
+def write_atomic(path, write):
+    """write(f) into a temp file beside path, fsync, rename: readers see all of it or nothing."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    text_mode = {} if path.endswith(".png") else {"encoding": "utf-8", "newline": ""}
+    try:
+        with open(tmp, "w" if text_mode else "wb", **text_mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def write_shard(out, k, lines):
+    def write(f):
+        for line in lines:
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return write_atomic(shard_path(out, k), write)
+
+
+def foreign_files(out):
+    """Files in out that explain.py did not create (relative paths)."""
+    found = []
+    for root, dirs, files in os.walk(out):
+        for name in dirs + files:
+            rel = os.path.relpath(os.path.join(root, name), out).replace(os.sep, "/")
+            if not OWN_FILES.match(rel):
+                found.append(rel)
+    return sorted(found)
+
+
+def prepare_out(out, job):
+    """Create out, or check an existing out belongs to this very job (then resume); one-line errors."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise user_error(f"--out {out} is a file, not a directory")
+    if os.path.isdir(out) and os.listdir(out):
+        foreign = foreign_files(out)
+        manifest = os.path.join(out, MANIFEST)
+        if foreign or not os.path.exists(manifest):
+            example = foreign[0] if foreign else sorted(os.listdir(out))[0]
+            raise user_error(f"--out {out} contains files explain.py did not create (e.g. {example}); "
+                             "give a new or empty directory")
+        with open(manifest, encoding="utf-8") as f:
+            previous = json.load(f)
+        changed = [k for k in JOB_KEYS if previous.get(k) != job.get(k)]
+        if changed:
+            raise user_error(f"--out {out} holds a different job ({', '.join(changed)} differ); "
+                             "give a new directory to explain this one")
+        for name in os.listdir(os.path.join(out, "shards")):
+            if ".tmp-" in name:   # a temp file of an interrupted run of ours: never committed
+                os.remove(os.path.join(out, "shards", name))
+        return True
+    os.makedirs(os.path.join(out, "shards"), exist_ok=True)
+    write_atomic(os.path.join(out, MANIFEST), lambda f: json.dump(job, f, ensure_ascii=False, indent=2))
+    return False
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+class Progress:
+    """done/total texts and texts/s on stderr: one updating line on a terminal, one line per update otherwise."""
+
+    def __init__(self, total, done=0, stream=None):
+        self.total, self.done, self.new = total, done, 0
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start = time.perf_counter()
+        self.show()
+
+    def update(self, n):
+        self.done += n
+        self.new += n
+        self.show()
+
+    def show(self):
+        elapsed = time.perf_counter() - self.start
+        rate = self.new / elapsed if elapsed > 0 and self.new else 0.0
+        eta = (self.total - self.done) / rate if rate else float("nan")
+        width = 24
+        filled = int(width * self.done / max(self.total, 1))
+        bar = "=" * filled + "." * (width - filled)
+        text = (f"explain [{bar}] {self.done}/{self.total} texts  {rate:.1f} texts/s"
+                + (f"  eta {eta:.0f}s" if rate and self.done < self.total else ""))
+        self.stream.write(("\r" + text + ("\n" if self.done >= self.total else "")) if self.tty else text + "\n")
+        self.stream.flush()
+
+
+# --- engines -----------------------------------------------------------------------------------
+
+def explainer_args(job):
+    return dict(checkpoint=job["checkpoint"], method=job["method"], steps=job["steps"], baseline=job["baseline"],
+                target=job["target"], batch_size=job["batch_size"])
+
+
+def run_local(job, source, pending, out, progress):
+    explainer = Explainer(**explainer_args(job))
+    for k, start, count in pending:
+        records = read_shard(source, start, count)
+        write_shard(out, k, explainer(k * job["shard_size"], records))
+        progress.update(count)
+    return explainer
+
+
+class ShardReader:
+    """Ray stage 1 (read): shard descriptors -> the shard's records, read by the worker itself."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __call__(self, batch):
+        records = [json.dumps(read_shard(self.source, int(s), int(c)), ensure_ascii=False)
+                   for s, c in zip(batch["start"], batch["count"])]
+        return {"shard": batch["shard"], "records": np.array(records, dtype=object)}
+
+
+class ShardExplainer:
+    """Ray stage 2 (explain + write): one per worker, loads the checkpoint once, commits whole shards."""
+
+    def __init__(self, job, out):
+        self.explainer, self.job, self.out = Explainer(**explainer_args(job)), job, out
+
+    def __call__(self, batch):
+        counts = []
+        for k, records in zip(batch["shard"], batch["records"]):
+            records = [tuple(r) for r in json.loads(records)]
+            write_shard(self.out, int(k), self.explainer(int(k) * self.job["shard_size"], records))
+            counts.append(len(records))
+        return {"shard": batch["shard"], "texts": np.array(counts)}
+
+
+def run_ray(job, source, pending, out, progress, concurrency=1, num_gpus=0, address=None):
+    try:
+        import ray
+    except ImportError:
+        raise user_error("--engine ray needs Ray Data: pip install 'ray[data]'") from None
+    if not ray.is_initialized():
+        if address:   # a cluster: `ray job submit --working-dir .` puts this folder on the workers' path
+            ray.init(address=address, log_to_driver=False)
+        else:         # a local Ray: its workers import explain.py from here
+            root = os.path.dirname(os.path.abspath(__file__))
+            ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": root}})
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False   # ours shows texts/s
+    if not pending:
+        return
+    descriptors = [{"shard": k, "start": start, "count": count} for k, start, count in pending]
+    ds = ray.data.from_items(descriptors, override_num_blocks=len(descriptors))
+    ds = ds.map_batches(ShardReader, fn_constructor_kwargs={"source": source}, batch_size=1, concurrency=1)
+    gpu = {"num_gpus": num_gpus} if num_gpus else {}
+    ds = ds.map_batches(ShardExplainer, fn_constructor_kwargs={"job": job, "out": os.path.abspath(out)},
+                        batch_size=1, concurrency=concurrency, **gpu)
+    for row in ds.iter_rows():
+        progress.update(int(row["texts"]))
+
+
+# --- global summary ------------------------------------------------------------------------------
+
+def iter_lines(out, n_shards):
+    for k in range(n_shards):
+        with open(shard_path(out, k), encoding="utf-8") as f:
+            for line in f:
+                yield json.loads(line)
+
+
+def summarize(lines, classes, level="char"):
+    """Per explained class and unit level: {unit: [count, total attribution]}, in one pass. Characters
+    come from a char model's tokens; a word model (level "word") has jieba words only."""
+    stats = {(c, unit_level): {} for c in classes for unit_level in ("char", "word")}
+    for line in lines:
+        pairs = [("word", zip(line["words"], line["word_scores"]))]
+        if level == "char":
+            pairs.append(("char", zip(line["tokens"], line["scores"])))
+        for level, units in pairs:
+            table = stats[(line["target"], level)]
+            for unit, score in units:
+                if unit.strip():
+                    entry = table.setdefault(unit, [0, 0.0])
+                    entry[0] += 1
+                    entry[1] += score
+    return stats
+
+
+def rankings(stats, min_count=MIN_COUNT, top=TOP_K):
+    """Rows (class, level, ranking, rank, unit, count, mean, total): the largest mean (count >= min_count)
+    and the largest total attribution per class and level."""
+    rows = []
+    for (cls, level), table in stats.items():
+        items = [(u, c, t / c, t) for u, (c, t) in table.items() if c >= min_count]
+        for ranking, key in (("mean", lambda r: r[2]), ("total", lambda r: r[3])):
+            for rank, (unit, count, mean, total) in enumerate(sorted(items, key=lambda r: (-key(r), r[0]))[:top], 1):
+                rows.append({"class": cls, "level": level, "ranking": ranking, "rank": rank, "unit": unit,
+                             "count": count, "mean": round(mean, 6), "total": round(total, 6)})
+    return rows
+
+
+def write_csv(path, rows):
+    def write(f):
+        writer = csv.DictWriter(f, fieldnames=["class", "level", "ranking", "rank", "unit", "count", "mean", "total"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return write_atomic(path, write)
+
+
+def plot_summary(rows, classes, path, title, k=PLOT_K):
+    """One row of panels per class: top characters and top words by mean attribution, as bars."""
+    from plots import font_charmap, setup_matplotlib
+    plt = setup_matplotlib()
+    charmap = font_charmap()
+    fig, axes = plt.subplots(len(classes), 2, figsize=(9, 0.28 * k * len(classes) + 1.0), squeeze=False)
+    for i, cls in enumerate(classes):
+        for j, level in enumerate(("char", "word")):
+            ax = axes[i][j]
+            top = [r for r in rows if r["class"] == cls and r["level"] == level and r["ranking"] == "mean"][:k]
+            labels = ["".join(ch if ord(ch) in charmap else "□" for ch in r["unit"]) + f"  ×{r['count']}"
+                      for r in top]
+            if not top:
+                ax.text(0.5, 0.5, f"no unit seen >= min-count times\nin texts explained as {cls}", ha="center",
+                        va="center", fontsize=8, color="#555", transform=ax.transAxes)
+                ax.set_xticks([])
+            ax.barh(range(len(top)), [r["mean"] for r in top], color="#b2182b")
+            ax.set_yticks(range(len(top)), labels, fontsize=8)
+            ax.invert_yaxis()
+            ax.tick_params(axis="x", labelsize=7)
+            ax.set_title(f"{cls} · {'characters' if level == 'char' else 'jieba words'} by mean attribution",
+                         fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return write_atomic(path, lambda f: f.write(buffer.getvalue()))
+
+
+def summary_section_html(rows, classes, png_path=None, k=10, note=""):
+    """An HTML <section> with the summary picture (embedded) and, per class, the top units tables;
+    made to be dropped into a report."""
+    parts = ['<section id="global-summary"><h2>What drives this classifier</h2>']
+    if note:
+        parts.append(f'<p class="meta">{html.escape(note)}</p>')
+    if png_path and os.path.exists(png_path):
+        with open(png_path, "rb") as f:
+            data = base64.b64encode(f.read()).decode("ascii")
+        parts.append(f'<img alt="global summary" style="max-width:100%" src="data:image/png;base64,{data}">')
+    for cls in classes:
+        parts.append(f"<h3>{html.escape(cls)}</h3><table><tr><th>level</th><th>ranking</th><th>top units "
+                     f"(count, value)</th></tr>")
+        for level in ("char", "word"):
+            for ranking in ("mean", "total"):
+                top = [r for r in rows if (r["class"], r["level"], r["ranking"]) == (cls, level, ranking)][:k]
+                cells = " · ".join(f"<b>{html.escape(r['unit'])}</b> ({r['count']}, {r[ranking]:+.3g})" for r in top)
+                parts.append(f"<tr><td>{level}</td><td>{ranking}</td><td>{cells or '—'}</td></tr>")
+        parts.append("</table>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def write_summary(out, manifest, min_count=MIN_COUNT, top=TOP_K):
+    classes = manifest["classes"]
+    n_lines = 0
+
+    def counted(lines):
+        nonlocal n_lines
+        for line in lines:
+            n_lines += 1
+            yield line
+    stats = summarize(counted(iter_lines(out, manifest["shards"])), classes, manifest["level"])
+    if n_lines != manifest["texts"]:
+        raise user_error(f"{out}: shards hold {n_lines} lines for {manifest['texts']} input texts")
+    rows = rankings(stats, min_count, top)
+    csv_path = write_csv(os.path.join(out, "summary.csv"), rows)
+    title = (f"{os.path.basename(manifest['checkpoint'])} · {manifest['method']} · {n_lines} texts · "
+             f"units seen >= {min_count} times")
+    png_path = plot_summary(rows, classes, os.path.join(out, "summary.png"), title)
+    page = (f'<!DOCTYPE html><html lang="zh"><head><meta charset="utf-8"><title>global summary</title>'
+            f"<style>body{{font-family:'Noto Sans CJK SC','PingFang SC','Microsoft YaHei',sans-serif;margin:2em;"
+            f"max-width:70em}}td,th{{padding:0.2em 0.6em;text-align:left;vertical-align:top}}"
+            f".meta{{color:#555}}</style></head><body>"
+            f"{summary_section_html(rows, classes, png_path, note=title)}</body></html>\n")
+    html_path = write_atomic(os.path.join(out, "summary.html"), lambda f: f.write(page))
+    return rows, [csv_path, png_path, html_path]
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    from cli import ArgumentParser, choice, int_range
+    from dataset import TASKS
+    from integrated_gradients import BASELINES, MAX_STEPS
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory written by train.py")
+    p.add_argument("--input", default=None, help="a .txt (one text per line), .csv or .jsonl file")
+    p.add_argument("--task", default=None, type=choice(TASKS, "task"),
+                   help=f"explain a task's split instead: one of {', '.join(TASKS)}")
+    p.add_argument("--split", default="test", type=choice(SPLITS, "split"), help=f"with --task: one of {', '.join(SPLITS)}")
+    p.add_argument("--data-dir", default=None, help="data directory for --task")
+    p.add_argument("--out", required=True, help="output directory (new, empty, or a previous run of this job)")
+    p.add_argument("--method", default=METHOD, type=choice(("ig", "grad"), "method"),
+                   help="ig (integrated gradients) or grad (gradient x input)")
+    p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=STEPS,
+                   help=f"integrated gradients steps (Gauss-Legendre), 1 to {MAX_STEPS}")
+    p.add_argument("--baseline", default=None, type=choice(BASELINES, "baseline"),
+                   help="zero, pad, unk or mask (default: zero)")
+    p.add_argument("--target", default=None, help="class to explain, by index or name (default: predicted)")
+    p.add_argument("--limit", type=int_range(1), default=None, help="explain only the first N texts")
+    p.add_argument("--shard-size", type=int_range(1), default=SHARD_SIZE, help="texts per shard (unit of resume)")
+    p.add_argument("--batch-size", type=int_range(1), default=BATCH_SIZE, help="texts per attribution call")
+    p.add_argument("--min-count", type=int_range(1), default=MIN_COUNT, help="occurrences a unit needs to be ranked")
+    p.add_argument("--top", type=int_range(1), default=TOP_K, help="units per class, level and ranking in summary.csv")
+    p.add_argument("--engine", default="local", type=choice(ENGINES, "engine"), help=f"one of: {', '.join(ENGINES)}")
+    p.add_argument("--concurrency", type=int_range(1), default=1, help="ray: explainer workers (actors)")
+    p.add_argument("--num-gpus", type=float, default=0, help="ray: GPUs per explainer worker")
+    p.add_argument("--ray-address", default=None, help="ray: cluster address (default: start a local Ray)")
+    args = p.parse_args(argv)
+    if bool(args.input) == bool(args.task):
+        p.error("give exactly one of --input FILE or --task T")
+    if args.num_gpus < 0:
+        p.error("--num-gpus must be >= 0")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from cli import class_index
+    from model import MODEL_FILE, current_version, load_checkpoint
+    ckpt = load_checkpoint(args.checkpoint)
+    source = FileSource(args.input) if args.input else TaskSource(args.task, args.split, args.data_dir)
+    shards, n_texts, input_sha = plan_shards(source, args.shard_size, args.limit)
+    if n_texts == 0:
+        raise user_error("no texts to explain: the input holds only blank texts")
+    job = {"program": "explain.py", "checkpoint": os.path.abspath(args.checkpoint),
+           "model_sha256": file_sha256(os.path.join(current_version(args.checkpoint), MODEL_FILE)),
+           "input": {**source.describe(), "sha256": input_sha, "limit": args.limit}, "texts": n_texts,
+           "method": args.method, "steps": args.steps if args.method == "ig" else None,
+           "baseline": (args.baseline or "zero") if args.method == "ig" else None,
+           "target": class_index(args.target, ckpt.classes), "shard_size": args.shard_size,
+           "shards": len(shards), "batch_size": args.batch_size, "classes": ckpt.classes,
+           "level": ckpt.tokenizer.level}
+    resumed = prepare_out(args.out, job)
+    pending = [(k, start, count) for k, (start, count) in enumerate(shards)
+               if not os.path.exists(shard_path(args.out, k))]
+    done = n_texts - sum(count for _, _, count in pending)
+    if resumed:
+        print(f"resuming {args.out}: {len(shards) - len(pending)} of {len(shards)} shards already written",
+              file=sys.stderr)
+    progress = Progress(n_texts, done)
+    explainer = None
+    if args.engine == "ray":
+        run_ray(job, source, pending, args.out, progress, args.concurrency, args.num_gpus, args.ray_address)
+    else:
+        explainer = run_local(job, source, pending, args.out, progress)
+    elapsed = time.perf_counter() - progress.start
+    if progress.new:
+        floor = (f"; the attribution calls alone took {explainer.attribution_seconds:.1f}s "
+                 f"({explainer.attribution_seconds / elapsed:.0%} of it)" if explainer else "")
+        print(f"explained {progress.new} texts in {elapsed:.1f}s: {progress.new / elapsed:.1f} texts/s "
+              f"({args.engine} engine){floor}", file=sys.stderr)
+    rows, written = write_summary(args.out, job, args.min_count, args.top)
+    for cls in ckpt.classes:
+        top = [r["unit"] for r in rows if (r["class"], r["level"], r["ranking"]) == (cls, "char", "mean")][:8]
+        print(f"{cls}: top characters by mean attribution: {' '.join(top) or '(none)'}")
+    for path in written:
+        print(f"wrote {path}")
+    return job
+
+
+if __name__ == "__main__":
+    from cli import run
+    run(main)
