@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import ROOT, train_tiny
+from model import current_version
 
 TIMEOUT = 300   # seconds per subprocess: a hung collective fails the test instead of blocking it
 
@@ -40,7 +41,7 @@ def test_mirrored_on_two_cpu_devices_trains_like_one_device_and_reloads(tmp_path
     run = subprocess.run(tiny_args(data_dir, out, batch_size=8) + ["--distribute", "mirrored"], cwd=ROOT,
                          env=env(TIG_CPU_DEVICES="2"), capture_output=True, text=True, timeout=TIMEOUT)
     assert run.returncode == 0, run.stderr[-2000:]
-    with open(os.path.join(out, "metrics.json")) as f:
+    with open(os.path.join(current_version(out), "metrics.json")) as f:
         metrics = json.load(f)
     assert (metrics["distribute"], metrics["replicas"], metrics["global_batch_size"]) == ("mirrored", 2, 16)
     assert single["replicas"] == 1
@@ -80,7 +81,7 @@ def test_two_worker_run_completes_and_only_the_chief_writes(tmp_path, data_dir):
         assert code == 0, stderr[-2000:]
     assert "saved" in results[0][1] and "not the chief" in results[1][1]
     assert os.listdir(tmp_path / "runs") == ["multiworker"]          # one checkpoint, no temp left over
-    with open(os.path.join(out, "metrics.json")) as f:
+    with open(os.path.join(current_version(out), "metrics.json")) as f:
         metrics = json.load(f)
     assert (metrics["distribute"], metrics["replicas"], metrics["global_batch_size"]) == ("multiworker", 2, 16)
     assert reloaded_accuracy(out, data_dir) == metrics["test_accuracy"]
