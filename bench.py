@@ -1,6 +1,10 @@
 """Benchmark integrated_gradients against its floor and against the original per-alpha loop.
 
     python bench.py --checkpoint checkpoints/hotel --data-dir ../shared/data
+    python bench.py --model my_model.keras [--vocab vocab.txt | --tokenizer tokenizer.json] --task hotel
+
+With --model (any Keras 3 classifier, see user_model.py) it prints only IG time, the floor
+and their ratio (texts: the task's test split).
 
 Prints, measured in this one run on the same texts:
   - IG time for N samples x S steps (default 64 x 50)
@@ -71,6 +75,44 @@ def per_alpha_loop(model, token_ids, steps):
             tape.gradient(prob, x)
 
 
+def time_floor(model, inputs, steps):
+    """One batched forward+backward over exactly the N*S interpolated inputs IG uses (zero
+    baseline; PAD positions keep their embedding), through the same traced gradient function."""
+    import tensorflow as tf
+    from gradients import target_gradient_fn, tile_batch
+    from integrated_gradients import quadrature
+    from model import split_at_embedding
+    split = split_at_embedding(model, inputs=inputs)
+    x, context, token_ids = split.lookup(inputs)
+    x0 = np.where((token_ids == 0)[..., None], x, 0).astype(np.float32)
+    nodes, _ = quadrature("gausslegendre", steps)
+    path = tf.constant(np.concatenate([x0 + a * (x - x0) for a in nodes]), tf.float32)
+    path_context = tile_batch(tf.constant(np.asarray(context)), steps)
+    target = tf.zeros([len(path)], tf.int32)
+    grad_fn = target_gradient_fn(split)
+    return best_time(lambda: grad_fn(path, path_context, target)[0].numpy())
+
+
+def bench_user_model(args):
+    """IG time / floor for a user's .keras model (goal <= 1.2)."""
+    from dataset import load_task
+    from integrated_gradients import integrated_gradients
+    from user_model import load_user_model
+    ckpt = load_user_model(args.model, vocab=args.vocab, tokenizer=args.tokenizer, maxlen=args.maxlen)
+    texts = load_task(args.task, args.data_dir).test.texts[:args.samples]
+    inputs = ckpt.tokenizer.encode(texts, ckpt.maxlen)
+    n, steps = len(texts), args.steps
+    print(f"model {args.model} ({ckpt.meta['input']} input, {ckpt.meta['output_kind']} output), {n} {args.task} "
+          f"test texts x {steps} steps = {n * steps} interpolated inputs, {os.cpu_count()} CPU cores")
+    ig_time = best_time(lambda: integrated_gradients(ckpt.model, inputs, steps=steps))
+    floor_time = time_floor(ckpt.model, inputs, steps)
+    print(f"integrated_gradients:        {ig_time:8.3f} s")
+    print(f"floor (one fwd+bwd batch):   {floor_time:8.3f} s")
+    print(f"ratio IG / floor:            {ig_time / floor_time:8.2f}   (goal <= 1.2)")
+    print(json.dumps({"model": args.model, "ig_seconds": ig_time, "floor_seconds": floor_time,
+                      "ratio_to_floor": ig_time / floor_time}))
+
+
 def peak_rss_mb():
     """This process's peak resident memory (VmHWM; unlike ru_maxrss it is not inherited over exec)."""
     with open("/proc/self/status") as f:
@@ -97,15 +139,19 @@ def main():
     p.add_argument("--data-dir", default=None)
     p.add_argument("--samples", type=int, default=SAMPLES)
     p.add_argument("--steps", type=int, default=STEPS)
+    p.add_argument("--model", default=None, help="a user's .keras model instead of --checkpoint")
+    p.add_argument("--vocab", default=None, help="with --model: vocab.txt, one token per line (line number = id)")
+    p.add_argument("--tokenizer", default=None, help="with --model: this project's tokenizer.json")
+    p.add_argument("--maxlen", type=int, default=None, help="with --model: input length for an int-input model")
+    p.add_argument("--task", default="hotel", help="with --model: the task whose test texts are explained")
     p.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child_memory:
         return child_memory(args)
 
-    import tensorflow as tf
-    from gradients import target_gradient_fn
-    from integrated_gradients import integrated_gradients, quadrature
-    from model import split_at_embedding
+    if args.model:
+        return bench_user_model(args)
+    from integrated_gradients import integrated_gradients
     ckpt, ids = load_inputs(args)
     n, steps = len(ids), args.steps
     inputs = n * steps
@@ -114,14 +160,7 @@ def main():
 
     ig_time = best_time(lambda: integrated_gradients(ckpt.model, ids, steps=steps))
 
-    embed, head = split_at_embedding(ckpt.model)
-    x, mask = embed(ids)
-    nodes, _ = quadrature("gausslegendre", steps)
-    path = tf.constant(np.concatenate([a * np.asarray(x) for a in nodes]), tf.float32)
-    path_mask = tf.tile(mask, [steps, 1])
-    target = tf.zeros([inputs], tf.int32)
-    grad_fn = target_gradient_fn(head)
-    floor_time = best_time(lambda: grad_fn(path, path_mask, target)[0].numpy())
+    floor_time = time_floor(ckpt.model, ids, steps)
 
     loop_ids = ids[:LOOP_SAMPLES]
     loop_time = best_time(lambda: per_alpha_loop(ckpt.model, loop_ids, steps), repeats=1)

@@ -230,6 +230,8 @@ def prepare_inputs(model, inputs):
     """User inputs -> the tensor the model takes: a list of strings, or int token ids [B, L]."""
     if isinstance(inputs, str):
         inputs = [inputs]
+    if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "OUS":
+        inputs = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in inputs.reshape(-1)]
     if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
         texts = np.asarray(inputs, dtype=object)
         rank = model_input_rank(model) or 1
@@ -255,7 +257,9 @@ def split_model(model, layer=None, inputs=None):
         return _SPLITS[cache_key][1]
     chosen, vectorizer = choose_layer(model, context, layer)
     kind = output_kind(model)
-    spec = tf.TensorSpec([None] * context.shape.rank, context.dtype)
+    # None batch (and length, for ids); a string input keeps its trailing dims ([B, 1] for keras.Input((1,)))
+    spec = tf.TensorSpec([None] + ([None] * (context.shape.rank - 1) if context.dtype != tf.string
+                                   else list(context.shape[1:])), context.dtype)
 
     def run_head(embeddings, context):
         def replace(original, ids, *args, **kwargs):
@@ -282,6 +286,9 @@ def split_model(model, layer=None, inputs=None):
     def lookup(inputs):
         context = prepare_inputs(model, inputs)
         ids, x = capture(context)
+        if x.shape.rank != 3 or ids.shape.rank != 2 or x.shape[0] != context.shape[0]:
+            raise UserError(f"Embedding layer {chosen.name!r} outputs shape {tuple(x.shape)}, not [batch, length, dim] "
+                            "per text: it does not embed the tokens of each text (a position embedding?)")
         return np.asarray(x, np.float32), context, np.asarray(ids, np.int32)
 
     def embed(inputs):
