@@ -75,9 +75,12 @@ def per_alpha_loop(model, token_ids, steps):
             tape.gradient(prob, x)
 
 
-def time_floor(model, inputs, steps):
+def time_floors(model, inputs, steps):
     """One batched forward+backward over exactly the N*S interpolated inputs IG uses (zero
-    baseline; PAD positions keep their embedding), through the same traced gradient function."""
+    baseline; PAD positions keep their embedding), timed three ways: through the traced
+    gradient function IG uses (None dims), traced on the concrete shape, and the same with XLA
+    (jit_compile). Returns ({name: seconds or None if it cannot run}, max relative difference
+    of the XLA gradients from the None-dims ones)."""
     import tensorflow as tf
     from gradients import target_gradient_fn, tile_batch
     from integrated_gradients import quadrature
@@ -90,7 +93,37 @@ def time_floor(model, inputs, steps):
     path_context = tile_batch(tf.constant(np.asarray(context)), steps)
     target = tf.zeros([len(path)], tf.int32)
     grad_fn = target_gradient_fn(split)
-    return best_time(lambda: grad_fn(path, path_context, target)[0].numpy())
+    times = {"none_dims": best_time(lambda: grad_fn(path, path_context, target)[0].numpy())}
+    reference = grad_fn(path, path_context, target)[0].numpy()
+    xla_error = None
+    for name, jit in (("static", False), ("xla", True)):
+        @tf.function(jit_compile=jit)     # no input_signature: traced on these concrete shapes
+        def fn(embeddings, context, target):
+            with tf.GradientTape() as tape:
+                tape.watch(embeddings)
+                selected = tf.gather(split.head(embeddings, context), target, axis=1, batch_dims=1)
+            return tape.gradient(selected, embeddings)
+        try:
+            times[name] = best_time(lambda: fn(path, path_context, target).numpy())
+        except Exception as e:        # e.g. string ops have no XLA kernel
+            print(f"{name} floor cannot run: {e.__class__.__name__}: {str(e).splitlines()[0][:120]}")
+            times[name] = None
+            continue
+        if jit:
+            got = fn(path, path_context, target).numpy()
+            xla_error = float(np.abs(got - reference).max() / max(np.abs(reference).max(), 1e-30))
+    return times, xla_error
+
+
+def print_floors(ig_time, floors, xla_error):
+    fastest = min(t for t in floors.values() if t)
+    for name, label in (("none_dims", "None-dim tf.function, as IG"), ("static", "static shape"), ("xla", "static + XLA")):
+        if floors.get(name):
+            print(f"floor, {label + ':':28s} {floors[name]:8.3f} s   IG / it: {ig_time / floors[name]:5.2f}")
+    print(f"ratio IG / fastest floor:    {ig_time / fastest:8.2f}   (goal <= 1.2)")
+    if xla_error is not None:
+        print(f"XLA gradients vs non-XLA: max relative difference {xla_error:.1e}")
+    return fastest
 
 
 def bench_user_model(args):
@@ -105,12 +138,12 @@ def bench_user_model(args):
     print(f"model {args.model} ({ckpt.meta['input']} input, {ckpt.meta['output_kind']} output), {n} {args.task} "
           f"test texts x {steps} steps = {n * steps} interpolated inputs, {os.cpu_count()} CPU cores")
     ig_time = best_time(lambda: integrated_gradients(ckpt.model, inputs, steps=steps))
-    floor_time = time_floor(ckpt.model, inputs, steps)
-    print(f"integrated_gradients:        {ig_time:8.3f} s")
-    print(f"floor (one fwd+bwd batch):   {floor_time:8.3f} s")
-    print(f"ratio IG / floor:            {ig_time / floor_time:8.2f}   (goal <= 1.2)")
-    print(json.dumps({"model": args.model, "ig_seconds": ig_time, "floor_seconds": floor_time,
-                      "ratio_to_floor": ig_time / floor_time}))
+    floors, xla_error = time_floors(ckpt.model, inputs, steps)
+    print(f"integrated_gradients:        {ig_time:8.3f} s   ({n / ig_time:.1f} texts/s)")
+    fastest = print_floors(ig_time, floors, xla_error)
+    print(json.dumps({"model": args.model, "ig_seconds": ig_time, "floor_seconds": floors,
+                      "ratio_to_floor": ig_time / floors["none_dims"], "ratio_to_fastest_floor": ig_time / fastest,
+                      "xla_max_relative_difference": xla_error}))
 
 
 def peak_rss_mb():
@@ -160,7 +193,8 @@ def main():
 
     ig_time = best_time(lambda: integrated_gradients(ckpt.model, ids, steps=steps))
 
-    floor_time = time_floor(ckpt.model, ids, steps)
+    floors, xla_error = time_floors(ckpt.model, ids, steps)
+    floor_time = floors["none_dims"]
 
     loop_ids = ids[:LOOP_SAMPLES]
     loop_time = best_time(lambda: per_alpha_loop(ckpt.model, loop_ids, steps), repeats=1)
@@ -181,14 +215,17 @@ def main():
 
     results = {
         "ig_seconds": ig_time, "floor_seconds": floor_time, "ratio_to_floor": ig_time / floor_time,
+        "floors_seconds": floors, "ratio_to_fastest_floor": ig_time / fastest, "xla_max_relative_difference": xla_error,
+        "texts_per_second": n / ig_time,
         "per_alpha_loop_seconds_scaled": loop_scaled, "speedup_over_per_alpha_loop": loop_scaled / ig_time,
         "peak_rss_mb": {str(s): round(m["rss_peak_mb"]) for s, m in memory.items()},
         "rss_after_load_mb": {str(s): round(m["rss_before_mb"]) for s, m in memory.items()},
         "median_relative_gap": gaps,
     }
-    print(f"integrated_gradients:        {ig_time:8.3f} s")
+    print(f"integrated_gradients:        {ig_time:8.3f} s   ({n / ig_time:.1f} texts/s)")
     print(f"floor (one fwd+bwd batch):   {floor_time:8.3f} s")
     print(f"ratio IG / floor:            {ig_time / floor_time:8.2f}   (goal <= 1.2)")
+    fastest = print_floors(ig_time, floors, xla_error)
     print(f"per-alpha loop (scaled from {len(loop_ids)} samples): {loop_scaled:8.1f} s")
     print(f"speed-up over per-alpha loop: {loop_scaled / ig_time:7.0f}x  (goal >= 500x)")
     for s, m in memory.items():

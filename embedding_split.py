@@ -50,7 +50,8 @@ class Split:
     lookup(inputs) -> (embeddings np [B,L,D], context tf tensor, token_ids np int32 [B,L])
     embed_ids(token_ids) -> the Embedding layer's vectors for other ids (for pad/unk baselines)
     context: what the head needs besides the embeddings; the PAD mask for model.py's models,
-        the model's own input (ids or strings) for any other model. Tiled along the batch axis
+        the model's own input (ids or strings) for any other model, or the token ids when a
+        TextVectorization inside the model makes them. Tiled along the batch axis
         on the integration path, so its first axis is the batch.
     """
     embed: Callable
@@ -261,13 +262,25 @@ def split_model(model, layer=None, inputs=None):
     spec = tf.TensorSpec([None] + ([None] * (context.shape.rank - 1) if context.dtype != tf.string
                                    else list(context.shape[1:])), context.dtype)
 
+    # String input tokenized by the TextVectorization that feeds the Embedding: the head takes
+    # the token ids as its context and that layer hands them over instead of re-tokenizing every
+    # interpolated copy of the texts (the model gets empty strings of the right shape).
+    strings_by_ids = context.dtype == tf.string and vectorizer is not None
+    head_spec = tf.TensorSpec([None, None], tf.int32) if strings_by_ids else spec
+    trailing = [int(d) for d in context.shape[1:]]
+
     def run_head(embeddings, context):
         def replace(original, ids, *args, **kwargs):
             # the path point in place of the lookup; a fresh tensor so Keras attaches the mask
             # it computes from the real ids
             return tf.identity(tf.cast(embeddings, chosen.compute_dtype))
-        with intercept({chosen: replace}):
-            outputs = model(context, training=False)
+        replacements = {chosen: replace}
+        model_input = context
+        if strings_by_ids:
+            replacements[vectorizer] = lambda original, *args, **kwargs: tf.cast(context, tf.int64)
+            model_input = tf.fill(tf.concat([tf.shape(context)[:1], tf.constant(trailing, tf.int32)], 0), "")
+        with intercept(replacements):
+            outputs = model(model_input, training=False)
         return as_classes(outputs, kind)
 
     @tf.function(input_signature=[spec], reduce_retracing=True)
@@ -289,7 +302,7 @@ def split_model(model, layer=None, inputs=None):
         if x.shape.rank != 3 or ids.shape.rank != 2 or x.shape[0] != context.shape[0]:
             raise UserError(f"Embedding layer {chosen.name!r} outputs shape {tuple(x.shape)}, not [batch, length, dim] "
                             "per text: it does not embed the tokens of each text (a position embedding?)")
-        return np.asarray(x, np.float32), context, np.asarray(ids, np.int32)
+        return np.asarray(x, np.float32), (ids if strings_by_ids else context), np.asarray(ids, np.int32)
 
     def embed(inputs):
         x, context, _ = lookup(inputs)
@@ -302,7 +315,7 @@ def split_model(model, layer=None, inputs=None):
     if vectorizer is not None:
         vocabulary = [str(t) for t in vectorizer.get_vocabulary()]
     split = Split(embed=embed, head=run_head, lookup=lookup, embed_ids=embed_ids, layer=chosen,
-                  key=(model, chosen), context_spec=spec, output_kind=kind, vocabulary=vocabulary,
+                  key=(model, chosen, strings_by_ids), context_spec=head_spec, output_kind=kind, vocabulary=vocabulary,
                   prepare=lambda inputs: prepare_inputs(model, inputs),
                   extra={"vectorizer": vectorizer})
     _SPLITS[cache_key] = (model, split)

@@ -12,6 +12,7 @@ import tensorflow as tf
 import keras
 from keras import layers, ops
 
+import keras_io_example
 from conftest import SHARED_DATA
 from dataset import UserError
 from gradients import gradients
@@ -262,29 +263,6 @@ def test_one_trace_per_model():
 SEQUENCE = 96
 
 
-def keras_io_model(texts, labels):
-    """text_classification_from_scratch, scaled down: TextVectorization(split="character")
-    outside a nested int model; Embedding -> Dropout -> Conv1D valid stride 3 x2 ->
-    GlobalMaxPooling1D -> Dense -> Dropout -> Dense(1, sigmoid)."""
-    keras.utils.set_random_seed(0)
-    vectorize = layers.TextVectorization(max_tokens=3000, output_mode="int", split="character",
-                                         output_sequence_length=SEQUENCE)
-    vectorize.adapt(texts)
-    ids_in = keras.Input((None,), dtype="int64")
-    x = layers.Embedding(3000, 16)(ids_in)
-    x = layers.Dropout(0.5)(x)
-    x = layers.Conv1D(16, 7, padding="valid", activation="relu", strides=3)(x)
-    x = layers.Conv1D(16, 7, padding="valid", activation="relu", strides=3)(x)
-    x = layers.GlobalMaxPooling1D()(x)
-    x = layers.Dense(16, activation="relu")(x)
-    x = layers.Dropout(0.5)(x)
-    int_model = keras.Model(ids_in, layers.Dense(1, activation="sigmoid", name="predictions")(x))
-    int_model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
-    int_model.fit(vectorize(np.array(texts)), np.array(labels), epochs=2, batch_size=32, verbose=0)
-    text_in = keras.Input((1,), dtype="string")
-    return keras.Model(text_in, int_model(vectorize(text_in))), int_model
-
-
 @pytest.fixture(scope="module")
 def keras_io_file(tmp_path_factory):
     if not os.path.exists(os.path.join(SHARED_DATA, "ChnSentiCorp_htl_all.csv")):
@@ -293,7 +271,10 @@ def keras_io_file(tmp_path_factory):
     train = load_task("hotel", SHARED_DATA).train
     rng = np.random.default_rng(0)
     pick = rng.choice(len(train.texts), 400, replace=False)
-    model, _ = keras_io_model([train.texts[i] for i in pick], [int(train.labels[i]) for i in pick])
+    # keras_io_example.py: the tutorial's TextVectorization(split="character") outside a nested int model,
+    # Embedding -> Dropout -> Conv1D valid stride 3 x2 -> GlobalMaxPooling1D -> Dense -> Dropout -> Dense(1, sigmoid)
+    model, _ = keras_io_example.train([train.texts[i] for i in pick], [int(train.labels[i]) for i in pick],
+                                      epochs=2, max_tokens=3000, sequence=SEQUENCE, dim=16)
     path = str(tmp_path_factory.mktemp("keras_io") / "end_to_end.keras")
     model.save(path)
     return path
