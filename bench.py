@@ -1,6 +1,10 @@
 """Benchmark integrated_gradients against its floor and against the original per-alpha loop.
 
     python bench.py --checkpoint checkpoints/hotel --data-dir ../shared/data
+    python bench.py --model my_model.keras [--vocab vocab.txt | --tokenizer tokenizer.json] --task hotel
+
+With --model (any Keras 3 classifier, see user_model.py) it prints only IG time, the floor
+and their ratio (texts: the task's test split).
 
 Prints, measured in this one run on the same texts:
   - IG time for N samples x S steps (default 64 x 50)
@@ -71,6 +75,77 @@ def per_alpha_loop(model, token_ids, steps):
             tape.gradient(prob, x)
 
 
+def time_floors(model, inputs, steps):
+    """One batched forward+backward over exactly the N*S interpolated inputs IG uses (zero
+    baseline; PAD positions keep their embedding), timed three ways: through the traced
+    gradient function IG uses (None dims), traced on the concrete shape, and the same with XLA
+    (jit_compile). Returns ({name: seconds or None if it cannot run}, max relative difference
+    of the XLA gradients from the None-dims ones)."""
+    import tensorflow as tf
+    from gradients import target_gradient_fn, tile_batch
+    from integrated_gradients import quadrature
+    from model import split_at_embedding
+    split = split_at_embedding(model, inputs=inputs)
+    x, context, token_ids = split.lookup(inputs)
+    x0 = np.where((token_ids == 0)[..., None], x, 0).astype(np.float32)
+    nodes, _ = quadrature("gausslegendre", steps)
+    path = tf.constant(np.concatenate([x0 + a * (x - x0) for a in nodes]), tf.float32)
+    path_context = tile_batch(tf.constant(np.asarray(context)), steps)
+    target = tf.zeros([len(path)], tf.int32)
+    grad_fn = target_gradient_fn(split)
+    times = {"none_dims": best_time(lambda: grad_fn(path, path_context, target)[0].numpy())}
+    reference = grad_fn(path, path_context, target)[0].numpy()
+    xla_error = None
+    for name, jit in (("static", False), ("xla", True)):
+        @tf.function(jit_compile=jit)     # no input_signature: traced on these concrete shapes
+        def fn(embeddings, context, target):
+            with tf.GradientTape() as tape:
+                tape.watch(embeddings)
+                selected = tf.gather(split.head(embeddings, context), target, axis=1, batch_dims=1)
+            return tape.gradient(selected, embeddings)
+        try:
+            times[name] = best_time(lambda: fn(path, path_context, target).numpy())
+        except Exception as e:        # e.g. string ops have no XLA kernel
+            print(f"{name} floor cannot run: {e.__class__.__name__}: {str(e).splitlines()[0][:120]}")
+            times[name] = None
+            continue
+        if jit:
+            got = fn(path, path_context, target).numpy()
+            xla_error = float(np.abs(got - reference).max() / max(np.abs(reference).max(), 1e-30))
+    return times, xla_error
+
+
+def print_floors(ig_time, floors, xla_error):
+    fastest = min(t for t in floors.values() if t)
+    for name, label in (("none_dims", "None-dim tf.function, as IG"), ("static", "static shape"), ("xla", "static + XLA")):
+        if floors.get(name):
+            print(f"floor, {label + ':':28s} {floors[name]:8.3f} s   IG / it: {ig_time / floors[name]:5.2f}")
+    print(f"ratio IG / fastest floor:    {ig_time / fastest:8.2f}   (goal <= 1.2)")
+    if xla_error is not None:
+        print(f"XLA gradients vs non-XLA: max relative difference {xla_error:.1e}")
+    return fastest
+
+
+def bench_user_model(args):
+    """IG time / floor for a user's .keras model (goal <= 1.2)."""
+    from dataset import load_task
+    from integrated_gradients import integrated_gradients
+    from user_model import load_user_model
+    ckpt = load_user_model(args.model, vocab=args.vocab, tokenizer=args.tokenizer, maxlen=args.maxlen)
+    texts = load_task(args.task, args.data_dir).test.texts[:args.samples]
+    inputs = ckpt.tokenizer.encode(texts, ckpt.maxlen)
+    n, steps = len(texts), args.steps
+    print(f"model {args.model} ({ckpt.meta['input']} input, {ckpt.meta['output_kind']} output), {n} {args.task} "
+          f"test texts x {steps} steps = {n * steps} interpolated inputs, {os.cpu_count()} CPU cores")
+    ig_time = best_time(lambda: integrated_gradients(ckpt.model, inputs, steps=steps))
+    floors, xla_error = time_floors(ckpt.model, inputs, steps)
+    print(f"integrated_gradients:        {ig_time:8.3f} s   ({n / ig_time:.1f} texts/s)")
+    fastest = print_floors(ig_time, floors, xla_error)
+    print(json.dumps({"model": args.model, "ig_seconds": ig_time, "floor_seconds": floors,
+                      "ratio_to_floor": ig_time / floors["none_dims"], "ratio_to_fastest_floor": ig_time / fastest,
+                      "xla_max_relative_difference": xla_error}))
+
+
 def peak_rss_mb():
     """This process's peak resident memory (VmHWM; unlike ru_maxrss it is not inherited over exec)."""
     with open("/proc/self/status") as f:
@@ -100,15 +175,19 @@ def main():
     p.add_argument("--samples", type=int_range(1), default=SAMPLES)
     p.add_argument("--steps", type=int_range(1, MAX_STEPS // 6), default=STEPS,
                    help=f"IG steps (memory is also measured at 6x this, so at most {MAX_STEPS // 6})")
+    p.add_argument("--model", default=None, help="a user's .keras model instead of --checkpoint")
+    p.add_argument("--vocab", default=None, help="with --model: vocab.txt, one token per line (line number = id)")
+    p.add_argument("--tokenizer", default=None, help="with --model: this project's tokenizer.json")
+    p.add_argument("--maxlen", type=int_range(1), default=None, help="with --model: input length for an int-input model")
+    p.add_argument("--task", default="hotel", help="with --model: the task whose test texts are explained")
     p.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child_memory:
         return child_memory(args)
 
-    import tensorflow as tf
-    from gradients import target_gradient_fn
-    from integrated_gradients import integrated_gradients, quadrature
-    from model import split_at_embedding
+    if args.model:
+        return bench_user_model(args)
+    from integrated_gradients import integrated_gradients
     ckpt, ids = load_inputs(args)
     n, steps = len(ids), args.steps
     inputs = n * steps
@@ -117,14 +196,9 @@ def main():
 
     ig_time = best_time(lambda: integrated_gradients(ckpt.model, ids, steps=steps))
 
-    embed, head = split_at_embedding(ckpt.model)
-    x, mask = embed(ids)
-    nodes, _ = quadrature("gausslegendre", steps)
-    path = tf.constant(np.concatenate([a * np.asarray(x) for a in nodes]), tf.float32)
-    path_mask = tf.tile(mask, [steps, 1])
-    target = tf.zeros([inputs], tf.int32)
-    grad_fn = target_gradient_fn(head)
-    floor_time = best_time(lambda: grad_fn(path, path_mask, target)[0].numpy())
+    floors, xla_error = time_floors(ckpt.model, ids, steps)
+    floor_time = floors["none_dims"]
+    fastest = min(t for t in floors.values() if t)
 
     loop_ids = ids[:LOOP_SAMPLES]
     loop_time = best_time(lambda: per_alpha_loop(ckpt.model, loop_ids, steps), repeats=1)
@@ -145,14 +219,17 @@ def main():
 
     results = {
         "ig_seconds": ig_time, "floor_seconds": floor_time, "ratio_to_floor": ig_time / floor_time,
+        "floors_seconds": floors, "ratio_to_fastest_floor": ig_time / fastest, "xla_max_relative_difference": xla_error,
+        "texts_per_second": n / ig_time,
         "per_alpha_loop_seconds_scaled": loop_scaled, "speedup_over_per_alpha_loop": loop_scaled / ig_time,
         "peak_rss_mb": {str(s): round(m["rss_peak_mb"]) for s, m in memory.items()},
         "rss_after_load_mb": {str(s): round(m["rss_before_mb"]) for s, m in memory.items()},
         "median_relative_gap": gaps,
     }
-    print(f"integrated_gradients:        {ig_time:8.3f} s")
+    print(f"integrated_gradients:        {ig_time:8.3f} s   ({n / ig_time:.1f} texts/s)")
     print(f"floor (one fwd+bwd batch):   {floor_time:8.3f} s")
     print(f"ratio IG / floor:            {ig_time / floor_time:8.2f}   (goal <= 1.2)")
+    print_floors(ig_time, floors, xla_error)
     print(f"per-alpha loop (scaled from {len(loop_ids)} samples): {loop_scaled:8.1f} s")
     print(f"speed-up over per-alpha loop: {loop_scaled / ig_time:7.0f}x  (goal >= 500x)")
     for s, m in memory.items():

@@ -1,19 +1,21 @@
 """Vanilla gradients per token (saliency and gradient x input), and the shared `Attribution`.
 
-For a model F (class probabilities) split at its embedding, x = embed(token_ids) [B,L,D]
-and target class t:
+For a model F (class probabilities, or [1-p, p] for one sigmoid unit, or raw scores) split at
+its Embedding layer (model.split_at_embedding: model.py's models, or any Keras 3 model through
+embedding_split.py), x = the Embedding layer's output [B,L,D] and target class t:
 
     saliency:          score_i = || dF_t/dx_i ||_2             (unsigned; times_input=False)
     gradient x input:  score_i = sum_d x_id * dF_t/dx_id        (signed;   times_input=True)
 
-Scores are exactly 0.0 at PAD positions: models from model.py zero PAD embeddings inside
-the head, so their gradient there is exactly zero, and scores are masked as well.
+Scores are exactly 0.0 at PAD (id 0) positions: models from model.py zero PAD embeddings
+inside the head, so their gradient there is exactly zero, and scores are masked as well.
 """
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
+from embedding_split import Split
 from model import split_at_embedding
 
 REDUCTIONS = ("sum", "l2")
@@ -22,7 +24,14 @@ COMPLETENESS_TOLERANCE = 0.01   # an IG explanation is "complete" when |delta| <
 
 @dataclass
 class Attribution:
-    """Per-token scores for a batch. scores [B,L] (0.0 at PAD), target [B], probs [B,C]."""
+    """Per-token scores for a batch. scores [B,L] (0.0 at PAD), target [B], probs [B,C].
+
+    token_ids: the ids the Embedding layer received (for string inputs: the TextVectorization output).
+    tokens: per text, the token at each position up to the last non-PAD one (when a vocabulary
+        is known: a TextVectorization layer inside the model, or `vocabulary=` given).
+    output_kind: "softmax", "sigmoid" (probs = [1-p, p]) or "raw" (probs holds raw scores,
+        not probabilities; a single raw unit z is shown as [-z, z]).
+    """
     scores: np.ndarray
     target: np.ndarray
     probs: np.ndarray
@@ -33,17 +42,46 @@ class Attribution:
     baseline: str = None            # IG only: name of the baseline
     output: np.ndarray = None       # F_t(x)
     baseline_output: np.ndarray = None  # IG only: F_t(x')
+    tokens: list = None
+    output_kind: str = "softmax"
+    layer: str = None               # name of the Embedding layer the scores are taken at
 
     def complete(self, tolerance=COMPLETENESS_TOLERANCE):
         """IG only: per text, whether |delta| <= tolerance * |F(x) - F(x')|."""
         return np.abs(self.delta) <= tolerance * np.abs(self.output - self.baseline_output)
 
 
-def as_embed_head(model):
-    """(embed, head) from a model built by model.py, or an (embed, head) pair as given."""
-    if isinstance(model, tuple) and len(model) == 2:
+def as_split(model, inputs=None, layer=None):
+    """A Split: from a model (model.py's or any Keras model with an Embedding layer), an
+    (embed, head) pair of model.py's form, or a Split as given."""
+    if isinstance(model, Split):
         return model
-    return split_at_embedding(model)
+    if isinstance(model, tuple) and len(model) == 2:
+        embed, head = model
+
+        def lookup(token_ids):
+            token_ids = prepare_ids(token_ids)
+            embeddings, mask = embed(tf.constant(token_ids))
+            return np.asarray(embeddings, np.float32), tf.constant(np.asarray(mask)), token_ids
+        return Split(embed=embed, head=head, lookup=lookup, embed_ids=lambda ids: lookup(ids)[0],
+                     layer=getattr(embed, "layer", None), key=getattr(head, "layer", head),
+                     context_spec=tf.TensorSpec([None, None], tf.bool))
+    return split_at_embedding(model, layer, inputs)
+
+
+as_embed_head = as_split   # the old name
+
+
+def tokens_of(token_ids, vocabulary):
+    """Per row, the vocabulary entry at each position up to the last non-PAD one."""
+    if vocabulary is None:
+        return None
+    out = []
+    for row in np.asarray(token_ids):
+        real = np.flatnonzero(row != 0)
+        end = real[-1] + 1 if len(real) else 0
+        out.append([vocabulary[i] if 0 <= i < len(vocabulary) else "" for i in row[:end]])
+    return out
 
 
 def prepare_ids(token_ids):
@@ -79,59 +117,78 @@ def reduce_scores(contributions, mask, reduce):
     return np.where(mask, scores, 0.0).astype(np.float32)
 
 
-_TRACED = {}   # (head model, kind) -> tf.function, kept for the life of the process
+_TRACED = {}   # (split key, kind) -> tf.function, kept for the life of the process
 
 
-def traced(head, kind, build):
-    """The tf.function `build(head)`, made once per head and kind. split_at_embedding makes new
-    closures on every call, so the key is the Keras head they wrap (`.layer`); any other
-    callable is its own key."""
-    key = (getattr(head, "layer", head), kind)
+def traced(split, kind, build):
+    """The tf.function `build(split)`, made once per split key and kind. Splits are cheap
+    objects made on every call; the key is the Keras model (part) they wrap."""
+    key = (split.key if isinstance(split, Split) else getattr(split, "layer", split), kind)
     if key not in _TRACED:
-        _TRACED[key] = build(head)
+        _TRACED[key] = build(split)
     return _TRACED[key]
 
 
-def target_gradient_fn(head):
-    """A tf.function (embeddings [N,L,D], mask [N,L], target [N]) -> (dF_t/dx [N,L,D], F_t [N]).
+def tile_batch(context, times):
+    """Repeat a context tensor `times` times along its batch axis (any rank)."""
+    return tf.tile(context, tf.concat([[times], tf.ones([tf.rank(context) - 1], tf.int32)], 0))
+
+
+def target_gradient_fn(split):
+    """A tf.function (embeddings [N,L,D], context [N,...], target [N]) -> (dF_t/dx [N,L,D], F_t [N]).
 
     One trace serves every batch size and length (input_signature with None dims), so
     callers can stream chunks of any size through it without retracing.
     """
-    def build(head):
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32),
-                                      tf.TensorSpec([None, None], tf.bool),
+    split = as_split(split) if not isinstance(split, Split) else split
+
+    def build(split):
+        head = split.head
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32), split.context_spec,
                                       tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
-        def fn(embeddings, mask, target):
+        def fn(embeddings, context, target):
             with tf.GradientTape() as tape:
                 tape.watch(embeddings)
-                selected = tf.gather(head(embeddings, mask), target, axis=1, batch_dims=1)
+                selected = tf.gather(head(embeddings, context), target, axis=1, batch_dims=1)
             # samples are independent, so the gradient of the sum is each sample's own gradient
             return tape.gradient(selected, embeddings), selected
         return fn
 
-    return traced(head, "target_gradient", build)
+    return traced(split, "target_gradient", build)
 
 
-def gradients(model, token_ids, target=None, *, times_input=True, reduce=None):
-    """Gradient attributions at the input embedding.
+def outputs_fn(split):
+    """A tf.function (embeddings, context) -> the head's outputs [N,C]."""
+    def build(split):
+        return tf.function(split.head, input_signature=[tf.TensorSpec([None, None, None], tf.float32),
+                                                        split.context_spec], reduce_retracing=True)
+    return traced(split, "outputs", build)
 
+
+def gradients(model, inputs, target=None, *, layer=None, times_input=True, reduce=None, vocabulary=None):
+    """Gradient attributions at the Embedding layer's output.
+
+    model: a model from model.py, any Keras 3 model with an Embedding layer fed by the token
+        ids (layer=None finds it; layer="name" or the layer object chooses), or a Split.
+    inputs: int token ids [B,L] (or [L]), or a list of strings for a model with a
+        TextVectorization layer inside.
     times_input=True:  signed gradient x input, score_i = sum_d x_id * dF_t/dx_id.
     times_input=False: saliency, score_i = ||dF_t/dx_i||_2 (unsigned, as in Simonyan et al.).
     reduce: "sum" or "l2" over the embedding axis; default "sum" with times_input, else "l2".
     target: class to explain (default: the predicted class), an int or one per sample.
+    vocabulary: id -> token list for Attribution.tokens (default: the model's TextVectorization's).
     """
-    embed, head = as_embed_head(model)
-    token_ids = prepare_ids(token_ids)
-    embeddings, mask = embed(tf.constant(token_ids))
-    embeddings = tf.cast(embeddings, tf.float32)
-    probs = np.asarray(head(embeddings, mask))
+    split = as_split(model, inputs, layer)
+    embeddings, context, token_ids = split.lookup(inputs)
+    probs = np.asarray(outputs_fn(split)(tf.constant(embeddings), context))
     target = resolve_target(target, probs)
-    grads, output = target_gradient_fn(head)(embeddings, mask, tf.constant(target))
-    grads, embeddings, mask = grads.numpy(), embeddings.numpy(), np.asarray(mask)
+    grads, output = target_gradient_fn(split)(tf.constant(embeddings), context, tf.constant(target))
+    grads, mask = grads.numpy(), token_ids != 0
     if reduce is None:
         reduce = "sum" if times_input else "l2"
     contributions = grads * embeddings if times_input else grads
     return Attribution(scores=reduce_scores(contributions, mask, reduce), target=target, probs=probs,
                        token_ids=token_ids, method="gradxinput" if times_input else "saliency",
-                       output=output.numpy())
+                       output=output.numpy(), tokens=tokens_of(token_ids, vocabulary or split.vocabulary),
+                       output_kind=split.output_kind, layer=getattr(split.layer, "name", None))

@@ -1,6 +1,7 @@
 """Integrated gradients (Sundararajan et al. 2017, arXiv 1703.01365) per token, exact and batched.
 
-For a model F split at its embedding, input embeddings x [L,D], baseline x' and target t:
+For a model F split at its Embedding layer, input embeddings x [L,D] (the layer's output),
+baseline x' and target t:
 
     IG_i = sum_d (x_id - x'_id) * integral_0^1 dF_t(x' + a (x - x')) / dx_id  da
          ~ sum_d (x_id - x'_id) * sum_k w_k * dF_t(x' + a_k (x - x')) / dx_id
@@ -8,15 +9,18 @@ For a model F split at its embedding, input embeddings x [L,D], baseline x' and 
 with nodes a_k and weights w_k of a quadrature rule. Completeness: sum_i IG_i = F_t(x) -
 F_t(x'); the gap `delta` = (F_t(x) - F_t(x')) - sum_i IG_i is reported per sample.
 
-Non-intrusive: only model.split_at_embedding is used, so every architecture works; no
-weight is modified. All samples x all nodes run through one tf.function in chunks of at
+Non-intrusive: only model.split_at_embedding is used (model.py's own split, or the
+interception of embedding_split.py for any other Keras 3 model), so every architecture
+works; no weight is modified. PAD (id 0) positions, masked or not, keep their own embedding
+along the whole path (x'_i = x_i), so their score is exactly 0.0. All samples x all nodes run through one tf.function in chunks of at
 most `batch_size` interpolated inputs, so memory stays flat as `steps` grows.
 """
 import numpy as np
 import tensorflow as tf
 
-from gradients import (COMPLETENESS_TOLERANCE, Attribution, as_embed_head, prepare_ids, reduce_scores, resolve_target, target_gradient_fn,
-                       traced)
+from cli import UserError
+from gradients import (COMPLETENESS_TOLERANCE, Attribution, as_split, outputs_fn, reduce_scores, resolve_target,
+                       target_gradient_fn, tile_batch, tokens_of, traced)
 from tokenizer import MASK_ID, PAD_ID, UNK_ID
 
 METHODS = ("gausslegendre", "left", "right", "middle", "trapezoid")
@@ -50,54 +54,57 @@ def quadrature(method, steps):
     raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
 
 
-def make_baseline(embed, token_ids, embeddings, baseline):
-    """Baseline embeddings x' [B,L,D]; the mask of the input is kept along the path.
+def make_baseline(split, token_ids, embeddings, baseline):
+    """Baseline embeddings x' [B,L,D]; PAD positions keep their own embedding (x' = x there).
 
-    zero: the zero vector at every position (default: the model's own "nothing here",
-          because PAD embeddings are zeroed; it needs no trained token, and evaluate.py
-          found it the most faithful baseline, or within 0.004 AOPC of it, on every data set).
-    pad:  the model's embedding of PAD at every position (zero for model.py's models).
-    unk:  the UNK embedding at every real position.
-    mask: the MASK embedding at every real position (train with --mask-rate > 0).
-    An array broadcastable to [B,L,D] is used as given.
+    zero: the zero vector at every position (default: the model's own "nothing here" for
+          model.py's models, because PAD embeddings are zeroed; it needs no trained token, and
+          evaluate.py found it the most faithful baseline, or within 0.004 AOPC of it, on every data set).
+    pad:  the model's embedding of PAD (id 0) at every position (zero for model.py's models).
+    unk:  the UNK (id 1) embedding at every real position.
+    mask: the MASK (id 2) embedding at every real position (model.py's models trained with --mask-rate > 0).
+    An array broadcastable to [B,L,D] is used as given (except at PAD).
     """
     if not isinstance(baseline, str):
-        return np.broadcast_to(np.asarray(baseline, np.float32), embeddings.shape).copy()
-    if baseline == "zero":
-        return np.zeros_like(embeddings)
-    fill = {"pad": PAD_ID, "unk": UNK_ID, "mask": MASK_ID}.get(baseline)
-    if fill is None:
-        raise ValueError(f"unknown baseline {baseline!r}; choose one of: {', '.join(BASELINES)} or an array")
-    ids = np.where(token_ids != PAD_ID, fill, PAD_ID).astype(np.int32)
-    return np.asarray(embed(tf.constant(ids))[0], np.float32)
+        x0 = np.broadcast_to(np.asarray(baseline, np.float32), embeddings.shape).copy()
+    elif baseline == "zero":
+        x0 = np.zeros_like(embeddings)
+    else:
+        fill = {"pad": PAD_ID, "unk": UNK_ID, "mask": MASK_ID}.get(baseline)
+        if fill is None:
+            raise ValueError(f"unknown baseline {baseline!r}; choose one of: {', '.join(BASELINES)} or an array")
+        if baseline == "mask" and not split.own:
+            raise UserError("baseline 'mask' needs a model trained by train.py --mask-rate; use zero, pad or unk")
+        x0 = np.asarray(split.embed_ids(np.where(token_ids != PAD_ID, fill, PAD_ID).astype(np.int32)), np.float32)
+    return np.where((token_ids == PAD_ID)[..., None], embeddings, x0).astype(np.float32)
 
 
-def path_gradient_fn(head):
-    """tf.function (x, x', mask, target, nodes, weights) -> sum_k w_k dF_t(x'+a_k(x-x'))/dx  [b,L,D].
+def path_gradient_fn(split):
+    """tf.function (x, x', context, target, nodes, weights) -> sum_k w_k dF_t(x'+a_k(x-x'))/dx  [b,L,D].
 
     All b samples x s nodes go through the head as one batch of b*s inputs.
     """
-    def build(head):
-        grad_fn = target_gradient_fn(head)
+    def build(split):
+        grad_fn = target_gradient_fn(split)
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32)] * 2 + [
-            tf.TensorSpec([None, None], tf.bool), tf.TensorSpec([None], tf.int32),
+            split.context_spec, tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)])
-        def fn(x, x0, mask, target, nodes, weights):
+        def fn(x, x0, context, target, nodes, weights):
             s, b = tf.shape(nodes)[0], tf.shape(x)[0]
             length, dim = tf.shape(x)[1], tf.shape(x)[2]
             path = x0[None] + nodes[:, None, None, None] * (x - x0)[None]          # [s,b,L,D]
             grads, _ = grad_fn(tf.reshape(path, [s * b, length, dim]),
-                               tf.tile(mask, [s, 1]), tf.tile(target, [s]))
+                               tile_batch(context, s), tf.tile(target, [s]))
             return tf.tensordot(weights, tf.reshape(grads, [s, b, length, dim]), axes=1)
         return fn
 
-    return traced(head, "path_gradient", build)
+    return traced(split, "path_gradient", build)
 
 
-def integrate_path(head, x, x0, mask, target, nodes, weights, batch_size):
+def integrate_path(split, x, x0, context, target, nodes, weights, batch_size):
     """Weighted sum of path gradients [B,L,D], streaming at most batch_size inputs per call."""
-    fn = path_gradient_fn(head)
+    fn = path_gradient_fn(split)
     batch, steps = x.shape[0], len(nodes)
     total = np.zeros_like(x)
     nodes, weights = nodes.astype(np.float32), weights.astype(np.float32)
@@ -106,18 +113,23 @@ def integrate_path(head, x, x0, mask, target, nodes, weights, batch_size):
     for start in range(0, batch, per_call):
         rows = slice(start, start + per_call)
         for k in range(0, steps, node_chunk):
-            total[rows] += fn(x[rows], x0[rows], mask[rows], target[rows],
+            total[rows] += fn(x[rows], x0[rows], context[rows], target[rows],
                               nodes[k:k + node_chunk], weights[k:k + node_chunk]).numpy()
     return total
 
 
-def integrated_gradients(model, token_ids, target=None, *, baseline=DEFAULT_BASELINE, steps=50,
-                         method="gausslegendre", batch_size=None, tolerance=None, reduce="sum"):
+def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEFAULT_BASELINE, steps=50,
+                         method="gausslegendre", batch_size=None, tolerance=None, reduce="sum", vocabulary=None):
     """Integrated gradients of class `target` for each token of each text.
 
-    model: a model from model.py (split with split_at_embedding) or an (embed, head) pair.
-    token_ids: int [B,L] (or [L]); PAD=0 positions get exactly 0.0.
+    model: a model from model.py, any Keras 3 model (Sequential, functional, subclassed, nested)
+        whose input reaches an Embedding layer, an (embed, head) pair, or a Split.
+    inputs: int token ids [B,L] (or [L]); or a list of strings for a model with a
+        TextVectorization layer inside. PAD=0 positions get exactly 0.0.
+    layer: the Embedding layer to attribute at (name or layer object); None finds the one the
+        token ids feed, and refuses (listing the candidates) when that is ambiguous.
     target: class to explain, default the predicted class; an int or one per sample.
+        A single sigmoid unit p is two classes [1 - p, p]; see Attribution.output_kind.
     baseline: "zero" (default), "pad", "unk", "mask", or an array broadcastable to [B,L,D].
     steps: number of quadrature nodes, or "auto": double from 16 up to 512 per sample until
         |delta| <= tolerance * |F(x) - F(x')| (tolerance default 0.01); also when tolerance is set.
@@ -127,23 +139,24 @@ def integrated_gradients(model, token_ids, target=None, *, baseline=DEFAULT_BASE
         (default: as many as fit in 32 MB of interpolated embeddings; measured as fast as larger).
     reduce: "sum" over the embedding axis (signed, sums to F(x) - F(x')) or "l2" (unsigned
         norm per token, the original project's view; completeness does not hold for it).
-    Returns an Attribution with scores [B,L], target, probs, delta, steps, output, baseline_output.
+    vocabulary: id -> token list for Attribution.tokens (default: the model's TextVectorization's).
+    Returns an Attribution with scores [B,L], target, probs, delta, steps, output, baseline_output, tokens.
     """
-    embed, head = as_embed_head(model)
-    token_ids = prepare_ids(token_ids)
-    x, mask = embed(tf.constant(token_ids))
-    x, mask = np.asarray(x, np.float32), np.asarray(mask)
-    probs = np.asarray(head(tf.constant(x), tf.constant(mask)))
+    split = as_split(model, inputs, layer)
+    x, context, token_ids = split.lookup(inputs)
+    head = outputs_fn(split)
+    probs = np.asarray(head(tf.constant(x), context))
     target = resolve_target(target, probs)
-    x0 = make_baseline(embed, token_ids, x, baseline)
+    x0 = make_baseline(split, token_ids, x, baseline)
     if x0.shape != x.shape:
         raise ValueError(f"baseline has shape {x0.shape}, expected {x.shape}")
     f_x = probs[np.arange(len(target)), target]
-    f_x0 = np.asarray(head(tf.constant(x0), tf.constant(mask)))[np.arange(len(target)), target]
+    f_x0 = np.asarray(head(tf.constant(x0), context))[np.arange(len(target)), target]
     if batch_size is None:
         batch_size = max(1, FLOATS_IN_FLIGHT // (x.shape[1] * x.shape[2]))
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1 interpolated input, got {batch_size}")
+    context = np.asarray(context)
 
     adaptive = steps == "auto" or tolerance is not None
     if steps == "auto":
@@ -158,7 +171,7 @@ def integrated_gradients(model, token_ids, target=None, *, baseline=DEFAULT_BASE
     todo = np.arange(len(target))
     for n in schedule:
         nodes, weights = quadrature(method, n)
-        grads = integrate_path(head, x[todo], x0[todo], mask[todo], target[todo], nodes, weights, batch_size)
+        grads = integrate_path(split, x[todo], x0[todo], context[todo], target[todo], nodes, weights, batch_size)
         contributions[todo] = (x[todo] - x0[todo]) * grads
         steps_used[todo] = n
         if not adaptive:
@@ -169,7 +182,8 @@ def integrated_gradients(model, token_ids, target=None, *, baseline=DEFAULT_BASE
             break
 
     delta = (f_x - f_x0) - contributions.sum((1, 2))
-    return Attribution(scores=reduce_scores(contributions, mask, reduce), target=target, probs=probs,
+    return Attribution(scores=reduce_scores(contributions, token_ids != 0, reduce), target=target, probs=probs,
                        token_ids=token_ids, method="ig", delta=delta.astype(np.float32), steps=steps_used,
                        baseline=baseline if isinstance(baseline, str) else "array",
-                       output=f_x, baseline_output=f_x0)
+                       output=f_x, baseline_output=f_x0, tokens=tokens_of(token_ids, vocabulary or split.vocabulary),
+                       output_kind=split.output_kind, layer=getattr(split.layer, "name", None))

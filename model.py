@@ -143,17 +143,28 @@ def build_model(arch, vocab_size, num_classes, embed_dim=EMBED_DIM, dropout=DROP
     return compose(build_embedder(vocab_size, embed_dim), build_head(arch, num_classes, embed_dim, dropout, hidden))
 
 
-def split_at_embedding(model):
-    """(embed, head) of a model built by this file.
+def split_at_embedding(model, layer=None, inputs=None):
+    """The model cut at its embedding, as an embedding_split.Split (unpacks as (embed, head)).
 
+    For a model built by this file (the fast path, no interception):
     embed(token_ids) -> (embeddings [B,L,D] float32, mask [B,L] bool)
     head(embeddings, mask) -> probabilities [B,C]; head(*embed(ids)) == model(ids).
+    Any other Keras model (or layer= naming another layer) is split by
+    embedding_split.split_model, which needs example `inputs` to find the Embedding layer.
     """
+    import numpy as np
+    import tensorflow as tf
+    from embedding_split import Split, split_model
     try:
         embedder, head = model.get_layer("embedder"), model.get_layer("head")
-    except ValueError:
-        raise UserError(f"model {model.name!r} has no 'embedder'/'head' sub-models; "
-                        "build it with model.build_model or model.compose") from None
+        embedding = embedder.get_layer("embedding")
+    except (ValueError, AttributeError):
+        embedder = None
+    if embedder is None or layer not in (None, "embedding", embedding):
+        if inputs is None and embedder is None:
+            raise UserError(f"model {model.name!r} has no 'embedder'/'head' sub-models; "
+                            "build it with model.build_model or model.compose, or pass inputs= to find its Embedding")
+        return split_model(model, layer, inputs)
 
     def embed(token_ids):
         embeddings, mask = embedder(token_ids, training=False)
@@ -162,8 +173,16 @@ def split_at_embedding(model):
     def run_head(embeddings, mask):
         return head([embeddings, mask], training=False)
 
+    def lookup(token_ids):
+        from gradients import prepare_ids
+        token_ids = prepare_ids(token_ids)
+        embeddings, mask = embed(tf.constant(token_ids))
+        return np.asarray(embeddings, np.float32), tf.constant(np.asarray(mask)), token_ids
+
     embed.layer, run_head.layer = embedder, head
-    return embed, run_head
+    return Split(embed=embed, head=run_head, lookup=lookup, embed_ids=lambda ids: lookup(ids)[0],
+                 layer=embedding, key=head, context_spec=tf.TensorSpec([None, None], tf.bool),
+                 output_kind="softmax", own=True)
 
 
 # --- checkpoints --------------------------------------------------------------------

@@ -1,0 +1,88 @@
+"""Train the keras-io `text_classification_from_scratch` model on a task and save it as .keras:
+a user's own model, made the way the Keras tutorial makes it, for trying `--model`.
+
+    python keras_io_example.py --task hotel --data-dir ../shared/data --out /tmp/keras_io_hotel.keras
+
+The model (scaled by --dim): TextVectorization(split="character") outside a nested int model
+Embedding -> Dropout -> Conv1D valid stride 3 -> Conv1D valid stride 3 -> GlobalMaxPooling1D
+-> Dense relu -> Dropout -> Dense(1, sigmoid). Binary tasks only (hotel, weibo).
+"""
+import os
+
+from cli import quiet_tensorflow
+
+quiet_tensorflow()
+
+MAX_TOKENS = 5000
+SEQUENCE = 256
+DIM = 64
+EPOCHS = 3
+
+
+def build(texts, max_tokens=MAX_TOKENS, sequence=SEQUENCE, dim=DIM, seed=0):
+    """(end-to-end string model, its vectorizer, the nested int model); the vectorizer is adapted."""
+    import keras
+    import numpy as np
+    from keras import layers
+    keras.utils.set_random_seed(seed)
+    vectorize = layers.TextVectorization(max_tokens=max_tokens, output_mode="int", split="character",
+                                         output_sequence_length=sequence)
+    vectorize.adapt(np.array(texts, dtype=object))
+    ids_in = keras.Input((None,), dtype="int64")
+    x = layers.Embedding(max_tokens, dim)(ids_in)
+    x = layers.Dropout(0.5)(x)
+    x = layers.Conv1D(dim, 7, padding="valid", activation="relu", strides=3)(x)
+    x = layers.Conv1D(dim, 7, padding="valid", activation="relu", strides=3)(x)
+    x = layers.GlobalMaxPooling1D()(x)
+    x = layers.Dense(dim, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    int_model = keras.Model(ids_in, layers.Dense(1, activation="sigmoid", name="predictions")(x))
+    int_model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
+    text_in = keras.Input((1,), dtype="string")
+    return keras.Model(text_in, int_model(vectorize(text_in))), vectorize, int_model
+
+
+def train(texts, labels, epochs=EPOCHS, verbose=0, **kwargs):
+    import numpy as np
+    model, vectorize, int_model = build(texts, **kwargs)
+    int_model.fit(vectorize(np.array(texts, dtype=object)), np.array(labels), epochs=epochs, batch_size=32,
+                  verbose=verbose)
+    return model, int_model
+
+
+def main(argv=None):
+    import tempfile
+    from cli import ArgumentParser, UserError, choice, int_range
+    from dataset import TASKS, load_task
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="hotel", type=choice(TASKS, "task"))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", required=True, help="a new .keras file (an existing path is refused)")
+    p.add_argument("--epochs", type=int_range(1), default=EPOCHS)
+    p.add_argument("--limit", type=int_range(1), default=None, help="train on the first N training texts")
+    p.add_argument("--dim", type=int_range(1), default=DIM)
+    args = p.parse_args(argv)
+    out = os.path.abspath(args.out)
+    if os.path.exists(out):
+        raise UserError(f"refusing to overwrite {out}; give a new --out path")
+    if not out.endswith(".keras"):
+        raise UserError(f"--out must end in .keras (Keras 3's format), got {args.out}")
+    data = load_task(args.task, args.data_dir)
+    if len(data.classes) != 2:
+        raise UserError(f"task {args.task} has {len(data.classes)} classes; this example is binary")
+    texts, labels = data.train.texts[:args.limit], data.train.labels[:args.limit]
+    model, _ = train(texts, labels, epochs=args.epochs, verbose=2, dim=args.dim)
+    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=os.path.dirname(out))
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, out)   # atomic: a crash never leaves half a file at --out
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    from cli import run
+    run(main)

@@ -1,0 +1,193 @@
+"""Load a user's own Keras 3 text classifier (a .keras file) for the command-line tools.
+
+    ckpt = load_user_model("my_model.keras")                               # string input (TextVectorization inside)
+    ckpt = load_user_model("int_model.keras", vocab="vocab.txt", classes="neg,pos")
+    ckpt = load_user_model("int_model.keras", tokenizer="checkpoints/hotel/tokenizer.json")
+
+The result has the fields the CLIs use from model.Checkpoint:
+    .model      the Keras model (never modified)
+    .tokenizer  .tokenize(text) -> tokens the model sees; .encode(texts, maxlen) -> the model's input
+                (int ids [N, maxlen] post-padded with 0, or for a string-input model a tf.string
+                tensor of the texts shaped like its input: explain them with integrated_gradients(model, texts) or the
+                encoded array, and read tokens/ids from Attribution.tokens/.token_ids);
+                .decode(ids), .vocab (id -> token), .level ("char" or "word"), len()
+    .classes    label names (--classes a,b; default "0", "1", ...); a single output unit counts as two classes
+    .maxlen     the model's fixed input length, or TextVectorization's output_sequence_length, or --maxlen
+    .meta       {"task", "arch": "user", "source", "input": "strings"|"ids", "output_kind", "maxlen",
+                 "classes", "layer"}; task is None unless given
+    .directory  the folder of the .keras file; .metrics is {}
+vocab.txt: one token per line, line number = id (line 1 is id 0, the padding token).
+Bad input raises dataset.UserError with a one-line message.
+"""
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cli import UserError
+from tokenizer import Tokenizer, clean_text
+
+DEFAULT_MAXLEN = 256           # for an int-input model with no fixed length and no --maxlen
+UNK_NAMES = ("[UNK]", "<unk>", "<UNK>", "[unk]", "<oov>", "[OOV]")
+
+
+class VocabularyTokenizer:
+    """A vocabulary file as a tokenizer: char level when (nearly) every token is one character,
+    else words (whitespace if the text has spaces, jieba otherwise). Unknown tokens -> the
+    vocabulary's UNK entry (or id 1)."""
+
+    def __init__(self, vocab, level=None):
+        self.vocab = list(vocab)
+        self.index = {}
+        for i, token in enumerate(self.vocab):
+            self.index.setdefault(token, i)
+        body = [t for t in self.vocab[1:] if t not in UNK_NAMES]
+        self.level = level or ("char" if body and sum(len(t) == 1 for t in body) >= 0.9 * len(body) else "word")
+        self.unk_id = next((self.index[t] for t in UNK_NAMES if t in self.index), 1)
+
+    def __len__(self):
+        return len(self.vocab)
+
+    def tokenize(self, text):
+        text = clean_text(text)
+        if self.level == "char":
+            return list(text)
+        if " " in text:
+            return text.split()
+        import jieba
+        jieba.setLogLevel(60)
+        return jieba.lcut(text, HMM=True)
+
+    def encode(self, texts, maxlen):
+        out = np.zeros((len(texts), maxlen), np.int32)
+        for row, text in enumerate(texts):
+            ids = [self.index.get(t, self.unk_id) for t in self.tokenize(text)][:maxlen]
+            out[row, :len(ids)] = ids
+        return out
+
+    def decode(self, token_ids):
+        tokens = []
+        for i in token_ids:
+            if i == 0:
+                break
+            tokens.append(self.vocab[i] if i < len(self.vocab) else "")
+        return tokens
+
+
+class StringInputTokenizer:
+    """For a model that takes raw strings: its own TextVectorization layer tokenizes."""
+
+    def __init__(self, model, vectorizer):
+        self.model, self.vectorizer = model, vectorizer
+        self.vocab = [str(t) for t in vectorizer.get_vocabulary()]
+        self.level = "char" if vectorizer.get_config().get("split") == "character" else "word"
+        try:
+            self.rank = len(model.inputs[0].shape)
+        except (AttributeError, IndexError, TypeError):
+            self.rank = 1
+
+    def __len__(self):
+        return len(self.vocab)
+
+    def tokenize(self, text):
+        import tensorflow as tf
+        ids = np.asarray(self.vectorizer(tf.constant([clean_text(text)])))[0]
+        return [self.vocab[i] for i in ids if i != 0]
+
+    def encode(self, texts, maxlen=None):
+        """The model's input: a tf.string tensor of the cleaned texts shaped [N] or [N, 1] (the model
+        truncates and pads; a tensor because Keras' predict refuses NumPy string arrays)."""
+        import tensorflow as tf
+        texts = np.asarray([clean_text(t) for t in texts], dtype=object)
+        return tf.constant(texts.reshape((-1,) + (1,) * (self.rank - 1)), tf.string)
+
+    def decode(self, token_ids):
+        return VocabularyTokenizer.decode(self, token_ids)
+
+
+@dataclass
+class UserModel:
+    model: object
+    tokenizer: object
+    classes: list
+    maxlen: int
+    meta: dict
+    directory: str = ""
+    metrics: dict = field(default_factory=dict)
+
+
+def read_vocab(path):
+    if not os.path.exists(path):
+        raise UserError(f"vocabulary file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise UserError(f"vocabulary file {path} is empty")
+    return [line.rstrip("\r") for line in lines]
+
+
+def load_user_model(path, vocab=None, tokenizer=None, classes=None, maxlen=None, task=None, layer=None):
+    """Load `path` (.keras) with its tokenizer (see the top of this file). classes: "a,b" or a list."""
+    import keras
+    from embedding_split import embedding_layers, output_kind, text_vectorizers
+    if not os.path.exists(path):
+        raise UserError(f"model file not found: {path}")
+    if vocab and tokenizer:
+        raise UserError("give --vocab or --tokenizer, not both")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"cannot load {path} as a Keras 3 model ({e.__class__.__name__}: {first})") from None
+    if not isinstance(model, keras.Model):
+        raise UserError(f"{path} does not hold a Keras model")
+    embeddings = embedding_layers(model)
+    if not embeddings:
+        raise UserError(f"{path}: the model has no Embedding layer; per-token attributions need one")
+    try:
+        input_dtype = model.inputs[0].dtype
+        input_shape = tuple(model.inputs[0].shape)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        input_dtype, input_shape = None, None
+    strings = input_dtype == "string"
+    if strings:
+        vectorizers = text_vectorizers(model)
+        if not vectorizers:
+            raise UserError(f"{path}: the model takes strings but has no TextVectorization layer")
+        tok = StringInputTokenizer(model, vectorizers[0])
+        maxlen = maxlen or vectorizers[0].get_config().get("output_sequence_length") or DEFAULT_MAXLEN
+    else:
+        if vocab:
+            tok = VocabularyTokenizer(read_vocab(vocab))
+        elif tokenizer:
+            try:
+                tok = Tokenizer.load(tokenizer)
+            except (ValueError, OSError) as e:
+                raise UserError(f"tokenizer {tokenizer}: {e}") from None
+        else:
+            raise UserError(f"{path}: the model takes token ids; give --vocab vocab.txt (one token per line, "
+                            "line number = id) or --tokenizer tokenizer.json")
+        rows = max(layer_.input_dim for layer_ in embeddings)
+        if len(tok) > rows:
+            raise UserError(f"the vocabulary has {len(tok)} tokens but the model's Embedding has {rows} rows; "
+                            "they do not belong together")
+        fixed = input_shape[1] if input_shape and len(input_shape) == 2 else None
+        if fixed and maxlen and maxlen != fixed:
+            raise UserError(f"--maxlen {maxlen} does not match the model's fixed input length {fixed}")
+        maxlen = fixed or maxlen or DEFAULT_MAXLEN
+    kind = output_kind(model)
+    example = tok.encode(["a"], maxlen)
+    units = int(np.asarray(model(example, training=False)).reshape(1, -1).shape[-1])
+    count = 2 if units == 1 else units
+    if isinstance(classes, str):
+        classes = [c.strip() for c in classes.split(",") if c.strip()]
+    classes = list(classes) if classes else [str(i) for i in range(count)]
+    if len(classes) != count:
+        raise UserError(f"{len(classes)} class names given but the model has {count} classes"
+                        f"{' (one output unit: class 0 and class 1)' if units == 1 else ''}")
+    meta = {"task": task, "arch": "user", "source": os.path.abspath(path), "input": "strings" if strings else "ids",
+            "output_kind": kind, "maxlen": int(maxlen), "classes": classes,
+            "layer": layer if layer is None or isinstance(layer, str) else layer.name}
+    return UserModel(model, tok, classes, int(maxlen), meta, os.path.dirname(os.path.abspath(path)))
