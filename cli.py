@@ -182,6 +182,37 @@ def resolve_checkpoint(task=None, checkpoint=None, announce=True):
     return ckpt
 
 
+def add_model_arguments(p):
+    """--checkpoint's alternative: a user's own Keras 3 model (see user_model.py)."""
+    p.add_argument("--model", default=None, help="your own Keras 3 model (.keras) instead of a checkpoint")
+    p.add_argument("--vocab", default=None, help="with --model: vocab.txt, one token per line (line number = id)")
+    p.add_argument("--tokenizer", default=None, help="with --model: this project's tokenizer.json")
+    p.add_argument("--classes", default=None, help="with --model: class names, comma-separated (default: the "
+                                                   "task's, else 0,1,...)")
+    p.add_argument("--maxlen", type=int_range(1), default=None, help="with --model: tokens per text for an "
+                                                                     "int-input model without a fixed length")
+    p.add_argument("--layer", default=None, help="with --model: the Embedding layer to explain, by name")
+
+
+def resolve_explainable(args, announce=True):
+    """What a CLI explains: the user's --model, else the checkpoint (see resolve_checkpoint)."""
+    model_flags = [f"--{name}" for name in ("vocab", "tokenizer", "classes", "maxlen", "layer")
+                   if getattr(args, name, None) is not None]
+    if getattr(args, "model", None) is None:
+        if model_flags:
+            raise UserError(f"{model_flags[0]} goes with --model")
+        return resolve_checkpoint(args.task, args.checkpoint, announce)
+    if args.checkpoint:
+        raise UserError("give --model or --checkpoint, not both")
+    from user_model import load_user_model
+    classes = args.classes
+    if classes is None and args.task is not None:
+        from dataset import TASK_CLASSES
+        classes = TASK_CLASSES.get(args.task)
+    return load_user_model(args.model, vocab=args.vocab, tokenizer=args.tokenizer, classes=classes,
+                           maxlen=args.maxlen, task=args.task, layer=args.layer)
+
+
 def class_index(target, classes):
     """A class given by name or by index (--target) -> its index; None stays None."""
     if target is None:

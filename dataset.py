@@ -42,6 +42,8 @@ CSV_SETS = {
     "moods": ("simplifyweibo_4_moods.csv", ["喜悦", "愤怒", "厌恶", "低落"]),
     "hotel": ("ChnSentiCorp_htl_all.csv", ["negative", "positive"]),
 }
+# class names known without reading data (THUCNews' come from its class.txt)
+TASK_CLASSES = {**{task: classes for task, (_, classes) in CSV_SETS.items()}, "reviews": ["negative", "positive"]}
 WHERE_TO_GET = {
     "weibo": "https://github.com/SophonPlus/ChineseNlpCorpus (datasets/weibo_senti_100k; "
              "the file is on a cloud drive linked from its README)",
@@ -327,7 +329,7 @@ def load_reviews():
                     continue
                 texts.append(text)
                 labels.append(label)
-    return split_task("reviews", ["negative", "positive"], texts, np.array(labels, dtype=np.int32),
+    return split_task("reviews", TASK_CLASSES["reviews"], texts, np.array(labels, dtype=np.int32),
                       files, skipped)
 
 

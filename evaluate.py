@@ -44,20 +44,22 @@ EXPLAIN_BATCH = 64
 
 # --- explanations -------------------------------------------------------------------------
 
-def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progress=False):
+def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progress=False, layer=None):
     """{name: {"scores": [N,L], "complete": [N] bool or None, "steps": [N] or None}} per method
-    (and per IG baseline); complete: Attribution.complete(), IG's |delta| <= 1% of |F(x) - F(x')|."""
+    (and per IG baseline); complete: Attribution.complete(), IG's |delta| <= 1% of |F(x) - F(x')|.
+    layer: the Embedding layer of a user's model (None: found, or this project's split)."""
     from gradients import gradients
     from integrated_gradients import integrated_gradients
     jobs = []
     for method in methods:
         if method == "ig":
-            jobs += [(f"ig[{b}]", lambda ids, b=b: integrated_gradients(model, ids, baseline=b, steps=steps))
+            jobs += [(f"ig[{b}]", lambda ids, b=b: integrated_gradients(model, ids, layer=layer, baseline=b,
+                                                                        steps=steps))
                      for b in baselines]
         elif method == "saliency":
-            jobs.append(("saliency", lambda ids: gradients(model, ids, times_input=False)))
+            jobs.append(("saliency", lambda ids: gradients(model, ids, layer=layer, times_input=False)))
         elif method == "gradxinput":
-            jobs.append(("gradxinput", lambda ids: gradients(model, ids, times_input=True)))
+            jobs.append(("gradxinput", lambda ids: gradients(model, ids, layer=layer, times_input=True)))
         elif method == "random":
             jobs.append(("random", None))
         else:
@@ -200,13 +202,14 @@ def markdown_table(results):
 
 
 def parse_args(argv=None):
-    from cli import ArgumentParser, comma_list, int_range
+    from cli import ArgumentParser, add_model_arguments, choice, comma_list, int_range
     from dataset import TASKS
     from integrated_gradients import MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", default=None, choices=TASKS, help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--task", default=None, type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint folder (default: checkpoints/<task>, else the most recent under checkpoints/)")
+    add_model_arguments(p)
     p.add_argument("--data-dir", default=None)
     p.add_argument("-n", type=int_range(1), default=SAMPLES, help="first N texts of the test split")
     p.add_argument("--methods", default=list(METHODS), type=comma_list(METHODS + ("grad",), "method"),
@@ -229,9 +232,15 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import time
-    from cli import atomic_write, prepare_output_dir, resolve_checkpoint
+    from cli import UserError, atomic_write, prepare_output_dir, resolve_explainable
+    from embedding_split import as_classes
     from dataset import load_task
-    ckpt = resolve_checkpoint(args.task, args.checkpoint)
+    ckpt = resolve_explainable(args)
+    if ckpt.meta.get("input") == "strings":
+        raise UserError("evaluate.py removes tokens by id, so it needs a model that takes token ids; this one "
+                        "takes strings (explain it with visualize.py --model)")
+    if ckpt.meta.get("task") is None:
+        raise UserError("evaluate.py explains a task's test split: give --task with --model")
     task = args.task or ckpt.meta["task"]
     out = args.out or os.path.join("results", task)
     prepare_output_dir(out, ["faithfulness.json", "deletion_curve.png"])
@@ -244,11 +253,13 @@ def main(argv=None):
     start = time.time()
 
     def predict(ids):
-        return ckpt.model.predict(ids, batch_size=PREDICT_BATCH, verbose=0)
+        outputs = ckpt.model.predict(ids, batch_size=PREDICT_BATCH, verbose=0)
+        return as_classes(outputs, ckpt.meta.get("output_kind", "softmax")).numpy()
 
     probs = predict(token_ids)
     target = probs.argmax(-1)
-    explanations = explain_all(ckpt.model, token_ids, args.methods, baselines, args.steps, args.seed, progress=True)
+    explanations = explain_all(ckpt.model, token_ids, args.methods, baselines, args.steps, args.seed, progress=True,
+                               layer=ckpt.meta.get("layer"))
     results = {"task": task, "checkpoint": ckpt.directory, "n": len(token_ids), "removal": args.removal,
                "steps": args.steps, "ks_percent": list(KS), "curve_fractions": list(CURVE),
                "accuracy_on_these": float(np.mean(target == test.labels[:len(target)])),

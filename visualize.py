@@ -4,6 +4,7 @@ PNG images and terminal colours.
     python visualize.py --method ig --text "房间很干净，服务也好"        # the newest checkpoint
     python visualize.py --method both --task hotel --data-dir DIR -n 5  # test-split samples
     python visualize.py --method grad --task hotel --data-dir DIR -n 5 --errors
+    python visualize.py --method ig --model my_model.keras --text "..."  # your own Keras 3 model
 
 Methods: `ig` integrated gradients, `grad` gradient x input (signed), `saliency` the gradient's
 L2 norm (unsigned), `both` = grad and ig on the same texts. Rendering lives in render.py
@@ -33,17 +34,18 @@ OUTPUT_STEM = "explanations"
 
 # --- explaining ---------------------------------------------------------------------
 
-def attribute(model, token_ids, method, *, steps=STEPS, baseline=None, target=None, reduce="sum"):
-    """One batch of token ids -> Attribution, for a method of render.METHOD_TITLES."""
+def attribute(model, inputs, method, *, steps=STEPS, baseline=None, target=None, reduce="sum", layer=None):
+    """One batch of inputs (token ids, or texts for a string-input model) -> Attribution, for a
+    method of render.METHOD_TITLES."""
     from gradients import gradients
     from integrated_gradients import DEFAULT_BASELINE, integrated_gradients
     if method == "ig":
-        return integrated_gradients(model, token_ids, target, baseline=baseline or DEFAULT_BASELINE, steps=steps,
-                                    reduce=reduce)
+        return integrated_gradients(model, inputs, target, layer=layer, baseline=baseline or DEFAULT_BASELINE,
+                                    steps=steps, reduce=reduce)
     if method == "gradxinput":
-        return gradients(model, token_ids, target, times_input=True, reduce=reduce)
+        return gradients(model, inputs, target, layer=layer, times_input=True, reduce=reduce)
     if method == "saliency":
-        return gradients(model, token_ids, target, times_input=False)
+        return gradients(model, inputs, target, layer=layer, times_input=False)
     raise ValueError(f"unknown method {method!r}; choose one of: ig, gradxinput, saliency")
 
 
@@ -51,8 +53,9 @@ def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None
             level="char", labels=None, progress=False):
     """Explain texts with one method ("ig", "gradxinput" or "saliency"); one Explanation per text.
 
-    ckpt: a model.Checkpoint (model, tokenizer, classes, maxlen). reduce="l2" gives the original
-    project's unsigned view of integrated gradients. level="word" sums character scores per jieba word.
+    ckpt: a model.Checkpoint or a user_model.UserModel (model, tokenizer, classes, maxlen, meta).
+    reduce="l2" gives the original project's unsigned view of integrated gradients. level="word"
+    sums character scores per jieba word.
     """
     name = "ig-l2" if (method, reduce) == ("ig", "l2") else method
     out, bar = [], None
@@ -63,13 +66,12 @@ def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None
     for start in range(0, len(texts), BATCH):
         chunk = texts[start:start + BATCH]
         token_lists = [tokenizer.tokenize(t) for t in chunk]
-        ids = tokenizer.encode(chunk, maxlen)
-        attribution = attribute(ckpt.model, ids, method, steps=steps, baseline=baseline, target=target,
-                                reduce=reduce)
+        attribution = attribute(ckpt.model, tokenizer.encode(chunk, maxlen), method, steps=steps, baseline=baseline,
+                                target=target, reduce=reduce, layer=ckpt.meta.get("layer"))
         for row, tokens in enumerate(token_lists):
             seen = tokens[:maxlen]
             units, scores, unknown = group_units(seen, attribution.scores[row, :len(seen)],
-                                                 ids[row, :len(seen)], tokenizer, level)
+                                                 attribution.token_ids[row, :len(seen)], tokenizer, level)
             pred, tgt = int(attribution.probs[row].argmax()), int(attribution.target[row])
             out.append(Explanation(
                 text="".join(tokens), units=units, scores=scores, unknown=unknown, method=name,
@@ -79,7 +81,8 @@ def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None
                 steps=None if attribution.steps is None else int(attribution.steps[row]),
                 delta=None if attribution.delta is None else float(attribution.delta[row]),
                 truncated=len("".join(tokens[maxlen:])), signed=name in ("ig", "gradxinput"),
-                baseline=attribution.baseline))
+                baseline=attribution.baseline,
+                output_kind="probability" if attribution.output_kind in ("softmax", "sigmoid") else "raw"))
         if bar:
             bar.update(min(start + BATCH, len(texts)))
     return out
@@ -89,7 +92,7 @@ def group_units(tokens, scores, token_ids, tokenizer, level):
     """Model tokens -> display units; with level="word", char scores are summed per jieba word."""
     from tokenizer import UNK_ID
     unknown = [int(i) == UNK_ID for i in token_ids]
-    if level == "char" or tokenizer.level == "word":
+    if level == "char" or getattr(tokenizer, "level", "char") == "word":
         return list(tokens), np.asarray(scores, np.float32), unknown
     import jieba
     jieba.setLogLevel(60)
@@ -110,6 +113,13 @@ def run_methods(ckpt, texts, methods, *, labels=None, target=None, progress=True
     return [list(group) for group in zip(*per_method)]
 
 
+def predict_probabilities(ckpt, texts):
+    """Class scores [N, C] for texts: one sigmoid unit p becomes [1 - p, p]."""
+    from embedding_split import as_classes
+    outputs = ckpt.model.predict(ckpt.tokenizer.encode(texts, ckpt.maxlen), verbose=0)
+    return as_classes(outputs, ckpt.meta.get("output_kind", "softmax")).numpy()
+
+
 def pick_samples(ckpt, task, data_dir, n, errors=False, max_chars=None, balanced=False):
     """The first n test samples (in split order) that the model gets right (or wrong);
     balanced: at most ceil(n / classes) per true class, so a gallery shows several classes."""
@@ -120,7 +130,7 @@ def pick_samples(ckpt, task, data_dir, n, errors=False, max_chars=None, balanced
     for start in range(0, len(test.texts), 256):
         texts = test.texts[start:start + 256]
         labels = test.labels[start:start + 256]
-        pred = ckpt.model.predict(ckpt.tokenizer.encode(texts, ckpt.maxlen), verbose=0).argmax(-1)
+        pred = predict_probabilities(ckpt, texts).argmax(-1)
         for text, label, p in zip(texts, labels, pred):
             if ((p != label) == errors and (max_chars is None or len(text) <= max_chars)
                     and chosen_labels.count(int(label)) < cap):
@@ -154,7 +164,7 @@ def write_outputs(rows, out, formats, stem=OUTPUT_STEM, title=None, color="auto"
 # --- CLI ----------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    from cli import ArgumentParser, choice, comma_list, int_range
+    from cli import ArgumentParser, add_model_arguments, choice, comma_list, int_range
     from dataset import TASKS
     from integrated_gradients import BASELINES, MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
@@ -164,6 +174,7 @@ def parse_args(argv=None):
                    help=f"one of: {', '.join(TASKS)} (checkpoint checkpoints/<task>)")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint folder (default: checkpoints/<task>, else the most recent under checkpoints/)")
+    add_model_arguments(p)
     p.add_argument("--text", action="append", default=[], help="a text to explain (repeatable)")
     p.add_argument("--file", default=None, help="a UTF-8 file with one text per line")
     p.add_argument("-n", type=int_range(1), default=0, help="explain N samples from the task's test split")
@@ -224,14 +235,17 @@ def default_out_dir():
 
 
 def main(argv=None):
-    from cli import UserError, class_index, resolve_checkpoint
+    from cli import UserError, class_index, resolve_explainable
     args = parse_args(argv)
     texts = read_texts(args)
-    ckpt = resolve_checkpoint(args.task, args.checkpoint)
+    ckpt = resolve_explainable(args)
     target = class_index(args.target, ckpt.classes)
     labels = None
     if args.n:
-        picked, labels = pick_samples(ckpt, args.task or ckpt.meta["task"], args.data_dir, args.n, args.errors)
+        task = args.task or ckpt.meta.get("task")
+        if task is None:
+            raise UserError("-n takes test samples of a task: give --task with --model")
+        picked, labels = pick_samples(ckpt, task, args.data_dir, args.n, args.errors)
         if texts:
             labels = None
         texts += picked
@@ -242,7 +256,8 @@ def main(argv=None):
         methods = ["saliency"]
     rows = run_methods(ckpt, texts, methods, labels=labels, target=target, steps=args.steps,
                        baseline=args.baseline, reduce=args.reduce, level=args.level)
-    title = f"{ckpt.meta.get('task', '')} · {', '.join(METHOD_TITLES[e.method] for e in rows[0])}"
+    title = f"{ckpt.meta.get('task') or os.path.basename(args.model or '')} · " \
+            f"{', '.join(METHOD_TITLES[e.method] for e in rows[0])}"
     for path in write_outputs(rows, args.out or default_out_dir(), args.format, title=title, color=args.color):
         print(f"wrote {path}")
 

@@ -13,7 +13,7 @@ import keras
 from keras import layers, ops
 
 import keras_io_example
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, skip_or_fail
 from cli import UserError
 from gradients import gradients
 from integrated_gradients import integrated_gradients, quadrature
@@ -266,7 +266,7 @@ SEQUENCE = 96
 @pytest.fixture(scope="module")
 def keras_io_file(tmp_path_factory):
     if not os.path.exists(os.path.join(SHARED_DATA, "ChnSentiCorp_htl_all.csv")):
-        pytest.skip("../shared/data is not present")
+        skip_or_fail("../shared/data is not present")
     from dataset import load_task
     train = load_task("hotel", SHARED_DATA).train
     rng = np.random.default_rng(0)
@@ -351,3 +351,33 @@ def test_user_model_loader(keras_io_file, tmp_path):
     (tmp_path / "big.txt").write_text("\n".join(f"t{i}" for i in range(5000)), encoding="utf-8")
     with pytest.raises(UserError, match="do not belong together"):
         load_user_model(int_path, vocab=str(tmp_path / "big.txt"))
+
+
+def test_command_lines_explain_a_users_model(keras_io_file, tmp_path):
+    from test_cli import assert_clean_failure, run
+    out = tmp_path / "vis"
+    result = run("visualize.py", "--method", "both", "--model", keras_io_file, "--classes", "negative,positive",
+                 "--text", "房间很干净，服务也好", "--text", "太差了<b>", "--format", "html,md,png,ansi", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    md = (out / "explanations.md").read_text(encoding="utf-8")
+    assert md.count('<font color="#') >= 2 * len("房间很干净，服务也好") and ">&lt;</font>" in md
+    assert "integrated gradients, 50 steps" in md and "gradient x input" in md and "predicted " in md
+    assert (out / "explanations.png").stat().st_size > 5000
+    assert ">&lt;</span>" in (out / "explanations.html").read_text(encoding="utf-8")
+
+    # the nested int model with a vocab.txt: evaluate.py on the hotel test split
+    model = keras.saving.load_model(keras_io_file)
+    int_model = [l for l in model.layers if isinstance(l, keras.Model)][0]
+    vectorizer = [l for l in model._flatten_layers() if isinstance(l, layers.TextVectorization)][0]
+    int_path, vocab_path = str(tmp_path / "int.keras"), tmp_path / "vocab.txt"
+    int_model.save(int_path)
+    vocab_path.write_text("\n".join(vectorizer.get_vocabulary()) + "\n", encoding="utf-8")
+    result = run("evaluate.py", "--model", int_path, "--vocab", str(vocab_path), "--maxlen", str(SEQUENCE), "--task",
+                 "hotel", "--data-dir", SHARED_DATA, "-n", "8", "--steps", "8", "--methods", "ig,random",
+                 "--baselines", "zero", "--out", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr
+    assert "| ig[zero] |" in result.stdout and "| random |" in result.stdout
+
+    assert_clean_failure(run("evaluate.py", "--model", keras_io_file, "--task", "hotel"), "takes strings")
+    assert_clean_failure(run("visualize.py", "--model", int_path, "--text", "好"), "--vocab")
+    assert_clean_failure(run("visualize.py", "--vocab", str(vocab_path), "--text", "好"), "--vocab goes with --model")
