@@ -36,6 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=None, help="data directory (default: $TIG_DATA_DIR, then ./data)")
     p.add_argument("--out", default=None, help="checkpoint directory (default: checkpoints/<task>)")
     p.add_argument("--arch", default="cnn", help=f"one of: {', '.join(ARCHS)}")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights where shapes allow (same --arch; embeddings "
+                        "mapped token by token, a new output layer for new classes)")
     p.add_argument("--word", action="store_true", help="jieba word tokens instead of characters")
     p.add_argument("--epochs", type=int, default=EPOCHS, help="maximum epochs (early stopping on validation)")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
@@ -99,7 +102,7 @@ def main(argv=None):
     args = parse_args(argv)
     import keras
     from dataset import load_task
-    from model import build_model, save_checkpoint
+    from model import build_model, init_from_checkpoint, make_optimizer, save_checkpoint
     from tokenizer import Tokenizer
 
     keras.utils.set_random_seed(args.seed)
@@ -116,7 +119,12 @@ def main(argv=None):
     x_train, x_val, x_test = (tokenizer.encode(t, maxlen) for t in (train_texts, data.val.texts, data.test.texts))
 
     model = build_model(args.arch, len(tokenizer), len(data.classes), args.embed_dim, args.dropout, args.hidden)
-    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy",
+    if args.init_from:
+        init = init_from_checkpoint(model, tokenizer, args.init_from, data.classes)
+        print(f"initialised from {init['checkpoint']}: {init['embedding_rows_mapped']}/{init['vocabulary']} "
+              f"embedding rows mapped; copied {', '.join(init['copied'])}; new {', '.join(init['fresh']) or '-'}",
+              file=sys.stderr)
+    model.compile(optimizer=make_optimizer(args.arch, args.lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     train_ds = make_dataset(x_train, train_labels, args.batch_size, shuffle=True, mask_rate=args.mask_rate,
                             seed=args.seed)
@@ -145,7 +153,7 @@ def main(argv=None):
         "level": tokenizer.level, "seed": args.seed, "mask_rate": args.mask_rate, "dropout": args.dropout,
         "hidden": args.hidden, "embed_dim": args.embed_dim,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "min_freq": args.min_freq,
-        "train_size": len(train_texts), "data_sha256": data.sha256(),
+        "train_size": len(train_texts), "init_from": args.init_from, "data_sha256": data.sha256(),
         "data_files": [os.path.basename(f) for f in data.files[:8]],
         "command": "python train.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
