@@ -49,7 +49,8 @@ ARCHS = ("cnn", "textcnn", "bilstm", "mean", "fasttext", "transformer")
 EMBED_DIM = 128
 HIDDEN = 128
 DROPOUT = 0.5
-NGRAM_BUCKETS = 100_000       # fasttext: hashed rows per n-gram order (bigrams, trigrams)
+NGRAM_BUCKETS = 400_000       # fasttext: hashed rows per n-gram order (bigrams, trigrams), at most
+NGRAM_ROWS_PER_TOKEN = 100    # ... and at most this many per vocabulary entry (small vocab, small table)
 NGRAM_ORDERS = (2, 3)
 TRANSFORMER_LAYERS = 2
 TRANSFORMER_HEADS = 4
@@ -204,11 +205,12 @@ class KeyPaddingMask(layers.Layer):
 
 # --- architectures --------------------------------------------------------------------
 
-def build_embedder(vocab_size, embed_dim=EMBED_DIM, arch=None, ngram_buckets=NGRAM_BUCKETS):
+def build_embedder(vocab_size, embed_dim=EMBED_DIM, arch=None, ngram_buckets=None):
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     mask = PaddingMask(name="padding_mask")(token_ids)
     x = layers.Embedding(vocab_size, embed_dim, name="embedding")(token_ids)
     if arch == "fasttext":   # u_i = c_i + each covering n-gram's share (see the docstring)
+        ngram_buckets = ngram_buckets or min(NGRAM_BUCKETS, NGRAM_ROWS_PER_TOKEN * vocab_size)
         for n in NGRAM_ORDERS:
             x = layers.Add(name=f"add_{n}grams")(
                 [x, HashedNgramEmbedding(n, ngram_buckets, embed_dim, name=f"ngram{n}_embedding")(token_ids)])
