@@ -13,7 +13,23 @@ layers receive the mask, and pooling runs over real tokens only.
 
 Architectures (`--arch`): cnn (the original: Embedding 128 -> Dropout -> Conv1D 128x3
 relu -> masked global max pool -> Dense 128 relu -> softmax), textcnn (kernels 2,3,4),
-bilstm (BiLSTM 64+64 -> masked max pool), mean (fastText-like masked mean of embeddings).
+bilstm (BiLSTM 64+64 -> masked max pool), mean (masked mean of embeddings), and:
+
+  fasttext     characters plus hashed character bigrams and trigrams (fastText-style). The
+               embedder outputs, per position i, u_i = c_i + (b_{i-1} + b_i)/2 +
+               (t_{i-2} + t_{i-1} + t_i)/3, where b_j / t_j embed the bigram / trigram
+               starting at j (zero unless made only of known characters). The head
+               mean-pools u over real positions before anything nonlinear, so every
+               position gets the same gradient: any attribution of an n-gram is shared
+               equally among the characters it covers, and per-character scores still
+               add up to F(x) - F(x').
+  transformer  a small pre-LayerNorm encoder: learned positions are added inside the head
+               (so attributions stay on token embeddings), TRANSFORMER_LAYERS layers of
+               multi-head self-attention whose keys are masked to real tokens, masked
+               mean pooling.
+
+`init_from_checkpoint` copies another checkpoint's weights into a new model where shapes
+allow (train.py --init-from).
 
 A checkpoint is a folder with a pointer to its current version (model.keras, tokenizer.json,
 meta.json, metrics.json); see the checkpoints section.
@@ -33,10 +49,17 @@ from keras import layers, ops
 from cli import UserError
 from tokenizer import PAD_ID, Tokenizer
 
-ARCHS = ("cnn", "textcnn", "bilstm", "mean")
+ARCHS = ("cnn", "textcnn", "bilstm", "mean", "fasttext", "transformer")
 EMBED_DIM = 128
 HIDDEN = 128
 DROPOUT = 0.5
+NGRAM_BUCKETS = 400_000       # fasttext: hashed rows per n-gram order (bigrams, trigrams), at most
+NGRAM_ROWS_PER_TOKEN = 100    # ... and at most this many per vocabulary entry (small vocab, small table)
+NGRAM_ORDERS = (2, 3)
+TRANSFORMER_LAYERS = 2
+TRANSFORMER_HEADS = 4
+ATTENTION_DROPOUT = 0.1
+MAX_POSITIONS = 512           # learned positions; later positions reuse the last one
 MODEL_FILE, TOKENIZER_FILE, META_FILE, METRICS_FILE = "model.keras", "tokenizer.json", "meta.json", "metrics.json"
 
 
@@ -91,12 +114,110 @@ class MaskedMean(layers.Layer):
         return ops.sum(x * m, axis=1) / ops.maximum(ops.sum(m, axis=1), 1.0)
 
 
+def tf_gather_rows(variable, index):
+    """variable[index] via TensorFlow's ResourceGather (touches only those rows)."""
+    import tensorflow as tf
+    return tf.gather(variable.value, index)
+
+
+@keras.saving.register_keras_serializable(package="tig")
+class HashedNgramEmbedding(layers.Layer):
+    """token_ids [B,L] -> the n-gram share of u: sum_{k<n} e_{i-k} / n  [B,L,D].
+
+    e_j embeds the n-gram of token ids starting at j, hashed into `buckets` rows; it is zero
+    unless all n tokens are known characters (not PAD, UNK or MASK), so PAD never gets a
+    share and appending PAD changes nothing. The hash is of token ids, so the rows belong to
+    the tokenizer the model was trained with.
+    """
+
+    def __init__(self, order, buckets, output_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.order, self.buckets, self.output_dim = int(order), int(buckets), int(output_dim)
+
+    def build(self, input_shape):
+        self.table = self.add_weight(shape=(self.buckets, self.output_dim), name="table",
+                                     initializer=keras.initializers.RandomUniform(-0.05, 0.05))
+
+    @staticmethod
+    def shift_left(x, k):
+        """x[:, j + k], padded with zeros past the end (any length, even shorter than k)."""
+        pad = [[0, 0], [0, k]] + [[0, 0]] * (len(x.shape) - 2)
+        return ops.pad(x, pad)[:, k:]
+
+    @staticmethod
+    def shift_right(x, k):
+        length = ops.shape(x)[1]
+        pad = [[0, 0], [k, 0]] + [[0, 0]] * (len(x.shape) - 2)
+        return ops.pad(x, pad)[:, :length]
+
+    def call(self, token_ids):
+        ids = ops.cast(token_ids, "int64")
+        known = ops.cast(ops.greater_equal(ids, 3), "int64")     # PAD=0, UNK=1, MASK=2 start no n-gram
+        modulus, prime = 2_147_483_647, 1_000_003
+        code = ops.full_like(ids, self.order)                    # salt: bigrams and trigrams differ
+        valid = ops.ones_like(ids)
+        for k in range(self.order):
+            code = ops.mod(code * prime + self.shift_left(ids, k), modulus)
+            valid = valid * self.shift_left(known, k)
+        # a gather from the variable itself (not from a read of the whole table): reading it
+        # would make the optimizer's in-place row update copy the full table every step
+        rows = tf_gather_rows(self.table, ops.mod(code, self.buckets))
+        rows = rows * ops.expand_dims(ops.cast(valid, rows.dtype), -1)
+        spread = rows
+        for k in range(1, self.order):     # position i collects the n-grams starting at i-k
+            spread = spread + self.shift_right(rows, k)
+        return spread / float(self.order)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.output_dim,)
+
+    def get_config(self):
+        return {**super().get_config(), "order": self.order, "buckets": self.buckets,
+                "output_dim": self.output_dim}
+
+
+@keras.saving.register_keras_serializable(package="tig")
+class PositionEmbedding(layers.Layer):
+    """x [B,L,D] -> x + P[min(i, max_positions - 1)] with learned P."""
+
+    def __init__(self, max_positions, **kwargs):
+        super().__init__(**kwargs)
+        self.max_positions = int(max_positions)
+
+    def build(self, input_shape):
+        self.positions = self.add_weight(shape=(self.max_positions, input_shape[-1]), name="positions",
+                                         initializer=keras.initializers.RandomNormal(stddev=0.02))
+
+    def call(self, x):
+        index = ops.minimum(ops.arange(ops.shape(x)[1]), self.max_positions - 1)
+        return x + ops.expand_dims(ops.take(self.positions, index, axis=0), 0)
+
+    def get_config(self):
+        return {**super().get_config(), "max_positions": self.max_positions}
+
+
+@keras.saving.register_keras_serializable(package="tig")
+class KeyPaddingMask(layers.Layer):
+    """mask [B,L] -> attention mask [B,L,L]: every query attends to real keys only."""
+
+    def call(self, mask):
+        return ops.logical_and(ops.expand_dims(ops.ones_like(mask), 2), ops.expand_dims(mask, 1))
+
+    def compute_output_spec(self, mask):
+        return keras.KerasTensor((mask.shape[0], mask.shape[1], mask.shape[1]), dtype="bool")
+
+
 # --- architectures --------------------------------------------------------------------
 
-def build_embedder(vocab_size, embed_dim=EMBED_DIM):
+def build_embedder(vocab_size, embed_dim=EMBED_DIM, arch=None, ngram_buckets=None):
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     mask = PaddingMask(name="padding_mask")(token_ids)
     x = layers.Embedding(vocab_size, embed_dim, name="embedding")(token_ids)
+    if arch == "fasttext":   # u_i = c_i + each covering n-gram's share (see the docstring)
+        ngram_buckets = ngram_buckets or min(NGRAM_BUCKETS, NGRAM_ROWS_PER_TOKEN * vocab_size)
+        for n in NGRAM_ORDERS:
+            x = layers.Add(name=f"add_{n}grams")(
+                [x, HashedNgramEmbedding(n, ngram_buckets, embed_dim, name=f"ngram{n}_embedding")(token_ids)])
     x = ZeroPadding(name="zero_padding")(x, mask)
     return keras.Model(token_ids, [x, mask], name="embedder")
 
@@ -107,7 +228,8 @@ def build_head(arch, num_classes, embed_dim=EMBED_DIM, dropout=DROPOUT, hidden=H
     # zero PAD again: interpolated/baseline inputs reach the head directly, and this makes
     # the gradient at PAD exactly 0, so padded positions get exactly zero attribution
     x = ZeroPadding(name="head_zero_padding")(embeddings, mask)
-    x = layers.Dropout(dropout)(x)
+    if arch != "fasttext":     # fasttext drops out of the mean instead (below)
+        x = layers.Dropout(dropout)(x)
     if arch == "cnn":
         x = layers.Conv1D(hidden, 3, padding="same", activation="relu", name="conv")(x)
         x = ZeroPadding()(x, mask)
@@ -123,12 +245,36 @@ def build_head(arch, num_classes, embed_dim=EMBED_DIM, dropout=DROPOUT, hidden=H
         x = MaskedGlobalMaxPool(name="pool")(x, mask)
     elif arch == "mean":
         x = MaskedMean(name="pool")(x, mask)
+    elif arch == "fasttext":   # the mean comes first, so n-gram shares stay exact
+        x = layers.Dropout(dropout)(MaskedMean(name="pool")(x, mask))
+    elif arch == "transformer":
+        x = transformer_encoder(x, mask, embed_dim, hidden)
     else:
         raise UserError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
     x = layers.Dense(hidden, activation="relu", name="hidden")(x)
     x = layers.Dropout(dropout)(x)
     probs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
     return keras.Model([embeddings, mask], probs, name="head")
+
+
+def transformer_encoder(x, mask, embed_dim, hidden, num_layers=TRANSFORMER_LAYERS, heads=TRANSFORMER_HEADS):
+    """Pre-LayerNorm encoder blocks on [B,L,D] -> masked mean [B,D]. PAD keys are masked, so PAD
+    positions never reach a real one, and pooling skips them: appending PAD changes nothing."""
+    if embed_dim % heads:
+        raise UserError(f"--embed-dim {embed_dim} must be a multiple of {heads} attention heads")
+    attention_mask = KeyPaddingMask(name="attention_mask")(mask)
+    x = PositionEmbedding(MAX_POSITIONS, name="positions")(x)
+    for i in range(num_layers):
+        h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_norm1")(x)
+        h = layers.MultiHeadAttention(heads, embed_dim // heads, dropout=ATTENTION_DROPOUT,
+                                      name=f"block{i}_attention")(h, h, attention_mask=attention_mask)
+        x = layers.Add()([x, layers.Dropout(ATTENTION_DROPOUT)(h)])
+        h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_norm2")(x)
+        h = layers.Dense(2 * hidden, activation="gelu", name=f"block{i}_ff1")(h)
+        h = layers.Dense(embed_dim, name=f"block{i}_ff2")(h)
+        x = layers.Add()([x, layers.Dropout(ATTENTION_DROPOUT)(h)])
+    x = layers.LayerNormalization(epsilon=1e-6, name="final_norm")(x)
+    return MaskedMean(name="pool")(x, mask)
 
 
 def compose(embedder, head, name="classifier"):
@@ -140,7 +286,9 @@ def compose(embedder, head, name="classifier"):
 
 def build_model(arch, vocab_size, num_classes, embed_dim=EMBED_DIM, dropout=DROPOUT, hidden=HIDDEN):
     """hidden: conv filters (per kernel size), LSTM units (both directions) and dense width."""
-    return compose(build_embedder(vocab_size, embed_dim), build_head(arch, num_classes, embed_dim, dropout, hidden))
+    if arch not in ARCHS:
+        raise UserError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
+    return compose(build_embedder(vocab_size, embed_dim, arch), build_head(arch, num_classes, embed_dim, dropout, hidden))
 
 
 def split_at_embedding(model, layer=None, inputs=None):
@@ -401,3 +549,96 @@ def load_checkpoint(directory):
         raise CheckpointError(f"checkpoint {directory}: meta.json lists {len(classes)} classes but the model "
                               f"outputs {model.output_shape[-1]}")
     return Checkpoint(model, tokenizer, classes, meta["maxlen"], meta, directory, files)
+
+
+# --- training -----------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="tig")
+class SparseAdam(keras.optimizers.Adam):
+    """Adam that updates only the embedding rows a batch used ("lazy" Adam, as in TF Addons).
+
+    Keras 3's Adam turns a sparse embedding gradient into a dense update of the whole table,
+    which for the fasttext n-gram tables (2 x NGRAM_BUCKETS rows) costs about a second per
+    step on 2 cores. Dense gradients get the usual Adam update.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        import tensorflow as tf
+        if not isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+        rows, position = tf.unique(gradient.indices)     # a row used twice in a batch: one update
+        grad = tf.math.unsorted_segment_sum(tf.cast(gradient.values, variable.dtype), position, tf.shape(rows)[0])
+        lr = ops.cast(learning_rate, variable.dtype)
+        step = ops.cast(self.iterations + 1, variable.dtype)
+        beta_1, beta_2 = ops.cast(self.beta_1, variable.dtype), ops.cast(self.beta_2, variable.dtype)
+        alpha = lr * ops.sqrt(1 - ops.power(beta_2, step)) / (1 - ops.power(beta_1, step))
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index], self._velocities[index]
+        m_rows = beta_1 * tf_gather_rows(m, rows) + (1 - beta_1) * grad
+        v_rows = beta_2 * tf_gather_rows(v, rows) + (1 - beta_2) * tf.square(grad)
+        self.assign(m, tf.IndexedSlices(m_rows, rows))
+        self.assign(v, tf.IndexedSlices(v_rows, rows))
+        self.assign_sub(variable, tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
+
+
+def make_optimizer(arch, learning_rate):
+    """Adam; for fasttext the lazy sparse variant, so a step costs the rows it touches."""
+    return (SparseAdam if arch == "fasttext" else keras.optimizers.Adam)(learning_rate)
+
+
+# --- transfer -----------------------------------------------------------------------
+
+def init_from_checkpoint(model, tokenizer, directory, classes):
+    """Start `model` (just built for `tokenizer` and `classes`) from checkpoint `directory`.
+
+    Embedding rows are mapped token by token through the two vocabularies (tokens the source
+    never saw keep their fresh rows); every other layer of the same name and weight shapes is
+    copied, except the output layer when the classes differ (a new task gets a new one).
+    Hashed n-gram rows are keyed by token ids, so they are copied only when both vocabularies
+    are identical. Refuses, with a CheckpointError, a checkpoint of another architecture,
+    token level or embedding size. Returns a summary dict; the source model is not modified.
+    """
+    source = load_checkpoint(directory)
+    src_embedder, dst_embedder = source.model.get_layer("embedder"), model.get_layer("embedder")
+    src_table, dst_table = src_embedder.get_layer("embedding"), dst_embedder.get_layer("embedding")
+    src_arch = source.meta.get("arch")
+    dst_arch = "fasttext" if any(isinstance(l, HashedNgramEmbedding) for l in dst_embedder.layers) else None
+    problems = []
+    if source.tokenizer.level != tokenizer.level:
+        problems.append(f"{source.tokenizer.level} tokens, not {tokenizer.level}")
+    if src_table.output_dim != dst_table.output_dim:
+        problems.append(f"embedding size {src_table.output_dim}, not {dst_table.output_dim}")
+    src_heads = {l.name: l for l in source.model.get_layer("head").layers if l.weights}
+    dst_heads = {l.name: l for l in model.get_layer("head").layers if l.weights}
+    if set(src_heads) != set(dst_heads) or (src_arch == "fasttext") != (dst_arch == "fasttext"):
+        problems.append(f"architecture {src_arch!r} does not match the model being trained")
+    if problems:
+        raise CheckpointError(f"cannot initialise from {directory}: it has " + "; ".join(problems))
+
+    weights = dst_table.get_weights()[0].copy()
+    source_rows = src_table.get_weights()[0]
+    mapped = 0
+    for row, token in enumerate(tokenizer.vocab):
+        src_row = source.tokenizer.index.get(token)
+        if src_row is not None:
+            weights[row] = source_rows[src_row]
+            mapped += 1
+    dst_table.set_weights([weights])
+    copied, fresh = ["embedding"], []
+    for layer in dst_embedder.layers:
+        if isinstance(layer, HashedNgramEmbedding):
+            if source.tokenizer.vocab == tokenizer.vocab:
+                layer.set_weights(src_embedder.get_layer(layer.name).get_weights())
+                copied.append(layer.name)
+            else:
+                fresh.append(layer.name)
+    for name, layer in dst_heads.items():
+        src_weights = src_heads[name].get_weights()
+        same_shapes = [w.shape for w in src_weights] == [tuple(w.shape) for w in layer.weights]
+        if same_shapes and (name != "probs" or list(source.classes) == list(classes)):
+            layer.set_weights(src_weights)
+            copied.append(name)
+        else:
+            fresh.append(name)
+    return {"checkpoint": source.directory, "embedding_rows_mapped": mapped, "vocabulary": len(tokenizer),
+            "copied": copied, "fresh": fresh}

@@ -192,7 +192,9 @@ def test_l2_reduction_is_the_norm_of_the_per_dimension_contributions():
 def test_every_architecture(tiny_checkpoints, arch):
     ckpt = load_checkpoint(tiny_checkpoints[arch])
     ids = ckpt.tokenizer.encode(TEXTS, 24)
-    ig = integrated_gradients(ckpt.model, ids, steps=50)
+    # attention and LayerNorm bend the path: 50 steps leave a 17% gap on one text of the tiny
+    # transformer (measured), 256 steps bring every text within 1.3%
+    ig = integrated_gradients(ckpt.model, ids, steps=256 if arch == "transformer" else 50)
     diff = np.abs(ig.output - ig.baseline_output)
     assert np.median(np.abs(ig.delta) / diff) <= 0.01
     assert np.all(np.abs(ig.delta) <= 0.05 * diff + 1e-4), (ig.delta, diff)

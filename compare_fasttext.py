@@ -1,0 +1,116 @@
+"""Real fastText and this project's classifier, trained side by side on the same split in one run.
+
+    pip install fasttext-wheel        # optional: only this script needs it
+    python compare_fasttext.py --task thucnews --data-dir ../shared/data
+
+Trains the `fasttext-wheel` package (characters as tokens, wordNgrams 3, dim 200, 25 epochs,
+lr 0.5, as its authors' THUCNews setting) on exactly the train split that train.py uses,
+then train.py with TRAIN_ARGS[task] (or --train-args), and prints both test accuracies and
+fit times (wall time of fitting only, same machine, same run) with their ratio.
+"""
+import os
+
+from cli import quiet_tensorflow
+
+quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
+
+import json
+import shlex
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+# real fastText, characters as tokens
+FASTTEXT = {"wordNgrams": 3, "dim": 200, "epoch": 25, "lr": 0.5, "minCount": 1, "loss": "softmax"}
+# the project's side: train.py arguments per task (--task and --data-dir are added)
+TRAIN_ARGS = {
+    "thucnews": "--arch fasttext --dropout 0.5 --batch-size 512 --lr 2e-3 --epochs 4 --patience 1",   # train.py docstring
+}
+DEFAULT_TRAIN_ARGS = "--arch fasttext --dropout 0.2"
+
+
+def import_fasttext():
+    from cli import UserError
+    try:
+        import fasttext
+    except ImportError:
+        raise UserError("the fastText comparison needs the optional package: pip install fasttext-wheel") from None
+    return fasttext
+
+
+def fasttext_line(text):
+    """Characters separated by spaces (whitespace itself dropped: fastText splits on it)."""
+    from tokenizer import clean_text
+    return " ".join(c for c in clean_text(text) if not c.isspace())
+
+
+def run_fasttext(data, threads=None, seed=0):
+    """Train real fastText on data.train, return (test accuracy, fit seconds)."""
+    fasttext = import_fasttext()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "train.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            for text, label in zip(data.train.texts, data.train.labels):
+                f.write(f"__label__{label} {fasttext_line(text)}\n")
+        start = time.time()
+        model = fasttext.train_supervised(input=path, thread=threads or os.cpu_count() or 1, seed=seed,
+                                          verbose=0, **FASTTEXT)
+        seconds = time.time() - start
+    labels, _ = model.predict([fasttext_line(t) for t in data.test.texts], k=1)
+    pred = np.array([int(label[0].replace("__label__", "")) if label else -1 for label in labels])
+    return float(np.mean(pred == data.test.labels)), seconds
+
+
+def parse_args(argv=None):
+    from cli import ArgumentParser, choice, int_range
+    from dataset import TASKS
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="thucnews", type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--train-args", default=None,
+                   help="train.py arguments for the project's model (default: the task's entry in TRAIN_ARGS)")
+    p.add_argument("--out", default=None, help="checkpoint of the project's model (default: runs/compare/<task>)")
+    p.add_argument("--threads", type=int_range(1), default=None, help="fastText threads (default: all CPU cores)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import_fasttext()   # fail before any training when the package is missing
+    import train
+    from dataset import load_task
+    from model import check_checkpoint_target
+    out = args.out or os.path.join("runs", "compare", args.task)
+    check_checkpoint_target(out)   # before fastText's minutes, not after
+    data = load_task(args.task, args.data_dir)
+    print(f"fastText {FASTTEXT} on {len(data.train.texts)} training texts ...", file=sys.stderr)
+    ft_acc, ft_seconds = run_fasttext(data, args.threads)
+    print(f"fastText: test accuracy {ft_acc:.4f}, fit {ft_seconds:.1f}s", file=sys.stderr)
+
+    train_args = shlex.split(args.train_args if args.train_args is not None
+                             else TRAIN_ARGS.get(args.task, DEFAULT_TRAIN_ARGS))
+    train_argv = ["--task", args.task, "--out", out] + (["--data-dir", args.data_dir] if args.data_dir else []) \
+        + train_args
+    _, metrics = train.main(train_argv)
+
+    ours = "python train.py " + " ".join(shlex.quote(a) for a in train_argv)
+    rows = [("fastText (fasttext-wheel, chars, " + ", ".join(f"{k} {v}" for k, v in FASTTEXT.items()) + ")",
+             ft_acc, ft_seconds),
+            (ours, metrics["test_accuracy"], metrics["train_seconds"])]
+    print(f"\n### {args.task}: {len(data.test.texts)} test texts, {os.cpu_count()} CPU cores\n")
+    print("| model | test accuracy | fit time |\n|---|---|---|")
+    for name, acc, seconds in rows:
+        print(f"| {name} | {acc:.4f} | {seconds:.1f} s |")
+    print(f"\naccuracy difference (ours - fastText): {100 * (metrics['test_accuracy'] - ft_acc):+.2f} points; "
+          f"fit time ratio (ours / fastText): {metrics['train_seconds'] / ft_seconds:.2f}x")
+    result = {"task": args.task, "fasttext": {"params": FASTTEXT, "test_accuracy": ft_acc, "fit_seconds": ft_seconds},
+              "ours": {"command": ours, **metrics}}
+    print(json.dumps(result, ensure_ascii=False))
+    return result
+
+
+if __name__ == "__main__":
+    from cli import run
+    run(main)
