@@ -360,10 +360,10 @@ def test_command_lines_explain_a_users_model(keras_io_file, tmp_path):
                  "--text", "房间很干净，服务也好", "--text", "太差了<b>", "--format", "html,md,png,ansi", "--out", str(out))
     assert result.returncode == 0, result.stderr
     md = (out / "explanations.md").read_text(encoding="utf-8")
-    assert md.count('<font color="#') >= 2 * len("房间很干净，服务也好") and ">&lt;</font>" in md
+    # the units are the tokens the model saw: its TextVectorization drops "<" and ">"
+    assert md.count('<font color="#') >= 2 * len("房间很干净，服务也好") and "<b>" not in md
     assert "integrated gradients, 50 steps" in md and "gradient x input" in md and "predicted " in md
     assert (out / "explanations.png").stat().st_size > 5000
-    assert ">&lt;</span>" in (out / "explanations.html").read_text(encoding="utf-8")
 
     # the nested int model with a vocab.txt: evaluate.py on the hotel test split
     model = keras.saving.load_model(keras_io_file)

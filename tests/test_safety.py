@@ -77,9 +77,37 @@ def test_out_dot_in_a_git_repository_leaves_it_intact(data_dir, tmp_path):
     ("--lr", "nan", "--lr"), ("--lr", "0", "--lr"), ("--limit", "0", "--limit"), ("--embed-dim", "0", "--embed-dim"),
     ("--arch", "gpt", "unknown architecture"), ("--task", "tweets", "unknown task"), ("--epochs", "2.5", "integer"),
 ])
-def test_train_usage_errors(data_dir, flag, value, fragment):
-    args = list(TRAIN) + ["--data-dir", data_dir, flag, value]
-    one_line(run(*args), fragment, status=2)
+def test_train_usage_errors(data_dir, capsys, flag, value, fragment):
+    import train
+    in_process(capsys, train.main, *TRAIN[1:], "--data-dir", data_dir, flag, value).expect(fragment, status=2)
+
+
+def test_usage_errors_from_a_real_process(data_dir):
+    # the probes above run in this process (TensorFlow starts once); these two prove the real CLI
+    one_line(run(*TRAIN, "--data-dir", data_dir, "--epochs", "0"), "--epochs", status=2)
+    one_line(run(*TRAIN, "--data-dir", data_dir, "--lr", "nan"), "--lr", status=2)
+
+
+class in_process:
+    """Run a script's main() here, exactly as its __main__ does (through cli.run), and capture the exit."""
+
+    def __init__(self, capsys, main, *args):
+        import cli
+        saved, sys.argv = sys.argv, ["prog", *args]
+        try:
+            with pytest.raises(SystemExit) as stop:
+                cli.run(main)
+        finally:
+            sys.argv = saved
+        code, self.stderr = stop.value.code, capsys.readouterr().err
+        if isinstance(code, str):      # sys.exit("error: ...") prints it and exits 1
+            code, self.stderr = 1, self.stderr + code + "\n"
+        self.returncode = code
+
+    def expect(self, fragment, status):
+        assert self.returncode == status, (self.returncode, self.stderr)
+        assert "Traceback" not in self.stderr and fragment in self.stderr, self.stderr
+        assert len([line for line in self.stderr.splitlines() if line.strip()]) == 1, self.stderr
 
 
 def test_empty_out_is_refused(data_dir):
@@ -299,9 +327,11 @@ def test_every_meta_field_is_validated(tiny_checkpoints, tmp_path, change, fragm
     (("--baseline", "foo"), "unknown baseline", 2), (("--target", "²"), "unknown target", 1),
     (("--format", ","), "--format", 2), (("--method", "lime"), "unknown method", 2),
 ])
-def test_visualize_bad_arguments(tiny_checkpoints, tmp_path, args, fragment, status):
-    one_line(run("visualize.py", "--checkpoint", tiny_checkpoints["cnn"], "--text", "好", "--out",
-                 str(tmp_path / "o"), *args), fragment, status=status)
+def test_visualize_bad_arguments(tiny_checkpoints, tmp_path, capsys, args, fragment, status):
+    import visualize
+    in_process(capsys, visualize.main, "--checkpoint", tiny_checkpoints["cnn"], "--text", "好", "--out",
+               str(tmp_path / "o"), *args).expect(fragment, status)
+    assert not (tmp_path / "o").exists()
 
 
 def test_visualize_bad_text_files(tiny_checkpoints, tmp_path):
