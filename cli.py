@@ -256,12 +256,17 @@ def prepare_output_dir(path, names):
 
 
 def atomic_write(path, data):
-    """Write text or bytes to a temporary file beside `path`, then rename it into place."""
+    """Write text, bytes, or what `data(f)` writes to a text file, into a temporary file beside
+    `path`; fsync it, then rename it into place: readers see all of it or nothing."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-{os.getpid()}-", dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        binary = isinstance(data, bytes)
+        with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
+            data(f) if callable(data) else f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:

@@ -27,7 +27,7 @@ same Explainer on the same shards, so they write the same attributions.
 """
 import os
 
-from cli import quiet_tensorflow
+from cli import atomic_write, quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
@@ -59,8 +59,8 @@ TEXT_COLUMNS = ("text", "review", "title", "content", "sentence")
 MANIFEST = "explain.json"
 JOB_KEYS = ("checkpoint", "model_sha256", "input", "method", "steps", "baseline", "target", "shard_size")
 # every name explain.py may create inside --out; anything else there means the folder is someone else's
-OWN_FILES = re.compile(r"^(\.?explain\.json(\.tmp-\d+)?|summary\.(csv|png|html)(\.tmp-\d+)?|shards|"
-                       r"shards/\.?part-\d{5}\.jsonl(\.tmp-\d+)?)$")
+OWN_FILES = re.compile(r"^(\.?explain\.json|\.?summary\.(csv|png|html)|shards|shards/\.?part-\d{5}\.jsonl)"
+                       r"(\.tmp-\d+-[a-z0-9_]+)?$")   # with cli.atomic_write's temporary names
 
 
 def user_error(message):
@@ -264,28 +264,11 @@ def shard_path(out, k):
     return os.path.join(out, "shards", f"part-{k:05d}.jsonl")
 
 
-def write_atomic(path, write):
-    """write(f) into a temp file beside path, fsync, rename: readers see all of it or nothing."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    text_mode = {} if path.endswith(".png") else {"encoding": "utf-8", "newline": ""}
-    try:
-        with open(tmp, "w" if text_mode else "wb", **text_mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
 def write_shard(out, k, lines):
     def write(f):
         for line in lines:
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
-    return write_atomic(shard_path(out, k), write)
+    return atomic_write(shard_path(out, k), write)
 
 
 def foreign_files(out):
@@ -321,7 +304,7 @@ def prepare_out(out, job):
                 os.remove(os.path.join(out, "shards", name))
         return True
     os.makedirs(os.path.join(out, "shards"), exist_ok=True)
-    write_atomic(os.path.join(out, MANIFEST), lambda f: json.dump(job, f, ensure_ascii=False, indent=2))
+    atomic_write(os.path.join(out, MANIFEST), lambda f: json.dump(job, f, ensure_ascii=False, indent=2))
     return False
 
 
@@ -476,7 +459,7 @@ def write_csv(path, rows):
         writer = csv.DictWriter(f, fieldnames=["class", "level", "ranking", "rank", "unit", "count", "mean", "total"])
         writer.writeheader()
         writer.writerows(rows)
-    return write_atomic(path, write)
+    return atomic_write(path, write)
 
 
 def plot_summary(rows, classes, path, title, k=PLOT_K):
@@ -506,7 +489,7 @@ def plot_summary(rows, classes, path, title, k=PLOT_K):
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    return write_atomic(path, lambda f: f.write(buffer.getvalue()))
+    return atomic_write(path, buffer.getvalue())
 
 
 def summary_section_html(rows, classes, png_path=None, k=10, note=""):
@@ -554,7 +537,7 @@ def write_summary(out, manifest, min_count=MIN_COUNT, top=TOP_K):
             f"max-width:70em}}td,th{{padding:0.2em 0.6em;text-align:left;vertical-align:top}}"
             f".meta{{color:#555}}</style></head><body>"
             f"{summary_section_html(rows, classes, png_path, note=title)}</body></html>\n")
-    html_path = write_atomic(os.path.join(out, "summary.html"), lambda f: f.write(page))
+    html_path = atomic_write(os.path.join(out, "summary.html"), page)
     return rows, [csv_path, png_path, html_path]
 
 

@@ -50,6 +50,11 @@ class Attribution:
         """IG only: per text, whether |delta| <= tolerance * |F(x) - F(x')|."""
         return np.abs(self.delta) <= tolerance * np.abs(self.output - self.baseline_output)
 
+    def _repr_html_(self):
+        """Jupyter shows the scores inline: each token on a background coloured by its score."""
+        from render import attribution_html
+        return attribution_html(self)
+
 
 def as_split(model, inputs=None, layer=None):
     """A Split: from a model (model.py's or any Keras model with an Embedding layer), an
@@ -69,7 +74,6 @@ def as_split(model, inputs=None, layer=None):
     return split_at_embedding(model, layer, inputs)
 
 
-as_embed_head = as_split   # the old name
 
 
 def tokens_of(token_ids, vocabulary):

@@ -350,7 +350,7 @@ POINTER_FILE, LOCK_FILE = "CURRENT", ".lock"
 CHECKPOINT_FILES = (MODEL_FILE, TOKENIZER_FILE, META_FILE, METRICS_FILE)
 VERSION_NAME = re.compile(r"v-[0-9]+-[0-9]+")
 TEMP_NAME = re.compile(r"\.tmp-([0-9]+)-[0-9a-z_]+")
-POINTER_TEMP = re.compile(re.escape(POINTER_FILE) + r"\.tmp-.+")   # atomic_write's temp name for CURRENT
+POINTER_TEMP = re.compile(r"\.?" + re.escape(POINTER_FILE) + r"\.tmp-.+")   # atomic_write's temp name for CURRENT
 
 
 @dataclass

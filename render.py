@@ -49,6 +49,28 @@ class Explanation:
                 f'<div style="font-size:0.8em;color:#555">{html.escape(caption(self))}</div>')
 
 
+def attribution_html(attribution):
+    """An Attribution of gradients.py / integrated_gradients.py as coloured tokens (or ids, when no
+    vocabulary is known), one block per text, for notebooks."""
+    from tokenizer import PAD_ID
+    blocks = []
+    for row, ids in enumerate(np.asarray(attribution.token_ids)):
+        real = np.flatnonzero(ids != PAD_ID)
+        end = int(real[-1]) + 1 if len(real) else 0
+        units = attribution.tokens[row][:end] if attribution.tokens is not None else [f"[{i}]" for i in ids[:end]]
+        target, predicted = int(attribution.target[row]), int(np.argmax(attribution.probs[row]))
+        blocks.append(Explanation(
+            text="".join(units), units=list(units), scores=np.asarray(attribution.scores[row][:end]),
+            unknown=[False] * end, method=attribution.method, target=f"class {target}",
+            predicted=f"class {predicted}", prob=float(attribution.probs[row, predicted]),
+            target_prob=float(attribution.probs[row, target]),
+            steps=None if attribution.steps is None else int(attribution.steps[row]),
+            delta=None if attribution.delta is None else float(attribution.delta[row]),
+            signed=attribution.method != "saliency", baseline=attribution.baseline,
+            output_kind="probability" if attribution.output_kind in ("softmax", "sigmoid") else "raw")._repr_html_())
+    return "<br>".join(blocks)
+
+
 # --- colours ------------------------------------------------------------------------
 
 def normalise(scores):

@@ -213,3 +213,12 @@ def test_bad_arguments():
         integrated_gradients(model, IDS, target=5)
     with pytest.raises(ValueError, match="non-empty"):
         gradients(model, np.zeros((0, 5), np.int32))
+
+
+def test_an_attribution_displays_inline_in_a_notebook():
+    vocabulary = ["<pad>", "<unk>", "<mask>"] + [f"字{i}" for i in range(3, 30)]
+    ig = integrated_gradients(linear_model(), IDS, target=1, steps=8, vocabulary=vocabulary)
+    page = ig._repr_html_()
+    assert page.count("<span style=\"background:#") == int((IDS != 0).sum())
+    assert "字4" in page and "字12" in page and "integrated gradients, 8 steps" in page
+    assert "[4]" in integrated_gradients(linear_model(), IDS, target=1, steps=8)._repr_html_()   # ids without a vocabulary
