@@ -130,14 +130,15 @@ def integrate_path_static(split, x, x0, context, target, nodes, weights, batch_s
     nodes, weights = nodes.astype(np.float32), weights.astype(np.float32)
     fn = static_path_fn(split, use_xla(split, xla))
     total = np.zeros_like(x)
+    # gathers and per-sample sums run as TF ops (multi-threaded, one copy) on tensors made once
+    x, x0, context, target = (tf.constant(a) for a in (x, x0, context, target))
     for start, size, rows in chunks(batch * steps, chunk_cap(length, x.shape[2], batch_size)):
         pair = pad_rows(np.arange(start, start + size), rows)
         sample, node = pair // steps, pair % steps
-        out = fn(tf.constant(x[sample]), tf.constant(x0[sample]), tf.constant(context[sample]),
-                 tf.constant(target[sample]), tf.constant(nodes[node]), tf.constant(weights[node])).numpy()
-        sample = sample[:size]
-        first = np.flatnonzero(np.r_[True, sample[1:] != sample[:-1]])     # each sample's first row
-        total[sample[first]] += np.add.reduceat(out[:size], first, axis=0)
+        out = fn(tf.gather(x, sample), tf.gather(x0, sample), tf.gather(context, sample), tf.gather(target, sample),
+                 tf.constant(nodes[node]), tf.constant(weights[node]))
+        local = sample[:size] - sample[0]                                  # sample-major: 0, 0, .., 1, 1, ..
+        total[sample[0]:sample[0] + local[-1] + 1] += tf.math.segment_sum(out[:size], local).numpy()
     return total[:, :real_length]
 
 
