@@ -8,8 +8,11 @@ and their ratio (texts: the task's test split).
 
 Prints, measured in this one run on the same texts:
   - IG time for N samples x S steps (default 64 x 50)
-  - the floor: one batched forward+backward pass over the same N*S interpolated inputs
-  - their ratio (goal <= 1.2)
+  - the floors: one batched forward+backward pass over the same N*S interpolated inputs, through
+    a None-dim tf.function, traced on the concrete shape, and the same with XLA
+  - IG time / the fastest floor (goal <= 1.2)
+  - before/after throughput (texts/s): IG on the None-dim graphs (exact shapes, no XLA: the path
+    before static shapes, still used for other models) vs IG as it runs now
   - the speed-up over the original project's way: one model call per sample per alpha
     (timed on a few samples, per input, and scaled to N*S inputs)
   - peak memory (RSS) of IG at S steps and at 6*S steps, each in a fresh process
@@ -76,13 +79,14 @@ def per_alpha_loop(model, token_ids, steps):
 
 
 def time_floors(model, inputs, steps):
-    """One batched forward+backward over exactly the N*S interpolated inputs IG uses (zero
-    baseline; PAD positions keep their embedding), timed three ways: through the traced
-    gradient function IG uses (None dims), traced on the concrete shape, and the same with XLA
-    (jit_compile). Returns ({name: seconds or None if it cannot run}, max relative difference
+    """Forward+backward over exactly the N*S interpolated inputs IG uses (zero baseline; PAD
+    positions keep their embedding), built in advance, timed three ways: through a None-dim
+    traced gradient function in one batch (the old floor), and streamed in IG's chunk size
+    (gradients.chunk_cap) traced on the concrete shapes, without and with XLA (jit_compile).
+    Returns ({name: seconds or None if it cannot run}, max relative difference
     of the XLA gradients from the None-dims ones)."""
     import tensorflow as tf
-    from gradients import target_gradient_fn, tile_batch
+    from gradients import bucket_length, chunk_cap, target_gradient_fn, tile_batch
     from integrated_gradients import quadrature
     from model import split_at_embedding
     split = split_at_embedding(model, inputs=inputs)
@@ -103,21 +107,26 @@ def time_floors(model, inputs, steps):
                 tape.watch(embeddings)
                 selected = tf.gather(split.head(embeddings, context), target, axis=1, batch_dims=1)
             return tape.gradient(selected, embeddings)
+        cap = chunk_cap(bucket_length(path.shape[1]), path.shape[2])
+
+        def streamed():
+            return np.concatenate([fn(path[s:s + cap], path_context[s:s + cap], target[s:s + cap]).numpy()
+                                   for s in range(0, len(path), cap)])
         try:
-            times[name] = best_time(lambda: fn(path, path_context, target).numpy())
+            times[name] = best_time(streamed)
         except Exception as e:        # e.g. string ops have no XLA kernel
             print(f"{name} floor cannot run: {e.__class__.__name__}: {str(e).splitlines()[0][:120]}")
             times[name] = None
             continue
         if jit:
-            got = fn(path, path_context, target).numpy()
+            got = streamed()
             xla_error = float(np.abs(got - reference).max() / max(np.abs(reference).max(), 1e-30))
     return times, xla_error
 
 
 def print_floors(ig_time, floors, xla_error):
     fastest = min(t for t in floors.values() if t)
-    for name, label in (("none_dims", "None-dim tf.function, as IG"), ("static", "static shape"), ("xla", "static + XLA")):
+    for name, label in (("none_dims", "None-dim tf.function, as IG"), ("static", "static, IG's chunks"), ("xla", "static + XLA, IG's chunks")):
         if floors.get(name):
             print(f"floor, {label + ':':28s} {floors[name]:8.3f} s   IG / it: {ig_time / floors[name]:5.2f}")
     print(f"ratio IG / fastest floor:    {ig_time / fastest:8.2f}   (goal <= 1.2)")
@@ -173,7 +182,7 @@ def main():
     p.add_argument("--checkpoint", default="checkpoints/hotel")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--samples", type=int_range(1), default=SAMPLES)
-    p.add_argument("--steps", type=int_range(1, MAX_STEPS // 6), default=STEPS,
+    p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=STEPS,
                    help=f"IG steps (memory is also measured at 6x this, so at most {MAX_STEPS // 6})")
     p.add_argument("--model", default=None, help="a user's .keras model instead of --checkpoint")
     p.add_argument("--vocab", default=None, help="with --model: vocab.txt, one token per line (line number = id)")
@@ -183,11 +192,15 @@ def main():
     p.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child_memory:
-        return child_memory(args)
+        return child_memory(args)       # called with 6x the user's steps
+    if args.steps > MAX_STEPS // 6:
+        p.error(f"argument --steps: must be at most {MAX_STEPS // 6} (memory is also measured at 6x)")
 
     if args.model:
         return bench_user_model(args)
+    from gradients import XLA, exact_shapes
     from integrated_gradients import integrated_gradients
+    from model import split_at_embedding
     ckpt, ids = load_inputs(args)
     n, steps = len(ids), args.steps
     inputs = n * steps
@@ -195,6 +208,7 @@ def main():
           f"interpolated inputs of length {ids.shape[1]}, {os.cpu_count()} CPU cores")
 
     ig_time = best_time(lambda: integrated_gradients(ckpt.model, ids, steps=steps))
+    old_time = best_time(lambda: integrated_gradients(exact_shapes(split_at_embedding(ckpt.model)), ids, steps=steps))
 
     floors, xla_error = time_floors(ckpt.model, ids, steps)
     floor_time = floors["none_dims"]
@@ -220,15 +234,18 @@ def main():
     results = {
         "ig_seconds": ig_time, "floor_seconds": floor_time, "ratio_to_floor": ig_time / floor_time,
         "floors_seconds": floors, "ratio_to_fastest_floor": ig_time / fastest, "xla_max_relative_difference": xla_error,
-        "texts_per_second": n / ig_time,
+        "texts_per_second": n / ig_time, "old_path_seconds": old_time, "old_path_texts_per_second": n / old_time,
+        "speedup_over_old_path": old_time / ig_time, "xla": XLA,
         "per_alpha_loop_seconds_scaled": loop_scaled, "speedup_over_per_alpha_loop": loop_scaled / ig_time,
         "peak_rss_mb": {str(s): round(m["rss_peak_mb"]) for s, m in memory.items()},
         "rss_after_load_mb": {str(s): round(m["rss_before_mb"]) for s, m in memory.items()},
         "median_relative_gap": gaps,
     }
-    print(f"integrated_gradients:        {ig_time:8.3f} s   ({n / ig_time:.1f} texts/s)")
+    print(f"integrated_gradients:        {ig_time:8.3f} s   ({n / ig_time:.1f} texts/s; static shapes, XLA {'on' if XLA else 'off (TIG_XLA=0)'})")
+    print(f"before: None-dim graphs:     {old_time:8.3f} s   ({n / old_time:.1f} texts/s)   after/before throughput: "
+          f"{old_time / ig_time:.2f}x  (goal >= 2)")
     print(f"floor (one fwd+bwd batch):   {floor_time:8.3f} s")
-    print(f"ratio IG / floor:            {ig_time / floor_time:8.2f}   (goal <= 1.2)")
+    print(f"ratio IG / floor:            {ig_time / floor_time:8.2f}")
     print_floors(ig_time, floors, xla_error)
     print(f"per-alpha loop (scaled from {len(loop_ids)} samples): {loop_scaled:8.1f} s")
     print(f"speed-up over per-alpha loop: {loop_scaled / ig_time:7.0f}x  (goal >= 500x)")

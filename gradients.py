@@ -10,7 +10,8 @@ embedding_split.py), x = the Embedding layer's output [B,L,D] and target class t
 Scores are exactly 0.0 at PAD (id 0) positions: models from model.py zero PAD embeddings
 inside the head, so their gradient there is exactly zero, and scores are masked as well.
 """
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 
 import numpy as np
 import tensorflow as tf
@@ -20,6 +21,14 @@ from model import split_at_embedding
 
 REDUCTIONS = ("sum", "l2")
 COMPLETENESS_TOLERANCE = 0.01   # an IG explanation is "complete" when |delta| <= 1% of |F(x) - F(x')|
+FLOATS_IN_FLIGHT = 1 << 23      # default budget: embedding floats per forward/backward chunk (32 MB)
+# static-shape chunks are smaller (8 MB: 64 inputs at L=256, D=128): hotel IG 64x50 measured 4.2 s
+# at 64 rows per chunk vs 5.3 s at 256 with XLA (same run and inputs; bench.py times both floors in these chunks)
+STATIC_FLOATS_IN_FLIGHT = 1 << 21
+# XLA (jit_compile) for model.py's models, on by default: measured faster on CPU (bench.py prints
+# both floors) with gradients equal to ~1e-7 relative. TIG_XLA=0 (or xla=False) turns it off.
+# Never for other models: they may hold string ops, which have no XLA kernels.
+XLA = os.environ.get("TIG_XLA", "1") != "0"
 
 
 @dataclass
@@ -121,6 +130,61 @@ def reduce_scores(contributions, mask, reduce):
     return np.where(mask, scores, 0.0).astype(np.float32)
 
 
+# --- static shapes ------------------------------------------------------------------
+#
+# A graph traced on concrete shapes runs about twice as fast on CPU as one with None dims, and
+# XLA needs them. model.py's models are padding-invariant (PAD columns with mask False change
+# nothing, exactly: tests/test_attributions.py), so for them lengths are padded up to a bucket
+# (16, 24, 32, 48, 64, 96, ...: at most 1.5x the real length) and batches are streamed in chunks
+# of a fixed size, the last one padded with copies up to a power of two (outputs discarded).
+# Each (bucket, chunk size) pair is traced once. Other models keep the None-dim graphs.
+
+def bucket_length(length):
+    """The smallest of 16, 24, 32, 48, 64, 96, ... (2^k and 1.5 * 2^k) that holds `length`."""
+    bucket = 16
+    while bucket < length:
+        bucket = bucket * 3 // 2 if bucket & (bucket - 1) == 0 else bucket * 4 // 3
+    return bucket
+
+
+def chunk_cap(length, dim, batch_size=None):
+    """Rows per static chunk: batch_size if given, else as many as fit STATIC_FLOATS_IN_FLIGHT."""
+    return max(1, int(batch_size) if batch_size else STATIC_FLOATS_IN_FLIGHT // (length * dim))
+
+
+def chunks(total, cap):
+    """(start, size, padded size) covering range(total): chunks of `cap` rows, the last one padded
+    up to a power of two (at most cap), so only log2(cap) + 2 distinct sizes ever run."""
+    for start in range(0, total, cap):
+        size = min(cap, total - start)
+        yield start, size, size if size == cap else min(cap, 1 << (size - 1).bit_length())
+
+
+def pad_rows(array, rows):
+    """array [n, ...] -> [rows, ...], repeating the last row (real data, discarded afterwards)."""
+    if len(array) == rows:
+        return array
+    return np.concatenate([array, np.repeat(array[-1:], rows - len(array), axis=0)])
+
+
+def pad_length(array, length):
+    """array [n, l, ...] -> [n, length, ...] with zeros (PAD, mask False, zero embedding) at the end."""
+    if array.shape[1] == length:
+        return array
+    pad = [(0, 0), (0, length - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad)
+
+
+def use_xla(split, xla=None):
+    """The XLA rule: only model.py's models (static shapes, no string ops); xla=None -> XLA."""
+    return bool(split.own and (XLA if xla is None else xla))
+
+
+def exact_shapes(split):
+    """The same split run on the None-dim graphs (what every model used before static shapes)."""
+    return replace(split, own=False, key=("exact shapes", split.key))
+
+
 _TRACED = {}   # (split key, kind) -> tf.function, kept for the life of the process
 
 
@@ -138,6 +202,50 @@ def tile_batch(context, times):
     return tf.tile(context, tf.concat([[times], tf.ones([tf.rank(context) - 1], tf.int32)], 0))
 
 
+def gradient_of_target(head):
+    """(embeddings, context, target) -> (dF_t/dx, F_t), the body of every gradient graph."""
+    def fn(embeddings, context, target):
+        with tf.GradientTape() as tape:
+            tape.watch(embeddings)
+            selected = tf.gather(head(embeddings, context), target, axis=1, batch_dims=1)
+        # samples are independent, so the gradient of the sum is each sample's own gradient
+        return tape.gradient(selected, embeddings), selected
+    return fn
+
+
+def static_gradient_fn(split, xla):
+    """Like target_gradient_fn, traced once per concrete shape (model.py's models), XLA if xla."""
+    return traced(split, ("static_gradient", xla),
+                  lambda split: tf.function(gradient_of_target(split.head), jit_compile=xla))
+
+
+def static_outputs_fn(split, xla):
+    return traced(split, ("static_outputs", xla), lambda split: tf.function(split.head, jit_compile=xla))
+
+
+def run_static(fn, arrays, length, cap):
+    """Call fn on arrays [n, l, ...] (first two padded to `length`) in static chunks; returns fn's
+    outputs (numpy, each [n, ...]) with padded rows dropped and padded columns cut back to l."""
+    n, real_length = arrays[0].shape[:2]
+    padded = [pad_length(a, length) if i < 2 else a for i, a in enumerate(arrays)]
+    parts = []
+    for start, size, rows in chunks(n, cap):
+        out = fn(*(tf.constant(pad_rows(a[start:start + size], rows)) for a in padded))
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        parts.append([np.asarray(o)[:size] for o in out])
+    outs = [np.concatenate(p) for p in zip(*parts)]
+    return [o[:, :real_length] if o.ndim > 2 else o for o in outs]     # [n, L, D] back to the real L
+
+
+def head_outputs(split, embeddings, context, xla=None, batch_size=None):
+    """The head's outputs [B,C] for embeddings [B,L,D] (numpy) and its context."""
+    if not split.own:
+        return np.asarray(outputs_fn(split)(tf.constant(embeddings), context))
+    length = bucket_length(embeddings.shape[1])
+    return run_static(static_outputs_fn(split, use_xla(split, xla)), [embeddings, np.asarray(context)],
+                      length, chunk_cap(length, embeddings.shape[2], batch_size))[0]
+
+
 def target_gradient_fn(split):
     """A tf.function (embeddings [N,L,D], context [N,...], target [N]) -> (dF_t/dx [N,L,D], F_t [N]).
 
@@ -149,15 +257,9 @@ def target_gradient_fn(split):
     def build(split):
         head = split.head
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32), split.context_spec,
-                                      tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
-        def fn(embeddings, context, target):
-            with tf.GradientTape() as tape:
-                tape.watch(embeddings)
-                selected = tf.gather(head(embeddings, context), target, axis=1, batch_dims=1)
-            # samples are independent, so the gradient of the sum is each sample's own gradient
-            return tape.gradient(selected, embeddings), selected
-        return fn
+        return tf.function(gradient_of_target(head), input_signature=[
+            tf.TensorSpec([None, None, None], tf.float32), split.context_spec, tf.TensorSpec([None], tf.int32)],
+            reduce_retracing=True)
 
     return traced(split, "target_gradient", build)
 
@@ -170,7 +272,7 @@ def outputs_fn(split):
     return traced(split, "outputs", build)
 
 
-def gradients(model, inputs, target=None, *, layer=None, times_input=True, reduce=None, vocabulary=None):
+def gradients(model, inputs, target=None, *, layer=None, times_input=True, reduce=None, vocabulary=None, xla=None):
     """Gradient attributions at the Embedding layer's output.
 
     model: a model from model.py, any Keras 3 model with an Embedding layer fed by the token
@@ -182,17 +284,25 @@ def gradients(model, inputs, target=None, *, layer=None, times_input=True, reduc
     reduce: "sum" or "l2" over the embedding axis; default "sum" with times_input, else "l2".
     target: class to explain (default: the predicted class), an int or one per sample.
     vocabulary: id -> token list for Attribution.tokens (default: the model's TextVectorization's).
+    xla: jit_compile model.py's models' graphs (default XLA, i.e. on unless TIG_XLA=0).
     """
     split = as_split(model, inputs, layer)
     embeddings, context, token_ids = split.lookup(inputs)
-    probs = np.asarray(outputs_fn(split)(tf.constant(embeddings), context))
+    probs = head_outputs(split, embeddings, context, xla)
     target = resolve_target(target, probs)
-    grads, output = target_gradient_fn(split)(tf.constant(embeddings), context, tf.constant(target))
-    grads, mask = grads.numpy(), token_ids != 0
+    if split.own:
+        length = bucket_length(embeddings.shape[1])
+        grads, output = run_static(static_gradient_fn(split, use_xla(split, xla)),
+                                   [embeddings, np.asarray(context), target], length,
+                                   chunk_cap(length, embeddings.shape[2]))
+    else:
+        grads, output = (t.numpy() for t in target_gradient_fn(split)(tf.constant(embeddings), context,
+                                                                     tf.constant(target)))
+    mask = token_ids != 0
     if reduce is None:
         reduce = "sum" if times_input else "l2"
     contributions = grads * embeddings if times_input else grads
     return Attribution(scores=reduce_scores(contributions, mask, reduce), target=target, probs=probs,
                        token_ids=token_ids, method="gradxinput" if times_input else "saliency",
-                       output=output.numpy(), tokens=tokens_of(token_ids, vocabulary or split.vocabulary),
+                       output=output, tokens=tokens_of(token_ids, vocabulary or split.vocabulary),
                        output_kind=split.output_kind, layer=getattr(split.layer, "name", None))

@@ -14,13 +14,19 @@ interception of embedding_split.py for any other Keras 3 model), so every archit
 works; no weight is modified. PAD (id 0) positions, masked or not, keep their own embedding
 along the whole path (x'_i = x_i), so their score is exactly 0.0. All samples x all nodes run through one tf.function in chunks of at
 most `batch_size` interpolated inputs, so memory stays flat as `steps` grows.
+
+Execution: model.py's models (padding-invariant) run on static shapes, lengths padded up to a
+bucket and (sample, node) pairs streamed in chunks of one fixed size, with XLA unless TIG_XLA=0
+or xla=False (gradients.XLA); each (bucket, chunk size) is traced once. Other models run on one
+None-dim graph per model (their padding invariance is unknown; string ops have no XLA kernels).
 """
 import numpy as np
 import tensorflow as tf
 
 from cli import UserError
-from gradients import (COMPLETENESS_TOLERANCE, Attribution, as_split, outputs_fn, reduce_scores, resolve_target,
-                       target_gradient_fn, tile_batch, tokens_of, traced)
+from gradients import (COMPLETENESS_TOLERANCE, FLOATS_IN_FLIGHT, Attribution, as_split, bucket_length, chunk_cap,
+                       chunks, gradient_of_target, head_outputs, pad_length, pad_rows, reduce_scores, resolve_target,
+                       target_gradient_fn, tile_batch, tokens_of, traced, use_xla)
 from tokenizer import MASK_ID, PAD_ID, UNK_ID
 
 METHODS = ("gausslegendre", "left", "right", "middle", "trapezoid")
@@ -29,7 +35,6 @@ DEFAULT_BASELINE = "zero"
 AUTO_STEPS = (16, 32, 64, 128, 256, 512)     # schedule of steps="auto"
 AUTO_TOLERANCE = COMPLETENESS_TOLERANCE      # steps="auto" stops where Attribution.complete() holds
 MAX_STEPS = 1024                             # quadrature nodes; Gauss-Legendre's set-up grows as steps^2
-FLOATS_IN_FLIGHT = 1 << 23                   # default budget: interpolated floats per chunk (32 MB)
 
 
 def quadrature(method, steps):
@@ -102,8 +107,47 @@ def path_gradient_fn(split):
     return traced(split, "path_gradient", build)
 
 
-def integrate_path(split, x, x0, context, target, nodes, weights, batch_size):
+def static_path_fn(split, xla):
+    """tf.function (x, x0 [C,L,D], mask [C,L], target, nodes, weights [C]) -> w_k dF_t(x'+a_k(x-x'))/dx [C,L,D]:
+    one (sample, node) pair per row, traced once per concrete shape (model.py's models), XLA if xla."""
+    def build(split):
+        gradient = gradient_of_target(split.head)
+
+        def fn(x, x0, context, target, nodes, weights):
+            grads, _ = gradient(x0 + nodes[:, None, None] * (x - x0), context, target)
+            return weights[:, None, None] * grads
+        return tf.function(fn, jit_compile=xla)
+    return traced(split, ("static_path", xla), build)
+
+
+def integrate_path_static(split, x, x0, context, target, nodes, weights, batch_size=None, xla=None):
+    """integrate_path for model.py's models: the B x S (sample, node) pairs, sample-major, go through
+    static_path_fn in chunks of one fixed size (the last padded with copies, see gradients.chunks),
+    at the bucketed length; each chunk's rows are summed back into their samples."""
+    batch, real_length, steps = x.shape[0], x.shape[1], len(nodes)
+    length = bucket_length(real_length)
+    x, x0, context = pad_length(x, length), pad_length(x0, length), pad_length(np.asarray(context), length)
+    nodes, weights = nodes.astype(np.float32), weights.astype(np.float32)
+    fn = static_path_fn(split, use_xla(split, xla))
+    total = np.zeros_like(x)
+    # gathers and per-sample sums run as TF ops (multi-threaded, one copy) on tensors made once
+    x, x0, context, target = (tf.constant(a) for a in (x, x0, context, target))
+    for start, size, rows in chunks(batch * steps, chunk_cap(length, x.shape[2], batch_size)):
+        pair = pad_rows(np.arange(start, start + size), rows)
+        sample, node = pair // steps, pair % steps
+        out = fn(tf.gather(x, sample), tf.gather(x0, sample), tf.gather(context, sample), tf.gather(target, sample),
+                 tf.constant(nodes[node]), tf.constant(weights[node]))
+        local = sample[:size] - sample[0]                                  # sample-major: 0, 0, .., 1, 1, ..
+        total[sample[0]:sample[0] + local[-1] + 1] += tf.math.segment_sum(out[:size], local).numpy()
+    return total[:, :real_length]
+
+
+def integrate_path(split, x, x0, context, target, nodes, weights, batch_size=None, xla=None):
     """Weighted sum of path gradients [B,L,D], streaming at most batch_size inputs per call."""
+    if split.own:
+        return integrate_path_static(split, x, x0, context, target, nodes, weights, batch_size, xla)
+    if batch_size is None:
+        batch_size = max(1, FLOATS_IN_FLIGHT // (x.shape[1] * x.shape[2]))
     fn = path_gradient_fn(split)
     batch, steps = x.shape[0], len(nodes)
     total = np.zeros_like(x)
@@ -119,7 +163,8 @@ def integrate_path(split, x, x0, context, target, nodes, weights, batch_size):
 
 
 def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEFAULT_BASELINE, steps=50,
-                         method="gausslegendre", batch_size=None, tolerance=None, reduce="sum", vocabulary=None):
+                         method="gausslegendre", batch_size=None, tolerance=None, reduce="sum", vocabulary=None,
+                         xla=None):
     """Integrated gradients of class `target` for each token of each text.
 
     model: a model from model.py, any Keras 3 model (Sequential, functional, subclassed, nested)
@@ -140,21 +185,20 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
     reduce: "sum" over the embedding axis (signed, sums to F(x) - F(x')) or "l2" (unsigned
         norm per token, the original project's view; completeness does not hold for it).
     vocabulary: id -> token list for Attribution.tokens (default: the model's TextVectorization's).
+    xla: jit_compile model.py's models' graphs (default gradients.XLA: on unless TIG_XLA=0; other
+        models never use XLA). model.py's models also run on static shapes (gradients.bucket_length).
     Returns an Attribution with scores [B,L], target, probs, delta, steps, output, baseline_output, tokens.
     """
     split = as_split(model, inputs, layer)
     x, context, token_ids = split.lookup(inputs)
-    head = outputs_fn(split)
-    probs = np.asarray(head(tf.constant(x), context))
+    probs = head_outputs(split, x, context, xla)
     target = resolve_target(target, probs)
     x0 = make_baseline(split, token_ids, x, baseline)
     if x0.shape != x.shape:
         raise ValueError(f"baseline has shape {x0.shape}, expected {x.shape}")
     f_x = probs[np.arange(len(target)), target]
-    f_x0 = np.asarray(head(tf.constant(x0), context))[np.arange(len(target)), target]
-    if batch_size is None:
-        batch_size = max(1, FLOATS_IN_FLIGHT // (x.shape[1] * x.shape[2]))
-    if int(batch_size) < 1:
+    f_x0 = head_outputs(split, x0, context, xla)[np.arange(len(target)), target]
+    if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1 interpolated input, got {batch_size}")
     context = np.asarray(context)
 
@@ -171,7 +215,7 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
     todo = np.arange(len(target))
     for n in schedule:
         nodes, weights = quadrature(method, n)
-        grads = integrate_path(split, x[todo], x0[todo], context[todo], target[todo], nodes, weights, batch_size)
+        grads = integrate_path(split, x[todo], x0[todo], context[todo], target[todo], nodes, weights, batch_size, xla)
         contributions[todo] = (x[todo] - x0[todo]) * grads
         steps_used[todo] = n
         if not adaptive:
