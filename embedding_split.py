@@ -35,9 +35,7 @@ import tensorflow as tf
 import keras
 
 from cli import UserError
-
-PAD_ID = 0          # id 0 is padding for this project's tokenizer and for TextVectorization
-UNK_ID = 1          # out-of-vocabulary id for both as well
+from tokenizer import PAD_ID, UNK_ID  # noqa: F401  (0 and 1 are also TextVectorization's padding and OOV ids)
 OUTPUT_KINDS = ("softmax", "sigmoid", "raw")
 
 
