@@ -36,6 +36,7 @@ import keras
 
 from cli import UserError
 from tokenizer import PAD_ID, UNK_ID  # noqa: F401  (0 and 1 are also TextVectorization's padding and OOV ids)
+
 OUTPUT_KINDS = ("softmax", "sigmoid", "raw")
 
 
