@@ -63,6 +63,7 @@ class Split:
     output_kind: str = "softmax"
     vocabulary: list = None              # id -> token, when the model carries one (TextVectorization)
     own: bool = False                    # built by model.py
+    none_dims: bool = False              # run on one graph with None dims (gradients.none_dim_graphs)
     prepare: Callable = None             # user inputs -> context tensor
     extra: dict = field(default_factory=dict)
 

@@ -11,6 +11,7 @@ Scores are exactly 0.0 at PAD (id 0) positions: models from model.py zero PAD em
 inside the head, so their gradient there is exactly zero, and scores are masked as well.
 """
 import os
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -21,14 +22,9 @@ from model import split_at_embedding
 
 REDUCTIONS = ("sum", "l2")
 COMPLETENESS_TOLERANCE = 0.01   # an IG explanation is "complete" when |delta| <= 1% of |F(x) - F(x')|
-FLOATS_IN_FLIGHT = 1 << 23      # default budget: embedding floats per forward/backward chunk (32 MB)
-# static-shape chunks are smaller (8 MB: 64 inputs at L=256, D=128): hotel IG 64x50 measured 4.2 s
-# at 64 rows per chunk vs 5.3 s at 256 with XLA (same run and inputs; bench.py times both floors in these chunks)
-STATIC_FLOATS_IN_FLIGHT = 1 << 21
-# XLA (jit_compile) for model.py's models, on by default: measured faster on CPU (bench.py prints
-# both floors) with gradients equal to ~1e-7 relative. TIG_XLA=0 (or xla=False) turns it off.
-# Never for other models: they may hold string ops, which have no XLA kernels.
-XLA = os.environ.get("TIG_XLA", "1") != "0"
+# default budget: embedding floats per forward/backward chunk (8 MB: 64 inputs at L=256, D=128):
+# hotel IG 64x50 measured 4.2 s at 64 rows per chunk vs 5.3 s at 256 with XLA (same run and inputs)
+FLOATS_PER_CHUNK = 1 << 21
 
 
 @dataclass
@@ -130,14 +126,29 @@ def reduce_scores(contributions, mask, reduce):
     return np.where(mask, scores, 0.0).astype(np.float32)
 
 
-# --- static shapes ------------------------------------------------------------------
+# --- execution: static shapes, chunks, XLA -----------------------------------------
 #
 # A graph traced on concrete shapes runs about twice as fast on CPU as one with None dims, and
-# XLA needs them. model.py's models are padding-invariant (PAD columns with mask False change
-# nothing, exactly: tests/test_attributions.py), so for them lengths are padded up to a bucket
-# (16, 24, 32, 48, 64, 96, ...: at most 1.5x the real length) and batches are streamed in chunks
-# of a fixed size, the last one padded with copies up to a power of two (outputs discarded).
-# Each (bucket, chunk size) pair is traced once. Other models keep the None-dim graphs.
+# XLA needs them. So every model runs on static shapes, streamed in chunks of a fixed number of
+# rows (a call's last chunk is padded with copies of a real row, its outputs discarded):
+#   - model.py's models are padding-invariant (PAD columns with mask False change nothing:
+#     tests/test_attributions.py), so each text runs at the bucket of its own real length
+#     (16, 24, 32, 48, 64, 96, ...: at most 1.5x the text, whatever the batch's padded length),
+#     which also skips the PAD columns a maxlen-padded batch carries;
+#   - other models keep the exact length they are given (their padding invariance is unknown),
+#     one trace per length for up to EXACT_LENGTHS_PER_MODEL lengths, then one None-dim graph.
+# XLA (jit_compile) is for model.py's models only (others may hold string ops, which have no XLA
+# kernels). Compiling one shape takes 1.6-2.1 s on this project's CPU machine, while XLA saves
+# about 0.03-0.05 s per 8 MB chunk (bench.py measures both floors), so by default a shape is
+# compiled only after it has run XLA_AFTER_CALLS times: one-off explanations never pay for a
+# compilation, long jobs (evaluate.py, explain.py, bench.py) run their hot shapes on XLA.
+# TIG_XLA=1 compiles every shape at once, TIG_XLA=0 never; xla=True/False does the same per call.
+
+XLA_AFTER_CALLS = 32
+EXACT_LENGTHS_PER_MODEL = 8
+LAST_CHUNK_DIVISOR = 8         # a last chunk is padded to cap // 8 rows or to cap: two sizes per length
+XLA = {"0": False, "1": True}.get(os.environ.get("TIG_XLA", ""))     # None: by XLA_AFTER_CALLS
+
 
 def bucket_length(length):
     """The smallest of 16, 24, 32, 48, 64, 96, ... (2^k and 1.5 * 2^k) that holds `length`."""
@@ -147,17 +158,40 @@ def bucket_length(length):
     return bucket
 
 
+def length_groups(split, context, length):
+    """[(length to run at, row indices)]. model.py's models: rows grouped by the bucket of their
+    real length (up to the last non-PAD position; context is their PAD mask); other models:
+    every row at the given length."""
+    rows = len(context)
+    if not split.own or split.none_dims:
+        return [(length, np.arange(rows))]
+    mask = np.asarray(context)
+    real = np.where(mask.any(1), mask.shape[1] - np.argmax(mask[:, ::-1], axis=1), 1)
+    buckets = np.array([bucket_length(n) for n in real])
+    return [(int(b), np.flatnonzero(buckets == b)) for b in np.unique(buckets)]
+
+
+def fit_length(array, length):
+    """array [n, l, ...] -> [n, length, ...]: zeros (PAD, mask False, zero embedding) appended,
+    or trailing columns cut (only ever PAD columns: see length_groups)."""
+    if array.shape[1] >= length:
+        return array[:, :length]
+    pad = [(0, 0), (0, length - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad)
+
+
 def chunk_cap(length, dim, batch_size=None):
-    """Rows per static chunk: batch_size if given, else as many as fit STATIC_FLOATS_IN_FLIGHT."""
-    return max(1, int(batch_size) if batch_size else STATIC_FLOATS_IN_FLIGHT // (length * dim))
+    """Rows per static chunk: batch_size if given, else as many as fit FLOATS_PER_CHUNK."""
+    return max(1, int(batch_size) if batch_size else FLOATS_PER_CHUNK // (length * dim))
 
 
 def chunks(total, cap):
-    """(start, size, padded size) covering range(total): chunks of `cap` rows, the last one padded
-    up to a power of two (at most cap), so only log2(cap) + 2 distinct sizes ever run."""
+    """(start, size, padded size) covering range(total) in chunks of `cap` rows; the last one is
+    padded to cap // LAST_CHUNK_DIVISOR rows if it fits there, else to cap: two sizes per length."""
+    small = max(1, cap // LAST_CHUNK_DIVISOR)
     for start in range(0, total, cap):
         size = min(cap, total - start)
-        yield start, size, size if size == cap else min(cap, 1 << (size - 1).bit_length())
+        yield start, size, small if size <= small else cap
 
 
 def pad_rows(array, rows):
@@ -167,25 +201,15 @@ def pad_rows(array, rows):
     return np.concatenate([array, np.repeat(array[-1:], rows - len(array), axis=0)])
 
 
-def pad_length(array, length):
-    """array [n, l, ...] -> [n, length, ...] with zeros (PAD, mask False, zero embedding) at the end."""
-    if array.shape[1] == length:
-        return array
-    pad = [(0, 0), (0, length - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
-    return np.pad(array, pad)
-
-
-def use_xla(split, xla=None):
-    """The XLA rule: only model.py's models (static shapes, no string ops); xla=None -> XLA."""
-    return bool(split.own and (XLA if xla is None else xla))
-
-
-def exact_shapes(split):
-    """The same split run on the None-dim graphs (what every model used before static shapes)."""
-    return replace(split, own=False, key=("exact shapes", split.key))
+def none_dim_graphs(split):
+    """The same split run on one None-dim graph per kind, at the given lengths, without XLA: the
+    path every model took before static shapes (bench.py's "before", tests' reference)."""
+    return replace(split, own=False, none_dims=True, key=("none dims", split.key))
 
 
 _TRACED = {}   # (split key, kind) -> tf.function, kept for the life of the process
+_CALLS = Counter()             # (split key, kind, shape) -> calls, for XLA_AFTER_CALLS
+_LENGTHS = {}                  # (split key, kind) -> exact lengths traced (other models)
 
 
 def traced(split, kind, build):
@@ -197,13 +221,66 @@ def traced(split, kind, build):
     return _TRACED[key]
 
 
-def tile_batch(context, times):
-    """Repeat a context tensor `times` times along its batch axis (any rank)."""
-    return tf.tile(context, tf.concat([[times], tf.ones([tf.rank(context) - 1], tf.int32)], 0))
+def use_xla(split, xla=None, calls=None):
+    """The XLA rule: never for other models; else xla if given, TIG_XLA if set, else whether this
+    shape has already run XLA_AFTER_CALLS times (`calls`)."""
+    if not split.own or split.none_dims:
+        return False
+    choice = XLA if xla is None else xla
+    return bool(choice) if choice is not None else (calls or 0) > XLA_AFTER_CALLS
 
 
-def gradient_of_target(head):
+def function_for(split, kind, body, args, xla=None):
+    """The tf.function that runs body(split)(*args) for these args' shapes, by the rules above."""
+    if split.none_dims or not split.own and _over_length_budget(split, kind, args[0].shape[1]):
+        signature = [tf.TensorSpec([None] * len(a.shape), a.dtype) for a in args]
+        return traced(split, (kind, "none dims"),
+                      lambda split: tf.function(body(split), input_signature=signature))
+    shape = tuple(tuple(a.shape) for a in args)
+    _CALLS[split.key, kind, shape] += 1
+    jit = use_xla(split, xla, _CALLS[split.key, kind, shape])
+    return traced(split, (kind, "static", jit), lambda split: tf.function(body(split), jit_compile=jit))
+
+
+def _over_length_budget(split, kind, length):
+    lengths = _LENGTHS.setdefault((split.key, kind), set())
+    if length not in lengths and len(lengths) >= EXACT_LENGTHS_PER_MODEL:
+        return True
+    lengths.add(length)
+    return False
+
+
+def run_static(split, kind, body, arrays, xla=None, batch_size=None):
+    """body(split)(*arrays) over rows, by length groups and static chunks. arrays[0] is the
+    embeddings [n,L,D], arrays[1] the context, then per-row arrays. Returns the outputs (numpy,
+    each [n, ...]); [n, l, D] outputs are cut back to (or zero-padded to) the given L."""
+    embeddings, context = arrays[0], np.asarray(arrays[1])
+    n, length, dim = embeddings.shape
+    results = None
+    for run_length, rows in length_groups(split, context, length):
+        group = [a[rows] for a in (embeddings, context, *arrays[2:])]
+        if split.own and not split.none_dims:
+            group[0], group[1] = fit_length(group[0], run_length), fit_length(group[1], run_length)
+        for start, size, padded in chunks(len(rows), chunk_cap(run_length, dim, batch_size)):
+            args = [tf.constant(pad_rows(a[start:start + size], padded)) for a in group]
+            out = function_for(split, kind, body, args, xla)(*args)
+            out = [np.asarray(o)[:size] for o in (out if isinstance(out, (tuple, list)) else (out,))]
+            if results is None:
+                results = [np.zeros((n, length) + o.shape[2:] if o.ndim > 2 else (n,) + o.shape[1:], o.dtype)
+                           for o in out]
+            for result, o in zip(results, out):
+                if o.ndim > 2:
+                    keep = min(length, o.shape[1])
+                    result[rows[start:start + size], :keep] = o[:, :keep]
+                else:
+                    result[rows[start:start + size]] = o
+    return results
+
+
+def gradient_of_target(split):
     """(embeddings, context, target) -> (dF_t/dx, F_t), the body of every gradient graph."""
+    head = split.head
+
     def fn(embeddings, context, target):
         with tf.GradientTape() as tape:
             tape.watch(embeddings)
@@ -213,63 +290,25 @@ def gradient_of_target(head):
     return fn
 
 
-def static_gradient_fn(split, xla):
-    """Like target_gradient_fn, traced once per concrete shape (model.py's models), XLA if xla."""
-    return traced(split, ("static_gradient", xla),
-                  lambda split: tf.function(gradient_of_target(split.head), jit_compile=xla))
-
-
-def static_outputs_fn(split, xla):
-    return traced(split, ("static_outputs", xla), lambda split: tf.function(split.head, jit_compile=xla))
-
-
-def run_static(fn, arrays, length, cap):
-    """Call fn on arrays [n, l, ...] (first two padded to `length`) in static chunks; returns fn's
-    outputs (numpy, each [n, ...]) with padded rows dropped and padded columns cut back to l."""
-    n, real_length = arrays[0].shape[:2]
-    padded = [pad_length(a, length) if i < 2 else a for i, a in enumerate(arrays)]
-    parts = []
-    for start, size, rows in chunks(n, cap):
-        out = fn(*(tf.constant(pad_rows(a[start:start + size], rows)) for a in padded))
-        out = out if isinstance(out, (tuple, list)) else (out,)
-        parts.append([np.asarray(o)[:size] for o in out])
-    outs = [np.concatenate(p) for p in zip(*parts)]
-    return [o[:, :real_length] if o.ndim > 2 else o for o in outs]     # [n, L, D] back to the real L
+def head_of(split):
+    return split.head
 
 
 def head_outputs(split, embeddings, context, xla=None, batch_size=None):
     """The head's outputs [B,C] for embeddings [B,L,D] (numpy) and its context."""
-    if not split.own:
-        return np.asarray(outputs_fn(split)(tf.constant(embeddings), context))
-    length = bucket_length(embeddings.shape[1])
-    return run_static(static_outputs_fn(split, use_xla(split, xla)), [embeddings, np.asarray(context)],
-                      length, chunk_cap(length, embeddings.shape[2], batch_size))[0]
+    return run_static(split, "outputs", head_of, [embeddings, context], xla, batch_size)[0]
 
 
-def target_gradient_fn(split):
-    """A tf.function (embeddings [N,L,D], context [N,...], target [N]) -> (dF_t/dx [N,L,D], F_t [N]).
-
-    One trace serves every batch size and length (input_signature with None dims), so
-    callers can stream chunks of any size through it without retracing.
-    """
-    split = as_split(split) if not isinstance(split, Split) else split
-
-    def build(split):
-        head = split.head
-
-        return tf.function(gradient_of_target(head), input_signature=[
-            tf.TensorSpec([None, None, None], tf.float32), split.context_spec, tf.TensorSpec([None], tf.int32)],
-            reduce_retracing=True)
-
-    return traced(split, "target_gradient", build)
-
-
-def outputs_fn(split):
-    """A tf.function (embeddings, context) -> the head's outputs [N,C]."""
-    def build(split):
-        return tf.function(split.head, input_signature=[tf.TensorSpec([None, None, None], tf.float32),
-                                                        split.context_spec], reduce_retracing=True)
-    return traced(split, "outputs", build)
+def class_scores(model, inputs, *, layer=None, xla=None, rows_per_call=1024):
+    """Class scores [N,C] of any model this module explains (softmax probabilities, [1-p, p] for
+    one sigmoid unit, or raw scores), on the same static-shape graphs as the explanations;
+    inputs are embedded `rows_per_call` at a time so large perturbation sets stay small in memory."""
+    split = as_split(model, inputs[:1] if len(inputs) else inputs, layer)
+    parts = []
+    for start in range(0, len(inputs), rows_per_call):
+        embeddings, context, _ = split.lookup(inputs[start:start + rows_per_call])
+        parts.append(head_outputs(split, embeddings, context, xla))
+    return np.concatenate(parts)
 
 
 def gradients(model, inputs, target=None, *, layer=None, times_input=True, reduce=None, vocabulary=None, xla=None):
@@ -284,20 +323,14 @@ def gradients(model, inputs, target=None, *, layer=None, times_input=True, reduc
     reduce: "sum" or "l2" over the embedding axis; default "sum" with times_input, else "l2".
     target: class to explain (default: the predicted class), an int or one per sample.
     vocabulary: id -> token list for Attribution.tokens (default: the model's TextVectorization's).
-    xla: jit_compile model.py's models' graphs (default XLA, i.e. on unless TIG_XLA=0).
+    xla: True/False: jit_compile model.py's models' graphs or not; None: TIG_XLA, else XLA for a
+        shape once it has run XLA_AFTER_CALLS times (other models never use XLA).
     """
     split = as_split(model, inputs, layer)
     embeddings, context, token_ids = split.lookup(inputs)
     probs = head_outputs(split, embeddings, context, xla)
     target = resolve_target(target, probs)
-    if split.own:
-        length = bucket_length(embeddings.shape[1])
-        grads, output = run_static(static_gradient_fn(split, use_xla(split, xla)),
-                                   [embeddings, np.asarray(context), target], length,
-                                   chunk_cap(length, embeddings.shape[2]))
-    else:
-        grads, output = (t.numpy() for t in target_gradient_fn(split)(tf.constant(embeddings), context,
-                                                                     tf.constant(target)))
+    grads, output = run_static(split, "gradient", gradient_of_target, [embeddings, context, target], xla)
     mask = token_ids != 0
     if reduce is None:
         reduce = "sum" if times_input else "l2"

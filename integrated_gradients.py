@@ -12,21 +12,21 @@ F_t(x'); the gap `delta` = (F_t(x) - F_t(x')) - sum_i IG_i is reported per sampl
 Non-intrusive: only model.split_at_embedding is used (model.py's own split, or the
 interception of embedding_split.py for any other Keras 3 model), so every architecture
 works; no weight is modified. PAD (id 0) positions, masked or not, keep their own embedding
-along the whole path (x'_i = x_i), so their score is exactly 0.0. All samples x all nodes run through one tf.function in chunks of at
-most `batch_size` interpolated inputs, so memory stays flat as `steps` grows.
+along the whole path (x'_i = x_i), so their score is exactly 0.0. All samples x all nodes
+stream through one graph in chunks of at most `batch_size` interpolated inputs, so memory stays
+flat as `steps` grows.
 
-Execution: model.py's models (padding-invariant) run on static shapes, lengths padded up to a
-bucket and (sample, node) pairs streamed in chunks of one fixed size, with XLA unless TIG_XLA=0
-or xla=False (gradients.XLA); each (bucket, chunk size) is traced once. Other models run on one
-None-dim graph per model (their padding invariance is unknown; string ops have no XLA kernels).
+Execution (gradients.py, "execution"): static shapes and fixed chunk sizes for every model;
+model.py's (padding-invariant) models run each text at the bucket of its own length and use XLA
+for shapes that run often; other models run at their exact length, without XLA.
 """
 import numpy as np
 import tensorflow as tf
 
 from cli import UserError
-from gradients import (COMPLETENESS_TOLERANCE, FLOATS_IN_FLIGHT, Attribution, as_split, bucket_length, chunk_cap,
-                       chunks, gradient_of_target, head_outputs, pad_length, pad_rows, reduce_scores, resolve_target,
-                       target_gradient_fn, tile_batch, tokens_of, traced, use_xla)
+from gradients import (COMPLETENESS_TOLERANCE, Attribution, as_split, chunk_cap, chunks, fit_length, function_for,
+                       gradient_of_target, head_outputs, length_groups, pad_rows, reduce_scores, resolve_target,
+                       tokens_of)
 from tokenizer import MASK_ID, PAD_ID, UNK_ID
 
 METHODS = ("gausslegendre", "left", "right", "middle", "trapezoid")
@@ -84,81 +84,41 @@ def make_baseline(split, token_ids, embeddings, baseline):
     return np.where((token_ids == PAD_ID)[..., None], embeddings, x0).astype(np.float32)
 
 
-def path_gradient_fn(split):
-    """tf.function (x, x', context, target, nodes, weights) -> sum_k w_k dF_t(x'+a_k(x-x'))/dx  [b,L,D].
+def weighted_path_gradient(split):
+    """(x, x0 [C,L,D], context, target, nodes, weights [C]) -> w_k dF_t(x'+a_k(x-x'))/dx [C,L,D]:
+    one (sample, node) pair per row; the body of the integration graphs (gradients.function_for)."""
+    gradient = gradient_of_target(split)
 
-    All b samples x s nodes go through the head as one batch of b*s inputs.
-    """
-    def build(split):
-        grad_fn = target_gradient_fn(split)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32)] * 2 + [
-            split.context_spec, tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)])
-        def fn(x, x0, context, target, nodes, weights):
-            s, b = tf.shape(nodes)[0], tf.shape(x)[0]
-            length, dim = tf.shape(x)[1], tf.shape(x)[2]
-            path = x0[None] + nodes[:, None, None, None] * (x - x0)[None]          # [s,b,L,D]
-            grads, _ = grad_fn(tf.reshape(path, [s * b, length, dim]),
-                               tile_batch(context, s), tf.tile(target, [s]))
-            return tf.tensordot(weights, tf.reshape(grads, [s, b, length, dim]), axes=1)
-        return fn
-
-    return traced(split, "path_gradient", build)
-
-
-def static_path_fn(split, xla):
-    """tf.function (x, x0 [C,L,D], mask [C,L], target, nodes, weights [C]) -> w_k dF_t(x'+a_k(x-x'))/dx [C,L,D]:
-    one (sample, node) pair per row, traced once per concrete shape (model.py's models), XLA if xla."""
-    def build(split):
-        gradient = gradient_of_target(split.head)
-
-        def fn(x, x0, context, target, nodes, weights):
-            grads, _ = gradient(x0 + nodes[:, None, None] * (x - x0), context, target)
-            return weights[:, None, None] * grads
-        return tf.function(fn, jit_compile=xla)
-    return traced(split, ("static_path", xla), build)
-
-
-def integrate_path_static(split, x, x0, context, target, nodes, weights, batch_size=None, xla=None):
-    """integrate_path for model.py's models: the B x S (sample, node) pairs, sample-major, go through
-    static_path_fn in chunks of one fixed size (the last padded with copies, see gradients.chunks),
-    at the bucketed length; each chunk's rows are summed back into their samples."""
-    batch, real_length, steps = x.shape[0], x.shape[1], len(nodes)
-    length = bucket_length(real_length)
-    x, x0, context = pad_length(x, length), pad_length(x0, length), pad_length(np.asarray(context), length)
-    nodes, weights = nodes.astype(np.float32), weights.astype(np.float32)
-    fn = static_path_fn(split, use_xla(split, xla))
-    total = np.zeros_like(x)
-    # gathers and per-sample sums run as TF ops (multi-threaded, one copy) on tensors made once
-    x, x0, context, target = (tf.constant(a) for a in (x, x0, context, target))
-    for start, size, rows in chunks(batch * steps, chunk_cap(length, x.shape[2], batch_size)):
-        pair = pad_rows(np.arange(start, start + size), rows)
-        sample, node = pair // steps, pair % steps
-        out = fn(tf.gather(x, sample), tf.gather(x0, sample), tf.gather(context, sample), tf.gather(target, sample),
-                 tf.constant(nodes[node]), tf.constant(weights[node]))
-        local = sample[:size] - sample[0]                                  # sample-major: 0, 0, .., 1, 1, ..
-        total[sample[0]:sample[0] + local[-1] + 1] += tf.math.segment_sum(out[:size], local).numpy()
-    return total[:, :real_length]
+    def fn(x, x0, context, target, nodes, weights):
+        grads, _ = gradient(x0 + nodes[:, None, None] * (x - x0), context, target)
+        return weights[:, None, None] * grads
+    return fn
 
 
 def integrate_path(split, x, x0, context, target, nodes, weights, batch_size=None, xla=None):
-    """Weighted sum of path gradients [B,L,D], streaming at most batch_size inputs per call."""
-    if split.own:
-        return integrate_path_static(split, x, x0, context, target, nodes, weights, batch_size, xla)
-    if batch_size is None:
-        batch_size = max(1, FLOATS_IN_FLIGHT // (x.shape[1] * x.shape[2]))
-    fn = path_gradient_fn(split)
-    batch, steps = x.shape[0], len(nodes)
+    """sum_k w_k dF_t(x'+a_k(x-x'))/dx [B,L,D]. Per length group (gradients.length_groups) the
+    B x S (sample, node) pairs, sample-major, stream through one static graph in chunks of a fixed
+    size, each chunk's rows summed back into their samples; memory stays flat in S."""
+    batch, length, dim = x.shape
+    steps = len(nodes)
+    nodes, weights = tf.constant(nodes, tf.float32), tf.constant(weights, tf.float32)
     total = np.zeros_like(x)
-    nodes, weights = nodes.astype(np.float32), weights.astype(np.float32)
-    per_call = max(1, batch_size // steps)               # samples per call, all nodes at once
-    node_chunk = steps if batch_size >= steps else batch_size
-    for start in range(0, batch, per_call):
-        rows = slice(start, start + per_call)
-        for k in range(0, steps, node_chunk):
-            total[rows] += fn(x[rows], x0[rows], context[rows], target[rows],
-                              nodes[k:k + node_chunk], weights[k:k + node_chunk]).numpy()
+    for run_length, rows in length_groups(split, context, length):
+        group = [x[rows], x0[rows], np.asarray(context)[rows]]
+        if split.own and not split.none_dims:
+            group = [fit_length(a, run_length) for a in group]
+        # gathers and per-sample sums run as TF ops (multi-threaded, one copy) on tensors made once
+        gx, gx0, gcontext, gtarget = (tf.constant(a) for a in (*group, target[rows]))
+        keep = min(length, run_length)
+        for start, size, padded in chunks(len(rows) * steps, chunk_cap(run_length, dim, batch_size)):
+            pair = pad_rows(np.arange(start, start + size), padded)
+            sample, node = pair // steps, pair % steps
+            args = [tf.gather(gx, sample), tf.gather(gx0, sample), tf.gather(gcontext, sample),
+                    tf.gather(gtarget, sample), tf.gather(nodes, node), tf.gather(weights, node)]
+            out = function_for(split, "path", weighted_path_gradient, args, xla)(*args)
+            local = sample[:size] - sample[0]                          # sample-major: 0, 0, .., 1, 1, ..
+            summed = tf.math.segment_sum(out[:size], local).numpy()
+            total[rows[sample[0]:sample[0] + local[-1] + 1], :keep] += summed[:, :keep]
     return total
 
 
@@ -185,8 +145,9 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
     reduce: "sum" over the embedding axis (signed, sums to F(x) - F(x')) or "l2" (unsigned
         norm per token, the original project's view; completeness does not hold for it).
     vocabulary: id -> token list for Attribution.tokens (default: the model's TextVectorization's).
-    xla: jit_compile model.py's models' graphs (default gradients.XLA: on unless TIG_XLA=0; other
-        models never use XLA). model.py's models also run on static shapes (gradients.bucket_length).
+    xla: True/False: jit_compile model.py's models' graphs or not; None (default): TIG_XLA if set,
+        else XLA for a shape once it has run gradients.XLA_AFTER_CALLS times. Other models never
+        use XLA. All models run on static shapes (see gradients.py, "execution").
     Returns an Attribution with scores [B,L], target, probs, delta, steps, output, baseline_output, tokens.
     """
     split = as_split(model, inputs, layer)

@@ -245,17 +245,40 @@ def test_ambiguous_and_missing_embedding():
         integrated_gradients(keras.Model(ids_in, x), token_ids())
 
 
-def test_one_trace_per_model():
+def test_traces_per_exact_length_are_bounded(monkeypatch):
+    """Other models run at their exact length (no bucketing: their padding invariance is
+    unknown): one trace per length and chunk size for EXACT_LENGTHS_PER_MODEL lengths, then one
+    None-dim graph per kind, with the same numbers; a repeat traces nothing new."""
+    import gradients as gradients_module
+    monkeypatch.setattr(gradients_module, "EXACT_LENGTHS_PER_MODEL", 2)
     model, _ = original_layout()
-    from gradients import _TRACED
-    integrated_gradients(model, token_ids(0), steps=10)
-    fns = [fn for (key, kind), fn in _TRACED.items() if isinstance(key, tuple) and key[0] is model]
-    counts = [fn.experimental_get_tracing_count() for fn in fns]
-    for seed, length, batch in ((1, 12, 3), (2, 31, 7), (3, 8, 1)):
-        integrated_gradients(model, token_ids(seed, batch, length), steps=10 + seed)
-        gradients(model, token_ids(seed, batch, length))
-    fns = [fn for (key, kind), fn in _TRACED.items() if isinstance(key, tuple) and key[0] is model]
-    assert len(fns) == 3 and all(fn.experimental_get_tracing_count() == 1 for fn in fns), counts
+
+    def traces():
+        return {kind: fn.experimental_get_tracing_count()
+                for (key, kind), fn in gradients_module._TRACED.items() if isinstance(key, tuple) and key[0] is model}
+
+    calls = [(seed, length, batch) for seed, length, batch in ((1, 12, 3), (2, 31, 7), (3, 8, 1), (4, 25, 2))]
+    results = {}
+    for _ in range(2):
+        for seed, length, batch in calls:
+            ids = token_ids(seed, batch, length)
+            results[seed] = (integrated_gradients(model, ids, steps=10 + seed).scores, gradients(model, ids).scores)
+        if not _:
+            first = traces()
+    counts = traces()
+    assert counts == first, "a repeat of the same shapes traced again"
+    assert {kind[1] for kind in counts} == {"static", "none dims"} and not any(kind[2:] == (True,) for kind in counts)
+    for kind, count in counts.items():
+        assert count <= (1 if kind[1] == "none dims" else 2 * 2), (kind, count)   # lengths x chunk sizes
+    from gradients import none_dim_graphs
+    from model import split_at_embedding
+    reference = none_dim_graphs(split_at_embedding(model, inputs=token_ids()))
+    for seed, length, batch in calls[:2]:          # the static graphs give the None-dim numbers
+        ids = token_ids(seed, batch, length)
+        ig, grad = results[seed]
+        np.testing.assert_allclose(ig, integrated_gradients(reference, ids, steps=10 + seed).scores, atol=1e-6)
+        np.testing.assert_allclose(grad, gradients(reference, ids).scores, atol=1e-6)
+        assert np.all(ig[ids == 0] == 0.0) and np.all(grad[ids == 0] == 0.0)
 
 
 # --- the keras-io tutorial model, trained on real reviews, saved and reloaded ----------

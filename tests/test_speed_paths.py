@@ -1,10 +1,10 @@
-"""Static shapes and XLA for model.py's models: bounded traces, and the same numbers as the
-None-dim (exact-shape) graphs. Speed itself is measured by bench.py, never here."""
+"""Static shapes and XLA: bounded traces, and the same numbers as one None-dim graph per model.
+Speed itself is measured by bench.py, never here."""
 import numpy as np
 import pytest
 
 import gradients as gradients_module
-from gradients import bucket_length, chunks, exact_shapes, gradients
+from gradients import bucket_length, chunks, class_scores, gradients, none_dim_graphs
 from integrated_gradients import integrated_gradients
 from model import build_model, load_checkpoint, split_at_embedding
 
@@ -21,22 +21,38 @@ def test_buckets_and_chunks():
         [16, 16, 24, 24, 32, 48, 64, 64, 96, 128, 256, 384]
     for n in range(1, 200):
         assert bucket_length(n) >= n and bucket_length(n) <= max(16, 1.5 * n)
-    for total, cap in ((1, 8), (8, 8), (9, 8), (23, 8), (100, 37)):
+    for total, cap in ((1, 8), (8, 8), (9, 8), (23, 8), (100, 37), (3, 64)):
         parts = list(chunks(total, cap))
         assert sum(size for _, size, _ in parts) == total and [s for s, _, _ in parts] == list(range(0, total, cap))
         assert all(size <= rows <= cap for _, size, rows in parts)
-        assert {rows for _, _, rows in parts} <= {cap} | {1 << k for k in range(cap.bit_length())}
+        assert {rows for _, _, rows in parts} <= {cap, max(1, cap // gradients_module.LAST_CHUNK_DIVISOR)}
+
+
+def test_length_groups_follow_each_texts_own_length():
+    split = split_at_embedding(build_model("mean", 20, 2))
+    mask = np.zeros((5, 256), bool)
+    for row, n in enumerate((3, 17, 256, 20, 0)):
+        mask[row, :n] = True
+    mask[4, 40] = True                      # a PAD gap: the last real position counts
+    groups = {length: list(rows) for length, rows in gradients_module.length_groups(split, mask, 256)}
+    assert groups == {16: [0], 24: [1, 3], 48: [4], 256: [2]}
+    other = none_dim_graphs(split)
+    assert [(length, list(rows)) for length, rows in gradients_module.length_groups(other, mask, 256)] == \
+        [(256, [0, 1, 2, 3, 4])]
 
 
 @pytest.mark.parametrize("xla", [True, False])
-def test_static_path_matches_exact_shapes(trained_checkpoint, xla):
+def test_static_path_matches_none_dim_graphs(trained_checkpoint, xla):
+    """Texts of very different lengths in one maxlen-padded batch: each runs at its own bucket
+    (and the 300-column batch is wider than any bucket it needs), same numbers as one None-dim graph."""
     ckpt = load_checkpoint(trained_checkpoint)
-    ids = ckpt.tokenizer.encode(TEXTS, 37)          # padded up to the 48 bucket inside
-    exact = exact_shapes(split_at_embedding(ckpt.model))
-    assert split_at_embedding(ckpt.model).own and not exact.own
+    ids = ckpt.tokenizer.encode(TEXTS + ["房间" * 40], 300)
+    reference_split = none_dim_graphs(split_at_embedding(ckpt.model))
+    assert split_at_embedding(ckpt.model).own and not reference_split.own
     for kwargs in ({"steps": 20, "batch_size": 50}, {"steps": 13}, {"steps": "auto"}):
         ours = integrated_gradients(ckpt.model, ids, xla=xla, **kwargs)
-        reference = integrated_gradients(exact, ids, **kwargs)
+        reference = integrated_gradients(reference_split, ids, **kwargs)
+        assert ours.scores.shape == ids.shape
         assert relative(ours.scores, reference.scores) <= 1e-5
         np.testing.assert_array_equal(ours.steps, reference.steps)
         np.testing.assert_allclose(ours.probs, reference.probs, rtol=1e-5, atol=1e-7)
@@ -44,42 +60,53 @@ def test_static_path_matches_exact_shapes(trained_checkpoint, xla):
         assert np.all(ours.scores[ids == 0] == 0.0)
     for times_input in (True, False):
         ours, reference = gradients(ckpt.model, ids, times_input=times_input, xla=xla), \
-            gradients(exact, ids, times_input=times_input)
+            gradients(reference_split, ids, times_input=times_input)
         assert relative(ours.scores, reference.scores) <= 1e-5
         np.testing.assert_allclose(ours.output, reference.output, rtol=1e-5)
+    np.testing.assert_allclose(class_scores(ckpt.model, ids, xla=xla), ckpt.model.predict(ids, verbose=0),
+                               rtol=1e-5, atol=1e-7)
 
 
-def test_env_switch_turns_xla_off(monkeypatch):
+def test_xla_rule(monkeypatch):
     split = split_at_embedding(build_model("mean", 20, 2))
-    assert gradients_module.use_xla(split, xla=False) is False
-    monkeypatch.setattr(gradients_module, "XLA", False)
-    assert gradients_module.use_xla(split) is False
-    monkeypatch.setattr(gradients_module, "XLA", True)
-    assert gradients_module.use_xla(split) is True and not gradients_module.use_xla(exact_shapes(split))
+    monkeypatch.setattr(gradients_module, "XLA", None)
+    after = gradients_module.XLA_AFTER_CALLS
+    assert not gradients_module.use_xla(split, calls=1) and not gradients_module.use_xla(split, calls=after)
+    assert gradients_module.use_xla(split, calls=after + 1)
+    assert gradients_module.use_xla(split, xla=True, calls=1) and not gradients_module.use_xla(split, xla=False, calls=10 ** 6)
+    monkeypatch.setattr(gradients_module, "XLA", False)       # TIG_XLA=0
+    assert not gradients_module.use_xla(split, calls=10 ** 6)
+    monkeypatch.setattr(gradients_module, "XLA", True)        # TIG_XLA=1
+    assert gradients_module.use_xla(split, calls=1) and not gradients_module.use_xla(none_dim_graphs(split), xla=True)
 
 
-def test_traces_stay_bounded_over_many_calls():
+def traces(model):
+    return {kind: fn.experimental_get_tracing_count()
+            for (key, kind), fn in gradients_module._TRACED.items() if key is model.get_layer("head")}
+
+
+def test_traces_stay_bounded_over_many_calls(monkeypatch):
+    """Many calls with varied lengths, batch sizes and steps: one trace per (bucket, chunk size)
+    and kind, XLA switching on for shapes that ran XLA_AFTER_CALLS times, nothing new on a repeat."""
+    monkeypatch.setattr(gradients_module, "XLA", None)
+    monkeypatch.setattr(gradients_module, "XLA_AFTER_CALLS", 4)
     model = build_model("cnn", 60, 3, embed_dim=16, hidden=16)
     cap = 32
-    calls, lengths = 0, set()
-    for round_ in range(2):
+    lengths = set()
+    for round_ in range(3):
         for length in (3, 9, 16, 17, 22, 30, 31):
             for batch in (1, 2, 5):
                 ids = np.random.default_rng(length).integers(3, 60, (batch, length)).astype(np.int32)
                 ids[0, max(1, length // 2):] = 0
                 integrated_gradients(model, ids, steps=2 + (7 * length + batch) % 37, batch_size=cap)
                 gradients(model, ids)
-                calls += 1
                 lengths.add(bucket_length(length))
-        if round_ == 0:
-            first = {kind: fn.experimental_get_tracing_count()
-                              for (key, kind), fn in gradients_module._TRACED.items() if key is model.get_layer("head")}
-    counts = {kind: fn.experimental_get_tracing_count()
-              for (key, kind), fn in gradients_module._TRACED.items() if key is model.get_layer("head")}
-    # path: one trace per (bucket, chunk size); chunk sizes are cap or a power of two below it
-    sizes = len({cap} | {1 << k for k in range(cap.bit_length())})
-    assert sum(counts.values()) > 0 and len(lengths) == 3
+        if round_ == 1:
+            first = traces(model)
+    counts = traces(model)
+    assert len(lengths) == 3
+    assert {kind[0] for kind in counts} == {"path", "outputs", "gradient"}
+    assert any(kind[2] for kind in counts), "no shape reached XLA_AFTER_CALLS"
     for kind, count in counts.items():
-        assert count <= len(lengths) * sizes, (kind, count)
-    assert counts == first, "a second round of the same shapes traced again"
-    assert sum(counts.values()) < 3 * calls
+        assert count <= len(lengths) * 2, (kind, count)     # two chunk sizes per bucket
+    assert counts == first, "a repeat of the same shapes traced again"
