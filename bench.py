@@ -1,22 +1,21 @@
-"""Benchmark integrated_gradients against its floor and against the original per-alpha loop.
+"""Benchmark integrated_gradients against its floor, the path before static shapes, and the
+original per-alpha loop.
 
     python bench.py --checkpoint checkpoints/hotel --data-dir ../shared/data
     python bench.py --model my_model.keras [--vocab vocab.txt | --tokenizer tokenizer.json] --task hotel
 
-With --model (any Keras 3 classifier, see user_model.py) it prints only IG time, the floor
-and their ratio (texts: the task's test split).
-
-Prints, measured in this one run on the same texts:
-  - IG time for N samples x S steps (default 64 x 50)
-  - the floors: one batched forward+backward pass over the same N*S interpolated inputs, through
-    a None-dim tf.function, traced on the concrete shape, and the same with XLA
-  - IG time / the fastest floor (goal <= 1.2)
-  - before/after throughput (texts/s): IG on the None-dim graphs (exact shapes, no XLA: the path
-    before static shapes, still used for other models) vs IG as it runs now
-  - the speed-up over the original project's way: one model call per sample per alpha
-    (timed on a few samples, per input, and scaled to N*S inputs)
-  - peak memory (RSS) of IG at S steps and at 6*S steps, each in a fresh process
-  - the completeness error of Gauss-Legendre vs the trapezoid rule at S steps
+Prints, measured in this one run on the same N test texts x S steps (default 64 x 50):
+  - IG as it runs now (static shapes; this project's models run each text at the bucket of its own
+    length) with XLA (xla=True, compiled by a warm-up call) and without (xla=False);
+  - before: IG on one None-dim graph at the padded length (gradients.none_dim_graphs, the path
+    every model took before static shapes) and the after/before throughput (goal >= 2);
+  - the floors: one forward+backward over exactly the interpolated inputs IG runs (same lengths,
+    same chunks, built in advance) through a None-dim graph, a static-shape graph, and the same
+    with XLA; IG / the fastest floor (goal <= 1.2);
+  - with --checkpoint also: the original project's loop (one model call per text per alpha, timed on
+    a few texts and scaled), peak memory (RSS) at S and 6*S steps in fresh processes, and the
+    completeness gap of Gauss-Legendre vs the trapezoid rule at S steps.
+The last line is all of it as JSON.
 """
 import os
 
@@ -39,7 +38,7 @@ LOOP_SAMPLES = 2     # the per-alpha loop is slow: time it on this many samples
 
 
 def best_time(fn, repeats=REPEATS):
-    fn()   # warm-up: traces tf.functions
+    fn()   # warm-up: traces (and with XLA compiles) every shape
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -48,12 +47,89 @@ def best_time(fn, repeats=REPEATS):
     return min(times)
 
 
-def load_inputs(args):
-    from cli import resolve_checkpoint
-    from dataset import load_task
-    ckpt = resolve_checkpoint(checkpoint=args.checkpoint)
-    texts = load_task(ckpt.meta["task"], args.data_dir).test.texts[:args.samples]
-    return ckpt, ckpt.tokenizer.encode(texts, ckpt.maxlen)
+def interpolated_chunks(split, inputs, steps):
+    """The (path, context, target) chunks IG runs for these inputs (zero baseline, Gauss-Legendre
+    nodes), built in advance: per length group, x' + a_k (x - x') for every (text, node) pair at
+    the group's length, cut into IG's chunk sizes."""
+    import tensorflow as tf
+    from gradients import chunk_cap, chunks, fit_length, length_groups, pad_rows
+    from integrated_gradients import make_baseline, quadrature
+    x, context, token_ids = split.lookup(inputs)
+    context = np.asarray(context)
+    x0 = make_baseline(split, token_ids, x, "zero")
+    nodes, _ = quadrature("gausslegendre", steps)
+    out = []
+    for length, rows in length_groups(split, context, x.shape[1]):
+        group = [x[rows], x0[rows], context[rows]]
+        if split.own:
+            group = [fit_length(a, length) for a in group]
+        sample, node = np.repeat(np.arange(len(rows)), steps), np.tile(np.arange(steps), len(rows))
+        path = (group[1][sample] + nodes[node, None, None] * (group[0][sample] - group[1][sample])).astype(np.float32)
+        for start, size, padded in chunks(len(path), chunk_cap(length, x.shape[2])):
+            pick = pad_rows(np.arange(start, start + size), padded)
+            out.append((tf.constant(path[pick]), tf.constant(group[2][sample[pick]]), tf.zeros([padded], tf.int32)))
+    return out
+
+
+def time_floors(split, inputs, steps):
+    """Forward+backward over exactly IG's interpolated inputs and chunks, through one None-dim
+    graph, static-shape graphs, and static-shape graphs with XLA: {name: seconds, or None when it
+    cannot run (string ops have no XLA kernels)}."""
+    import tensorflow as tf
+    from gradients import gradient_of_target
+    work = interpolated_chunks(split, inputs, steps)
+    signature = [tf.TensorSpec([None] * len(a.shape), a.dtype) for a in work[0]]
+    graphs = {"none_dims": tf.function(gradient_of_target(split), input_signature=signature),
+              "static": tf.function(gradient_of_target(split)),
+              "xla": tf.function(gradient_of_target(split), jit_compile=True)}
+    times = {}
+    for name, fn in graphs.items():
+        try:
+            times[name] = best_time(lambda: [fn(*chunk)[0].numpy() for chunk in work])
+        except Exception as e:
+            print(f"{name} floor cannot run: {e.__class__.__name__}: {str(e).splitlines()[0][:120]}")
+            times[name] = None
+    return times
+
+
+def time_ig(model, inputs, steps):
+    """IG now (with and without XLA), IG before static shapes, the floors; one dict of numbers."""
+    from gradients import none_dim_graphs
+    from integrated_gradients import integrated_gradients
+    from model import split_at_embedding
+    split = split_at_embedding(model, inputs=inputs)
+    n = len(inputs)
+    r = {"texts": n, "steps": steps, "padded_length": int(np.shape(split.lookup(inputs[:1])[0])[1])}
+    now = {xla: integrated_gradients(model, inputs, steps=steps, xla=xla).scores for xla in (True, False)}
+    r["xla_max_relative_difference"] = float(np.abs(now[True] - now[False]).max() / max(np.abs(now[False]).max(), 1e-30))
+    r["ig_seconds"] = best_time(lambda: integrated_gradients(model, inputs, steps=steps, xla=split.own))
+    r["ig_seconds_without_xla"] = best_time(lambda: integrated_gradients(model, inputs, steps=steps, xla=False))
+    r["before_seconds"] = best_time(lambda: integrated_gradients(none_dim_graphs(split), inputs, steps=steps))
+    r["floors_seconds"] = time_floors(split, inputs, steps)
+    fastest = min(t for t in r["floors_seconds"].values() if t)
+    r.update(texts_per_second=n / r["ig_seconds"], before_texts_per_second=n / r["before_seconds"],
+             after_over_before_throughput=r["before_seconds"] / r["ig_seconds"],
+             ratio_to_fastest_floor=r["ig_seconds"] / fastest, xla=split.own)
+    return r
+
+
+def print_ig(r):
+    n = r["texts"]
+    xla = "with XLA" if r["xla"] else "no XLA (not this project's model)"
+    print(f"integrated_gradients, {xla + ':':34s} {r['ig_seconds']:7.3f} s  ({n / r['ig_seconds']:6.1f} texts/s)")
+    if r["xla"]:
+        print(f"integrated_gradients, {'without XLA:':34s} {r['ig_seconds_without_xla']:7.3f} s  "
+              f"({n / r['ig_seconds_without_xla']:6.1f} texts/s)   XLA vs not: max relative difference "
+              f"{r['xla_max_relative_difference']:.1e}")
+    print(f"before: one None-dim graph, padded length:  {r['before_seconds']:7.3f} s  "
+          f"({r['before_texts_per_second']:6.1f} texts/s)   after/before throughput: "
+          f"{r['after_over_before_throughput']:.2f}x  (goal >= 2)")
+    labels = {"none_dims": "None-dim graph", "static": "static shapes", "xla": "static shapes + XLA"}
+    for name, seconds in r["floors_seconds"].items():
+        if seconds:
+            print(f"floor, IG's inputs and chunks, {labels[name] + ':':25s} {seconds:7.3f} s   "
+                  f"IG / it: {r['ig_seconds'] / seconds:5.2f}")
+    print(f"ratio IG / fastest floor: {r['ratio_to_fastest_floor']:.2f}   (goal <= 1.2)")
 
 
 def per_alpha_loop(model, token_ids, steps):
@@ -78,83 +154,6 @@ def per_alpha_loop(model, token_ids, steps):
             tape.gradient(prob, x)
 
 
-def time_floors(model, inputs, steps):
-    """Forward+backward over exactly the N*S interpolated inputs IG uses (zero baseline; PAD
-    positions keep their embedding), built in advance, timed three ways: through a None-dim
-    traced gradient function in one batch (the old floor), and streamed in IG's chunk size
-    (gradients.chunk_cap) traced on the concrete shapes, without and with XLA (jit_compile).
-    Returns ({name: seconds or None if it cannot run}, max relative difference
-    of the XLA gradients from the None-dims ones)."""
-    import tensorflow as tf
-    from gradients import bucket_length, chunk_cap, target_gradient_fn, tile_batch
-    from integrated_gradients import quadrature
-    from model import split_at_embedding
-    split = split_at_embedding(model, inputs=inputs)
-    x, context, token_ids = split.lookup(inputs)
-    x0 = np.where((token_ids == 0)[..., None], x, 0).astype(np.float32)
-    nodes, _ = quadrature("gausslegendre", steps)
-    path = tf.constant(np.concatenate([x0 + a * (x - x0) for a in nodes]), tf.float32)
-    path_context = tile_batch(tf.constant(np.asarray(context)), steps)
-    target = tf.zeros([len(path)], tf.int32)
-    grad_fn = target_gradient_fn(split)
-    times = {"none_dims": best_time(lambda: grad_fn(path, path_context, target)[0].numpy())}
-    reference = grad_fn(path, path_context, target)[0].numpy()
-    xla_error = None
-    for name, jit in (("static", False), ("xla", True)):
-        @tf.function(jit_compile=jit)     # no input_signature: traced on these concrete shapes
-        def fn(embeddings, context, target):
-            with tf.GradientTape() as tape:
-                tape.watch(embeddings)
-                selected = tf.gather(split.head(embeddings, context), target, axis=1, batch_dims=1)
-            return tape.gradient(selected, embeddings)
-        cap = chunk_cap(bucket_length(path.shape[1]), path.shape[2])
-
-        def streamed():
-            return np.concatenate([fn(path[s:s + cap], path_context[s:s + cap], target[s:s + cap]).numpy()
-                                   for s in range(0, len(path), cap)])
-        try:
-            times[name] = best_time(streamed)
-        except Exception as e:        # e.g. string ops have no XLA kernel
-            print(f"{name} floor cannot run: {e.__class__.__name__}: {str(e).splitlines()[0][:120]}")
-            times[name] = None
-            continue
-        if jit:
-            got = streamed()
-            xla_error = float(np.abs(got - reference).max() / max(np.abs(reference).max(), 1e-30))
-    return times, xla_error
-
-
-def print_floors(ig_time, floors, xla_error):
-    fastest = min(t for t in floors.values() if t)
-    for name, label in (("none_dims", "None-dim tf.function, as IG"), ("static", "static, IG's chunks"), ("xla", "static + XLA, IG's chunks")):
-        if floors.get(name):
-            print(f"floor, {label + ':':28s} {floors[name]:8.3f} s   IG / it: {ig_time / floors[name]:5.2f}")
-    print(f"ratio IG / fastest floor:    {ig_time / fastest:8.2f}   (goal <= 1.2)")
-    if xla_error is not None:
-        print(f"XLA gradients vs non-XLA: max relative difference {xla_error:.1e}")
-    return fastest
-
-
-def bench_user_model(args):
-    """IG time / floor for a user's .keras model (goal <= 1.2)."""
-    from dataset import load_task
-    from integrated_gradients import integrated_gradients
-    from user_model import load_user_model
-    ckpt = load_user_model(args.model, vocab=args.vocab, tokenizer=args.tokenizer, maxlen=args.maxlen)
-    texts = load_task(args.task, args.data_dir).test.texts[:args.samples]
-    inputs = ckpt.tokenizer.encode(texts, ckpt.maxlen)
-    n, steps = len(texts), args.steps
-    print(f"model {args.model} ({ckpt.meta['input']} input, {ckpt.meta['output_kind']} output), {n} {args.task} "
-          f"test texts x {steps} steps = {n * steps} interpolated inputs, {os.cpu_count()} CPU cores")
-    ig_time = best_time(lambda: integrated_gradients(ckpt.model, inputs, steps=steps))
-    floors, xla_error = time_floors(ckpt.model, inputs, steps)
-    print(f"integrated_gradients:        {ig_time:8.3f} s   ({n / ig_time:.1f} texts/s)")
-    fastest = print_floors(ig_time, floors, xla_error)
-    print(json.dumps({"model": args.model, "ig_seconds": ig_time, "floor_seconds": floors,
-                      "ratio_to_floor": ig_time / floors["none_dims"], "ratio_to_fastest_floor": ig_time / fastest,
-                      "xla_max_relative_difference": xla_error}))
-
-
 def peak_rss_mb():
     """This process's peak resident memory (VmHWM; unlike ru_maxrss it is not inherited over exec)."""
     with open("/proc/self/status") as f:
@@ -162,6 +161,14 @@ def peak_rss_mb():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_inputs(args):
+    from cli import resolve_checkpoint
+    from dataset import load_task
+    ckpt = resolve_checkpoint(checkpoint=args.checkpoint)
+    texts = load_task(ckpt.meta["task"], args.data_dir).test.texts[:args.samples]
+    return ckpt, ckpt.tokenizer.encode(texts, ckpt.maxlen)
 
 
 def child_memory(args):
@@ -172,6 +179,40 @@ def child_memory(args):
     before = peak_rss_mb()
     integrated_gradients(ckpt.model, ids, steps=args.steps)
     print(json.dumps({"rss_before_mb": before, "rss_peak_mb": peak_rss_mb()}))
+
+
+def checkpoint_extras(args, ckpt, ids):
+    """The per-alpha loop, memory at S and 6*S steps, and the quadrature rules' completeness gaps."""
+    from integrated_gradients import integrated_gradients
+    n, steps = len(ids), args.steps
+    loop_ids = ids[:LOOP_SAMPLES]
+    loop_time = best_time(lambda: per_alpha_loop(ckpt.model, loop_ids, steps), repeats=1)
+
+    def median_gap(method):
+        a = integrated_gradients(ckpt.model, ids, steps=steps, method=method)
+        return float(np.median(np.abs(a.delta) / np.abs(a.output - a.baseline_output)))
+
+    memory = {}
+    for s in (steps, 6 * steps):
+        out = subprocess.run([sys.executable, __file__, "--child-memory", "--checkpoint", args.checkpoint,
+                              "--samples", str(n), "--steps", str(s)] +
+                             (["--data-dir", args.data_dir] if args.data_dir else []),
+                             capture_output=True, text=True, check=True)
+        memory[s] = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"per_alpha_loop_seconds_scaled": loop_time / (len(loop_ids) * steps) * n * steps,
+            "median_relative_gap": {m: median_gap(m) for m in ("gausslegendre", "trapezoid")},
+            "peak_rss_mb": {str(s): round(m["rss_peak_mb"]) for s, m in memory.items()},
+            "rss_after_load_mb": {str(s): round(m["rss_before_mb"]) for s, m in memory.items()}}
+
+
+def print_extras(r):
+    print(f"per-alpha loop (scaled from {LOOP_SAMPLES} texts): {r['per_alpha_loop_seconds_scaled']:8.1f} s   "
+          f"speed-up: {r['speedup_over_per_alpha_loop']:.0f}x")
+    for s, peak in r["peak_rss_mb"].items():
+        print(f"peak RSS at {s:>4s} steps: {peak:6d} MB  (after loading: {r['rss_after_load_mb'][s]} MB)")
+    gaps = r["median_relative_gap"]
+    print(f"median |delta| / |F(x)-F(x')| at {r['steps']} steps: Gauss-Legendre {gaps['gausslegendre']:.2%}, "
+          f"trapezoid {gaps['trapezoid']:.2%}")
 
 
 def main():
@@ -197,62 +238,22 @@ def main():
         p.error(f"argument --steps: must be at most {MAX_STEPS // 6} (memory is also measured at 6x)")
 
     if args.model:
-        return bench_user_model(args)
-    from gradients import XLA, exact_shapes
-    from integrated_gradients import integrated_gradients
-    from model import split_at_embedding
-    ckpt, ids = load_inputs(args)
-    n, steps = len(ids), args.steps
-    inputs = n * steps
-    print(f"checkpoint {args.checkpoint} ({ckpt.meta.get('arch')}), {n} samples x {steps} steps = {inputs} "
-          f"interpolated inputs of length {ids.shape[1]}, {os.cpu_count()} CPU cores")
-
-    ig_time = best_time(lambda: integrated_gradients(ckpt.model, ids, steps=steps))
-    old_time = best_time(lambda: integrated_gradients(exact_shapes(split_at_embedding(ckpt.model)), ids, steps=steps))
-
-    floors, xla_error = time_floors(ckpt.model, ids, steps)
-    floor_time = floors["none_dims"]
-    fastest = min(t for t in floors.values() if t)
-
-    loop_ids = ids[:LOOP_SAMPLES]
-    loop_time = best_time(lambda: per_alpha_loop(ckpt.model, loop_ids, steps), repeats=1)
-    loop_scaled = loop_time / (len(loop_ids) * steps) * inputs
-
-    def median_gap(method):
-        a = integrated_gradients(ckpt.model, ids, steps=steps, method=method)
-        return float(np.median(np.abs(a.delta) / np.abs(a.output - a.baseline_output)))
-    gaps = {method: median_gap(method) for method in ("gausslegendre", "trapezoid")}
-
-    memory = {}
-    for s in (steps, 6 * steps):
-        out = subprocess.run([sys.executable, __file__, "--child-memory", "--checkpoint", args.checkpoint,
-                              "--samples", str(n), "--steps", str(s)] +
-                             (["--data-dir", args.data_dir] if args.data_dir else []),
-                             capture_output=True, text=True, check=True)
-        memory[s] = json.loads(out.stdout.strip().splitlines()[-1])
-
-    results = {
-        "ig_seconds": ig_time, "floor_seconds": floor_time, "ratio_to_floor": ig_time / floor_time,
-        "floors_seconds": floors, "ratio_to_fastest_floor": ig_time / fastest, "xla_max_relative_difference": xla_error,
-        "texts_per_second": n / ig_time, "old_path_seconds": old_time, "old_path_texts_per_second": n / old_time,
-        "speedup_over_old_path": old_time / ig_time, "xla": XLA,
-        "per_alpha_loop_seconds_scaled": loop_scaled, "speedup_over_per_alpha_loop": loop_scaled / ig_time,
-        "peak_rss_mb": {str(s): round(m["rss_peak_mb"]) for s, m in memory.items()},
-        "rss_after_load_mb": {str(s): round(m["rss_before_mb"]) for s, m in memory.items()},
-        "median_relative_gap": gaps,
-    }
-    print(f"integrated_gradients:        {ig_time:8.3f} s   ({n / ig_time:.1f} texts/s; static shapes, XLA {'on' if XLA else 'off (TIG_XLA=0)'})")
-    print(f"before: None-dim graphs:     {old_time:8.3f} s   ({n / old_time:.1f} texts/s)   after/before throughput: "
-          f"{old_time / ig_time:.2f}x  (goal >= 2)")
-    print(f"floor (one fwd+bwd batch):   {floor_time:8.3f} s")
-    print(f"ratio IG / floor:            {ig_time / floor_time:8.2f}")
-    print_floors(ig_time, floors, xla_error)
-    print(f"per-alpha loop (scaled from {len(loop_ids)} samples): {loop_scaled:8.1f} s")
-    print(f"speed-up over per-alpha loop: {loop_scaled / ig_time:7.0f}x  (goal >= 500x)")
-    for s, m in memory.items():
-        print(f"peak RSS at {s:4d} steps:       {m['rss_peak_mb']:8.0f} MB  (after loading: {m['rss_before_mb']:.0f} MB)")
-    print(f"median |delta| / |F(x)-F(x')| at {steps} steps: Gauss-Legendre {gaps['gausslegendre']:.2%}, "
-          f"trapezoid {gaps['trapezoid']:.2%} ({gaps['trapezoid'] / gaps['gausslegendre']:.0f}x larger)")
+        from dataset import load_task
+        from user_model import load_user_model
+        ckpt = load_user_model(args.model, vocab=args.vocab, tokenizer=args.tokenizer, maxlen=args.maxlen)
+        inputs = ckpt.tokenizer.encode(load_task(args.task, args.data_dir).test.texts[:args.samples], ckpt.maxlen)
+        name = f"model {args.model} ({ckpt.meta['input']} input, {ckpt.meta['output_kind']} output)"
+    else:
+        ckpt, inputs = load_inputs(args)
+        name = f"checkpoint {args.checkpoint} ({ckpt.meta.get('arch')})"
+    print(f"{name}: {len(inputs)} test texts x {args.steps} steps = {len(inputs) * args.steps} interpolated "
+          f"inputs, {os.cpu_count()} CPU cores")
+    results = {"source": args.model or args.checkpoint, **time_ig(ckpt.model, inputs, args.steps)}
+    print_ig(results)
+    if not args.model:
+        results.update(checkpoint_extras(args, ckpt, inputs))
+        results["speedup_over_per_alpha_loop"] = results["per_alpha_loop_seconds_scaled"] / results["ig_seconds"]
+        print_extras(results)
     print(json.dumps(results))
 
 

@@ -38,7 +38,6 @@ STEPS = 50
 METHODS = ("ig", "gradxinput", "saliency", "random")   # render.METHOD_TITLES; "grad" = gradxinput
 BASELINES = ("zero", "pad", "unk", "mask")
 REMOVALS = ("delete", "pad", "unk")
-PREDICT_BATCH = 1024
 EXPLAIN_BATCH = 64
 
 
@@ -233,7 +232,7 @@ def main(argv=None):
     args = parse_args(argv)
     import time
     from cli import UserError, atomic_write, prepare_output_dir, resolve_explainable
-    from embedding_split import as_classes
+    from gradients import class_scores
     from dataset import load_task
     ckpt = resolve_explainable(args)
     if ckpt.meta.get("input") == "strings":
@@ -252,9 +251,8 @@ def main(argv=None):
     token_ids = ckpt.tokenizer.encode(test.texts[:args.n], ckpt.maxlen)
     start = time.time()
 
-    def predict(ids):
-        outputs = ckpt.model.predict(ids, batch_size=PREDICT_BATCH, verbose=0)
-        return as_classes(outputs, ckpt.meta.get("output_kind", "softmax")).numpy()
+    def predict(ids):     # the explanations' own static-shape graphs (no retracing per batch)
+        return class_scores(ckpt.model, ids, layer=ckpt.meta.get("layer"))
 
     probs = predict(token_ids)
     target = probs.argmax(-1)

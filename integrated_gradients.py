@@ -84,41 +84,49 @@ def make_baseline(split, token_ids, embeddings, baseline):
     return np.where((token_ids == PAD_ID)[..., None], embeddings, x0).astype(np.float32)
 
 
-def weighted_path_gradient(split):
-    """(x, x0 [C,L,D], context, target, nodes, weights [C]) -> w_k dF_t(x'+a_k(x-x'))/dx [C,L,D]:
-    one (sample, node) pair per row; the body of the integration graphs (gradients.function_for)."""
+def integrated_chunk(split):
+    """The body of the integration graphs (gradients.function_for): for `slots` texts
+    x, x0 [K,L,D], context [K,...], target [K] and C (text, node) pairs given by slot [C], nodes
+    a_k [C] and weights w_k [C] (0 for padding pairs), sum_k w_k dF_t(x'+a_k(x-x'))/dx per text
+    [K,L,D]. The gathers, the path and the per-text sums are fused into the same graph."""
     gradient = gradient_of_target(split)
 
-    def fn(x, x0, context, target, nodes, weights):
-        grads, _ = gradient(x0 + nodes[:, None, None] * (x - x0), context, target)
-        return weights[:, None, None] * grads
+    def fn(x, x0, context, target, slot, nodes, weights):
+        x, x0 = tf.gather(x, slot), tf.gather(x0, slot)
+        grads, _ = gradient(x0 + nodes[:, None, None] * (x - x0), tf.gather(context, slot), tf.gather(target, slot))
+        return tf.math.unsorted_segment_sum(weights[:, None, None] * grads, slot, tf.shape(target)[0])
     return fn
+
+
+def slots_for(rows, steps):
+    """Texts one chunk of `rows` (text, node) pairs can touch (sample-major), rounded up to a power
+    of two so few shapes are traced: (rows - 1) // steps + 2 at most."""
+    return 1 << ((rows - 1) // steps + 1).bit_length()
 
 
 def integrate_path(split, x, x0, context, target, nodes, weights, batch_size=None, xla=None):
     """sum_k w_k dF_t(x'+a_k(x-x'))/dx [B,L,D]. Per length group (gradients.length_groups) the
-    B x S (sample, node) pairs, sample-major, stream through one static graph in chunks of a fixed
-    size, each chunk's rows summed back into their samples; memory stays flat in S."""
+    B x S (text, node) pairs, sample-major, stream through one static graph in chunks of a fixed
+    number of pairs; memory stays flat in S."""
     batch, length, dim = x.shape
     steps = len(nodes)
-    nodes, weights = tf.constant(nodes, tf.float32), tf.constant(weights, tf.float32)
+    nodes, weights = nodes.astype(np.float32), weights.astype(np.float32)
     total = np.zeros_like(x)
     for run_length, rows in length_groups(split, context, length):
-        group = [x[rows], x0[rows], np.asarray(context)[rows]]
+        group = [x[rows], x0[rows], np.asarray(context)[rows], target[rows]]
         if split.own and not split.none_dims:
-            group = [fit_length(a, run_length) for a in group]
-        # gathers and per-sample sums run as TF ops (multi-threaded, one copy) on tensors made once
-        gx, gx0, gcontext, gtarget = (tf.constant(a) for a in (*group, target[rows]))
+            group[:3] = [fit_length(a, run_length) for a in group[:3]]
         keep = min(length, run_length)
         for start, size, padded in chunks(len(rows) * steps, chunk_cap(run_length, dim, batch_size)):
-            pair = pad_rows(np.arange(start, start + size), padded)
-            sample, node = pair // steps, pair % steps
-            args = [tf.gather(gx, sample), tf.gather(gx0, sample), tf.gather(gcontext, sample),
-                    tf.gather(gtarget, sample), tf.gather(nodes, node), tf.gather(weights, node)]
-            out = function_for(split, "path", weighted_path_gradient, args, xla)(*args)
-            local = sample[:size] - sample[0]                          # sample-major: 0, 0, .., 1, 1, ..
-            summed = tf.math.segment_sum(out[:size], local).numpy()
-            total[rows[sample[0]:sample[0] + local[-1] + 1], :keep] += summed[:, :keep]
+            pair = np.arange(start, start + padded)
+            first, slots = pair[0] // steps, slots_for(padded, steps)
+            slot = np.minimum(pair // steps - first, slots - 1).astype(np.int32)
+            pair_weights = np.where(np.arange(padded) < size, weights[pair % steps], 0).astype(np.float32)
+            args = [tf.constant(pad_rows(a[first:first + slots], slots)) for a in group] + [
+                tf.constant(slot), tf.constant(nodes[pair % steps]), tf.constant(pair_weights)]
+            out = function_for(split, "path", integrated_chunk, args, xla)(*args).numpy()
+            texts = min(slots, len(rows) - first)
+            total[rows[first:first + texts], :keep] += out[:texts, :keep]
     return total
 
 

@@ -115,9 +115,8 @@ def run_methods(ckpt, texts, methods, *, labels=None, target=None, progress=True
 
 def predict_probabilities(ckpt, texts):
     """Class scores [N, C] for texts: one sigmoid unit p becomes [1 - p, p]."""
-    from embedding_split import as_classes
-    outputs = ckpt.model.predict(ckpt.tokenizer.encode(texts, ckpt.maxlen), verbose=0)
-    return as_classes(outputs, ckpt.meta.get("output_kind", "softmax")).numpy()
+    from gradients import class_scores
+    return class_scores(ckpt.model, ckpt.tokenizer.encode(texts, ckpt.maxlen), layer=ckpt.meta.get("layer"))
 
 
 def pick_samples(ckpt, task, data_dir, n, errors=False, max_chars=None, balanced=False):

@@ -95,6 +95,7 @@ def test_bench_runs_and_reports_every_number(tiny_checkpoints, data_dir):
                  "--steps", "4")
     assert result.returncode == 0, result.stderr
     numbers = json.loads(result.stdout.strip().splitlines()[-1])
-    assert numbers["ratio_to_floor"] > 0 and numbers["speedup_over_per_alpha_loop"] > 0
+    assert numbers["ratio_to_fastest_floor"] > 0 and numbers["speedup_over_per_alpha_loop"] > 0
+    assert numbers["after_over_before_throughput"] > 0 and numbers["xla_max_relative_difference"] <= 1e-5
     assert set(numbers["peak_rss_mb"]) == {"4", "24"}
     assert set(numbers["median_relative_gap"]) == {"gausslegendre", "trapezoid"}

@@ -5,7 +5,7 @@ import pytest
 
 import gradients as gradients_module
 from gradients import bucket_length, chunks, class_scores, gradients, none_dim_graphs
-from integrated_gradients import integrated_gradients
+from integrated_gradients import integrated_gradients, slots_for
 from model import build_model, load_checkpoint, split_at_embedding
 
 TEXTS = ["房间很干净，服务很好，值得推荐", "前台态度很差，再也不来了", "位置不错但是早餐很差", "好",
@@ -87,18 +87,21 @@ def traces(model):
 
 def test_traces_stay_bounded_over_many_calls(monkeypatch):
     """Many calls with varied lengths, batch sizes and steps: one trace per (bucket, chunk size)
-    and kind, XLA switching on for shapes that ran XLA_AFTER_CALLS times, nothing new on a repeat."""
+    and kind (for IG also per number of texts a chunk can touch, a power of two), XLA switching
+    on for shapes that ran XLA_AFTER_CALLS times, nothing new on a repeat."""
     monkeypatch.setattr(gradients_module, "XLA", None)
     monkeypatch.setattr(gradients_module, "XLA_AFTER_CALLS", 4)
     model = build_model("cnn", 60, 3, embed_dim=16, hidden=16)
     cap = 32
-    lengths = set()
+    lengths, steps_used = set(), set()
     for round_ in range(3):
         for length in (3, 9, 16, 17, 22, 30, 31):
             for batch in (1, 2, 5):
                 ids = np.random.default_rng(length).integers(3, 60, (batch, length)).astype(np.int32)
                 ids[0, max(1, length // 2):] = 0
-                integrated_gradients(model, ids, steps=2 + (7 * length + batch) % 37, batch_size=cap)
+                steps = 2 + (7 * length + batch) % 37
+                integrated_gradients(model, ids, steps=steps, batch_size=cap)
+                steps_used.add(steps)
                 gradients(model, ids)
                 lengths.add(bucket_length(length))
         if round_ == 1:
@@ -107,6 +110,9 @@ def test_traces_stay_bounded_over_many_calls(monkeypatch):
     assert len(lengths) == 3
     assert {kind[0] for kind in counts} == {"path", "outputs", "gradient"}
     assert any(kind[2] for kind in counts), "no shape reached XLA_AFTER_CALLS"
+    sizes = (cap, cap // gradients_module.LAST_CHUNK_DIVISOR)
+    path_shapes = {(rows, slots_for(rows, steps)) for rows in sizes for steps in steps_used}
+    assert len(path_shapes) < len(sizes) * len(steps_used) / 2
     for kind, count in counts.items():
-        assert count <= len(lengths) * 2, (kind, count)     # two chunk sizes per bucket
+        assert count <= len(lengths) * (len(path_shapes) if kind[0] == "path" else len(sizes)), (kind, count)
     assert counts == first, "a repeat of the same shapes traced again"
