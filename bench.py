@@ -7,8 +7,8 @@ original per-alpha loop.
 Prints, measured in this one run on the same N test texts x S steps (default 64 x 50):
   - IG as it runs now (static shapes; this project's models run each text at the bucket of its own
     length) with XLA (xla=True, compiled by a warm-up call) and without (xla=False);
-  - before: IG on one None-dim graph at the padded length (gradients.none_dim_graphs, the path
-    every model took before static shapes) and the after/before throughput (goal >= 2);
+  - before: IG on one None-dim graph at the padded length in 32 MB chunks (gradients.none_dim_graphs,
+    the path every model took before static shapes) and the after/before throughput (goal >= 2);
   - the floors: one forward+backward over exactly the interpolated inputs IG runs (same lengths,
     same chunks, built in advance) through a None-dim graph, a static-shape graph, and the same
     with XLA; IG / the fastest floor (goal <= 1.2);
@@ -35,6 +35,7 @@ SAMPLES = 64
 STEPS = 50
 REPEATS = 3
 LOOP_SAMPLES = 2     # the per-alpha loop is slow: time it on this many samples
+BEFORE_FLOATS_PER_CHUNK = 1 << 23   # the default chunk before static shapes: 32 MB of embeddings
 
 
 def best_time(fn, repeats=REPEATS):
@@ -104,7 +105,9 @@ def time_ig(model, inputs, steps):
     r["xla_max_relative_difference"] = float(np.abs(now[True] - now[False]).max() / max(np.abs(now[False]).max(), 1e-30))
     r["ig_seconds"] = best_time(lambda: integrated_gradients(model, inputs, steps=steps, xla=split.own))
     r["ig_seconds_without_xla"] = best_time(lambda: integrated_gradients(model, inputs, steps=steps, xla=False))
-    r["before_seconds"] = best_time(lambda: integrated_gradients(none_dim_graphs(split), inputs, steps=steps))
+    before_chunk = max(1, BEFORE_FLOATS_PER_CHUNK // int(np.prod(split.lookup(inputs[:1])[0].shape[1:])))
+    r["before_seconds"] = best_time(lambda: integrated_gradients(none_dim_graphs(split), inputs, steps=steps,
+                                                                 batch_size=before_chunk))
     r["floors_seconds"] = time_floors(split, inputs, steps)
     fastest = min(t for t in r["floors_seconds"].values() if t)
     r.update(texts_per_second=n / r["ig_seconds"], before_texts_per_second=n / r["before_seconds"],

@@ -22,9 +22,11 @@ from model import split_at_embedding
 
 REDUCTIONS = ("sum", "l2")
 COMPLETENESS_TOLERANCE = 0.01   # an IG explanation is "complete" when |delta| <= 1% of |F(x) - F(x')|
-# default budget: embedding floats per forward/backward chunk (8 MB: 64 inputs at L=256, D=128):
-# hotel IG 64x50 measured 4.2 s at 64 rows per chunk vs 5.3 s at 256 with XLA (same run and inputs)
-FLOATS_PER_CHUNK = 1 << 21
+# rows (interpolated inputs) per forward/backward chunk: IG 64 texts x 50 steps with XLA measured
+# fastest near 128 rows on the hotel, weibo and THUCNews char-CNNs (bench.py's chunk sizes 64..2048,
+# one run each); long texts are capped at FLOATS_PER_CHUNK embedding floats (32 MB) per chunk
+CHUNK_ROWS = 128
+FLOATS_PER_CHUNK = 1 << 23
 
 
 @dataclass
@@ -181,8 +183,8 @@ def fit_length(array, length):
 
 
 def chunk_cap(length, dim, batch_size=None):
-    """Rows per static chunk: batch_size if given, else as many as fit FLOATS_PER_CHUNK."""
-    return max(1, int(batch_size) if batch_size else FLOATS_PER_CHUNK // (length * dim))
+    """Rows per static chunk: batch_size if given, else CHUNK_ROWS within FLOATS_PER_CHUNK."""
+    return max(1, int(batch_size) if batch_size else min(CHUNK_ROWS, FLOATS_PER_CHUNK // (length * dim)))
 
 
 def chunks(total, cap):

@@ -149,7 +149,7 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
     method: "gausslegendre" (default: far smaller completeness error for the same steps),
         or the Riemann rules "left", "right", "middle", "trapezoid".
     batch_size: at most this many interpolated inputs per forward/backward pass
-        (default: as many as fit in 32 MB of interpolated embeddings; measured as fast as larger).
+        (default: gradients.CHUNK_ROWS = 128, fewer for texts whose chunk would exceed 32 MB).
     reduce: "sum" over the embedding axis (signed, sums to F(x) - F(x')) or "l2" (unsigned
         norm per token, the original project's view; completeness does not hold for it).
     vocabulary: id -> token list for Attribution.tokens (default: the model's TextVectorization's).
