@@ -70,20 +70,56 @@ def data_dir(tmp_path_factory):
     return write_fixture_data(str(tmp_path_factory.mktemp("data")))
 
 
-def train_tiny(out, data_dir, arch="cnn", task="hotel", epochs=8, extra=()):
-    import train
-    args = ["--task", task, "--data-dir", data_dir, "--out", out, "--arch", arch, "--epochs", str(epochs),
+def tiny_args(out, data_dir, arch="cnn", task="hotel", epochs=8, extra=()):
+    return ["--task", task, "--data-dir", data_dir, "--out", out, "--arch", arch, "--epochs", str(epochs),
             "--batch-size", "16", "--maxlen", "24", "--min-freq", "1", "--verbose", "0", "--patience", "8",
             *extra]
-    return train.main(args)
+
+
+def train_tiny(out, data_dir, arch="cnn", task="hotel", epochs=8, extra=()):
+    import train
+    return train.main(tiny_args(out, data_dir, arch, task, epochs, extra))
+
+
+# trained in a second process while this one trains the other architectures: the two cores share
+# the fixture's work (the transformer alone is about a third of it)
+IN_SECOND_PROCESS = ("transformer", "mean")
+SECOND_PROCESS = """
+import json, sys
+sys.path.insert(0, {root!r})
+from cli import quiet_tensorflow
+quiet_tensorflow()
+import train
+for args in json.loads(sys.argv[1]):
+    train.main(args)
+"""
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory, data_dir):
     """One tiny trained hotel-format checkpoint per architecture, from our own sentences."""
-    from model import ARCHS
+    import json
+    import subprocess
+    from model import ARCHS, load_checkpoint
     root = tmp_path_factory.mktemp("ckpt")
-    return {arch: train_tiny(str(root / arch), data_dir, arch)[0] for arch in ARCHS}
+    paths = {arch: str(root / arch) for arch in ARCHS}
+    second = subprocess.Popen(
+        [sys.executable, "-c", SECOND_PROCESS.format(root=ROOT),
+         json.dumps([tiny_args(paths[arch], data_dir, arch) for arch in IN_SECOND_PROCESS])],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        for arch in ARCHS:
+            if arch not in IN_SECOND_PROCESS:
+                train_tiny(paths[arch], data_dir, arch)
+        _, err = second.communicate(timeout=600)
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert second.returncode == 0, err[-2000:]
+    for arch in IN_SECOND_PROCESS:
+        assert load_checkpoint(paths[arch]).meta["arch"] == arch
+    return paths
 
 
 @pytest.fixture(scope="session")

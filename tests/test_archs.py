@@ -1,12 +1,11 @@
 """The fasttext and transformer architectures, --init-from, and the real-fastText comparison."""
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, train_tiny
+from conftest import train_tiny
 from gradients import gradients
 from integrated_gradients import integrated_gradients, quadrature
 from model import CheckpointError, HashedNgramEmbedding, build_model, init_from_checkpoint, load_checkpoint
@@ -137,15 +136,16 @@ def test_init_from_maps_shared_characters(tiny_checkpoints, data_dir, tmp_path):
     assert moods.meta["init_from"] == tiny_checkpoints["cnn"] and len(moods.classes) == 4
 
 
-def test_init_from_refuses_an_incompatible_checkpoint(tiny_checkpoints, data_dir):
+def test_init_from_refuses_an_incompatible_checkpoint(tiny_checkpoints, data_dir, capsys):
     tokenizer = load_checkpoint(tiny_checkpoints["cnn"]).tokenizer
     model = build_model("transformer", len(tokenizer), 2)
     with pytest.raises(CheckpointError, match="architecture 'cnn' does not match") as error:
         init_from_checkpoint(model, tokenizer, tiny_checkpoints["cnn"], ["negative", "positive"])
     assert "\n" not in str(error.value)
-    result = subprocess.run([sys.executable, "train.py", "--task", "hotel", "--data-dir", data_dir, "--arch", "mean",
-                             "--init-from", tiny_checkpoints["cnn"], "--epochs", "1", "--out", "/nonexistent/x"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    import train
+    from test_cli import in_process
+    result = in_process(capsys, train.main, "--task", "hotel", "--data-dir", data_dir, "--arch", "mean",
+                        "--init-from", tiny_checkpoints["cnn"], "--epochs", "1", "--out", "/nonexistent/x")
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: cannot initialise from"), result.stderr
 

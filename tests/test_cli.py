@@ -15,6 +15,34 @@ def run(*args, env=None):
                           timeout=300)
 
 
+class in_process:
+    """Run a script's main() in this process, exactly as its __main__ does (through cli.run), and
+    capture its exit status, stdout and stderr: the same checks as on `run`, without starting Python
+    and TensorFlow again. Each CLI keeps at least one test through `run` for its real __main__ path."""
+
+    def __init__(self, capsys, main, *args):
+        import cli
+        capsys.readouterr()                  # only what this run prints
+        saved, sys.argv = sys.argv, ["prog", *args]
+        try:
+            cli.run(main)
+            code = 0
+        except SystemExit as stop:
+            code = stop.code
+        finally:
+            sys.argv = saved
+        captured = capsys.readouterr()
+        self.stdout, self.stderr = captured.out, captured.err
+        if isinstance(code, str):      # sys.exit("error: ...") prints it and exits 1
+            code, self.stderr = 1, self.stderr + code + "\n"
+        self.returncode = 0 if code is None else code
+
+    def expect(self, fragment, status):
+        assert self.returncode == status, (self.returncode, self.stderr)
+        assert "Traceback" not in self.stderr and fragment in self.stderr, self.stderr
+        assert len([line for line in self.stderr.splitlines() if line.strip()]) == 1, self.stderr
+
+
 def assert_clean_failure(result, *fragments):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
@@ -24,19 +52,22 @@ def assert_clean_failure(result, *fragments):
         assert fragment in result.stderr, result.stderr
 
 
-def test_unknown_task():
-    assert_clean_failure(run("train.py", "--task", "tweets"), "unknown task 'tweets'")
+def test_unknown_task(capsys):
+    import train
+    assert_clean_failure(in_process(capsys, train.main, "--task", "tweets"), "unknown task 'tweets'")
 
 
-def test_missing_data_file(tmp_path):
-    result = run("train.py", "--task", "weibo", "--data-dir", str(tmp_path))
+def test_missing_data_file(tmp_path, capsys):
+    import train
+    result = in_process(capsys, train.main, "--task", "weibo", "--data-dir", str(tmp_path))
     assert_clean_failure(result, "weibo_senti_100k.csv", "not found")
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_bad_label_row(tmp_path):
+def test_bad_label_row(tmp_path, capsys):
+    import train
     write_csv(tmp_path / "simplifyweibo_4_moods.csv", [(0, "开心"), (7, "难过")])
-    result = run("train.py", "--task", "moods", "--data-dir", str(tmp_path))
+    result = in_process(capsys, train.main, "--task", "moods", "--data-dir", str(tmp_path))
     assert_clean_failure(result, "line 3", "label '7'")
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -53,27 +84,30 @@ def test_train_cli_end_to_end(data_dir, tmp_path):
     assert "oneDNN" not in result.stderr and "absl" not in result.stderr
 
 
-def test_word_level_model_trains_and_explains(data_dir, tmp_path):
+def test_word_level_model_trains_and_explains(data_dir, tmp_path, capsys):
+    import train
+    import visualize
     out = tmp_path / "word"
-    result = run("train.py", "--task", "hotel", "--data-dir", data_dir, "--out", str(out), "--word", "--epochs", "3",
-                 "--maxlen", "12", "--min-freq", "1", "--verbose", "0")
+    result = in_process(capsys, train.main, "--task", "hotel", "--data-dir", data_dir, "--out", str(out), "--word",
+                        "--epochs", "3", "--maxlen", "12", "--min-freq", "1", "--verbose", "0")
     assert result.returncode == 0, result.stderr
-    result = run("visualize.py", "--checkpoint", str(out), "--text", "房间很干净", "--format", "md",
-                 "--out", str(tmp_path / "vis"))
+    result = in_process(capsys, visualize.main, "--checkpoint", str(out), "--text", "房间很干净", "--format", "md",
+                        "--out", str(tmp_path / "vis"))
     assert result.returncode == 0, result.stderr
     md = (tmp_path / "vis" / "explanations.md").read_text(encoding="utf-8")
     assert ">房间</font>" in md          # one span per jieba word
 
 
-def test_visualize_misclassified_samples(tiny_checkpoints, data_dir, tmp_path):
+def test_visualize_misclassified_samples(tiny_checkpoints, data_dir, tmp_path, capsys):
+    import visualize
     # the same texts with every label flipped: the model now "misclassifies" every test text
     flipped = tmp_path / "flipped"
     flipped.mkdir()
     with open(os.path.join(data_dir, "ChnSentiCorp_htl_all.csv"), encoding="utf-8") as f:
         rows = [line.rstrip("\n").split(",", 1) for line in f][1:]
     write_csv(flipped / "ChnSentiCorp_htl_all.csv", [(1 - int(label), text) for label, text in rows])
-    result = run("visualize.py", "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", str(flipped), "--task",
-                 "hotel", "-n", "3", "--errors", "--format", "md", "--out", str(tmp_path / "out"))
+    result = in_process(capsys, visualize.main, "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", str(flipped),
+                        "--task", "hotel", "-n", "3", "--errors", "--format", "md", "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     captions = re.findall(r"<sub>label (\w+) · predicted (\w+)", (tmp_path / "out" / "explanations.md").read_text(
         encoding="utf-8"))
@@ -81,8 +115,8 @@ def test_visualize_misclassified_samples(tiny_checkpoints, data_dir, tmp_path):
     # on the true labels: where the tiny model is right on every test text there is nothing to show,
     # and the run says so in one line
     from model import load_checkpoint
-    result = run("visualize.py", "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir, "--task", "hotel",
-                 "-n", "3", "--errors", "--out", str(tmp_path / "none"))
+    result = in_process(capsys, visualize.main, "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir,
+                        "--task", "hotel", "-n", "3", "--errors", "--out", str(tmp_path / "none"))
     if load_checkpoint(tiny_checkpoints["cnn"]).metrics["test_accuracy"] == 1.0:
         assert_clean_failure(result, "no misclassified texts")
     else:

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, train_tiny
+from conftest import ROOT
 from model import current_version
 
 TIMEOUT = 300   # seconds per subprocess: a hung collective fails the test instead of blocking it
@@ -34,8 +34,10 @@ def reloaded_accuracy(out, data_dir):
     return float(np.mean(probs.argmax(-1) == test.labels))
 
 
-def test_mirrored_on_two_cpu_devices_trains_like_one_device_and_reloads(tmp_path, data_dir):
-    single = train_tiny(str(tmp_path / "single"), data_dir)[1]
+def test_mirrored_on_two_cpu_devices_trains_like_one_device_and_reloads(tmp_path, data_dir, tiny_checkpoints):
+    from model import load_checkpoint
+    # the single-device run: the session's tiny cnn, trained by conftest.train_tiny with tiny_args' settings
+    single = load_checkpoint(tiny_checkpoints["cnn"]).metrics
     out = str(tmp_path / "mirrored")
     # per-replica batch 8 x 2 replicas = the single run's batch of 16: same steps per epoch
     run = subprocess.run(tiny_args(data_dir, out, batch_size=8) + ["--distribute", "mirrored"], cwd=ROOT,

@@ -9,7 +9,7 @@ from keras import layers
 
 import evaluate
 from model import MaskedGlobalMaxPool, ZeroPadding, build_embedder, compose
-from test_cli import assert_clean_failure, run
+from test_cli import assert_clean_failure, in_process, run
 
 MARKER, VOCAB, DIM = 7, 20, 4
 
@@ -98,19 +98,22 @@ def test_evaluate_cli_on_a_tiny_model(tiny_checkpoints, data_dir, tmp_path):
     assert ig["comprehensiveness_aopc"] > rnd["comprehensiveness_aopc"]
 
 
-def test_evaluate_adaptive_steps(tiny_checkpoints, data_dir, tmp_path):
-    result = run("evaluate.py", "--checkpoint", tiny_checkpoints["mean"], "--data-dir", data_dir, "-n", "8",
-                 "--steps", "auto", "--methods", "ig,random", "--baselines", "zero", "--removal", "pad",
-                 "--out", str(tmp_path))
+def test_evaluate_adaptive_steps(tiny_checkpoints, data_dir, tmp_path, capsys):
+    # in this process; the test above runs the real command
+    result = in_process(capsys, evaluate.main, "--checkpoint", tiny_checkpoints["mean"], "--data-dir", data_dir, "-n",
+                        "8", "--steps", "auto", "--methods", "ig,random", "--baselines", "zero", "--removal", "pad",
+                        "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     ig = json.loads((tmp_path / "faithfulness.json").read_text(encoding="utf-8"))["methods"]["ig[zero]"]
     assert ig["mean_steps"] >= 16 and ig["complete_share"] >= 0.75
 
 
-def test_evaluate_cli_bad_input(tmp_path):
-    assert_clean_failure(run("evaluate.py", "--checkpoint", str(tmp_path / "missing")), "checkpoint not found")
-    assert_clean_failure(run("evaluate.py", "--task", "hotel", "--methods", "lime"), "unknown method")
-    assert_clean_failure(run("evaluate.py", "--task", "hotel", "--steps", "many"), "--steps must be")
+def test_evaluate_cli_bad_input(tmp_path, capsys):
+    for args, fragment in (
+            (("--checkpoint", str(tmp_path / "missing")), "checkpoint not found"),
+            (("--task", "hotel", "--methods", "lime"), "unknown method"),
+            (("--task", "hotel", "--steps", "many"), "--steps must be")):
+        assert_clean_failure(in_process(capsys, evaluate.main, *args), fragment)
 
 
 def test_top_token_agreement_ignores_padding():

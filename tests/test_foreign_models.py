@@ -376,11 +376,15 @@ def test_user_model_loader(keras_io_file, tmp_path):
         load_user_model(int_path, vocab=str(tmp_path / "big.txt"))
 
 
-def test_command_lines_explain_a_users_model(keras_io_file, tmp_path):
-    from test_cli import assert_clean_failure, run
+def test_command_lines_explain_a_users_model(keras_io_file, tmp_path, capsys):
+    # main() of each script in this process: test_cli, test_visualize and test_evaluate run the real commands
+    import evaluate
+    import visualize
+    from test_cli import assert_clean_failure, in_process
     out = tmp_path / "vis"
-    result = run("visualize.py", "--method", "both", "--model", keras_io_file, "--classes", "negative,positive",
-                 "--text", "房间很干净，服务也好", "--text", "太差了<b>", "--format", "html,md,png,ansi", "--out", str(out))
+    result = in_process(capsys, visualize.main, "--method", "both", "--model", keras_io_file, "--classes",
+                        "negative,positive", "--text", "房间很干净，服务也好", "--text", "太差了<b>",
+                        "--format", "html,md,png,ansi", "--out", str(out))
     assert result.returncode == 0, result.stderr
     md = (out / "explanations.md").read_text(encoding="utf-8")
     # the units are the tokens the model saw: its TextVectorization drops "<" and ">"
@@ -395,12 +399,14 @@ def test_command_lines_explain_a_users_model(keras_io_file, tmp_path):
     int_path, vocab_path = str(tmp_path / "int.keras"), tmp_path / "vocab.txt"
     int_model.save(int_path)
     vocab_path.write_text("\n".join(vectorizer.get_vocabulary()) + "\n", encoding="utf-8")
-    result = run("evaluate.py", "--model", int_path, "--vocab", str(vocab_path), "--maxlen", str(SEQUENCE), "--task",
-                 "hotel", "--data-dir", SHARED_DATA, "-n", "8", "--steps", "8", "--methods", "ig,random",
-                 "--baselines", "zero", "--out", str(tmp_path / "eval"))
+    result = in_process(capsys, evaluate.main, "--model", int_path, "--vocab", str(vocab_path), "--maxlen",
+                        str(SEQUENCE), "--task", "hotel", "--data-dir", SHARED_DATA, "-n", "8", "--steps", "8",
+                        "--methods", "ig,random", "--baselines", "zero", "--out", str(tmp_path / "eval"))
     assert result.returncode == 0, result.stderr
     assert "| ig[zero] |" in result.stdout and "| random |" in result.stdout
 
-    assert_clean_failure(run("evaluate.py", "--model", keras_io_file, "--task", "hotel"), "takes strings")
-    assert_clean_failure(run("visualize.py", "--model", int_path, "--text", "好"), "--vocab")
-    assert_clean_failure(run("visualize.py", "--vocab", str(vocab_path), "--text", "好"), "--vocab goes with --model")
+    assert_clean_failure(in_process(capsys, evaluate.main, "--model", keras_io_file, "--task", "hotel"),
+                         "takes strings")
+    assert_clean_failure(in_process(capsys, visualize.main, "--model", int_path, "--text", "好"), "--vocab")
+    assert_clean_failure(in_process(capsys, visualize.main, "--vocab", str(vocab_path), "--text", "好"),
+                         "--vocab goes with --model")

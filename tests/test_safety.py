@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, write_csv
-from test_cli import assert_clean_failure, run
+from test_cli import assert_clean_failure, in_process, run
 
 
 def one_line(result, *fragments, status=None):
@@ -42,32 +42,37 @@ TRAIN = ("train.py", "--task", "hotel", "--epochs", "1", "--maxlen", "16", "--mi
 
 # --- train.py --out never deletes what it did not write ------------------------------------------
 
-def test_out_that_is_a_file_is_refused(data_dir, tmp_path):
+def train_probe(capsys, *args):
+    """train.py's main() run here with TRAIN's arguments and `args`: its exit, stdout and stderr."""
+    import train
+    return in_process(capsys, train.main, *TRAIN[1:], *args)
+
+
+def test_out_that_is_a_file_is_refused(data_dir, tmp_path, capsys):
     victim = tmp_path / "notes.txt"
     victim.write_text("my notes", encoding="utf-8")
-    one_line(run(*TRAIN, "--data-dir", data_dir, "--out", str(victim)), "existing file", status=1)
+    one_line(train_probe(capsys, "--data-dir", data_dir, "--out", str(victim)), "existing file", status=1)
     assert victim.read_text(encoding="utf-8") == "my notes"
 
 
-def test_out_that_is_a_folder_of_experiments_is_refused(data_dir, tmp_path, tiny_checkpoints):
+def test_out_that_is_a_folder_of_experiments_is_refused(data_dir, tmp_path, tiny_checkpoints, capsys):
     experiments = tmp_path / "runs" / "exp"
     shutil.copytree(tiny_checkpoints["cnn"], experiments / "x")
     (experiments / "results.txt").write_text("keep me", encoding="utf-8")
     before = snapshot(experiments)
-    one_line(run(*TRAIN, "--data-dir", data_dir, "--out", str(experiments)), "not a checkpoint of this project",
-             status=1)
+    one_line(train_probe(capsys, "--data-dir", data_dir, "--out", str(experiments)),
+             "not a checkpoint of this project", status=1)
     assert snapshot(experiments) == before
 
 
-def test_out_dot_in_a_git_repository_leaves_it_intact(data_dir, tmp_path):
+def test_out_dot_in_a_git_repository_leaves_it_intact(data_dir, tmp_path, capsys, monkeypatch):
     repo = tmp_path / "repo"
     repo.mkdir()
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     (repo / "code.py").write_text("print('hi')\n", encoding="utf-8")
     before = snapshot(repo)
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *TRAIN[1:], "--data-dir", data_dir,
-                             "--out", "."], cwd=repo, capture_output=True, text=True, timeout=300)
-    one_line(result, "not a checkpoint of this project", status=1)
+    monkeypatch.chdir(repo)
+    one_line(train_probe(capsys, "--data-dir", data_dir, "--out", "."), "not a checkpoint of this project", status=1)
     assert snapshot(repo) == before
 
 
@@ -83,35 +88,12 @@ def test_train_usage_errors(data_dir, capsys, flag, value, fragment):
 
 
 def test_usage_errors_from_a_real_process(data_dir):
-    # the probes above run in this process (TensorFlow starts once); these two prove the real CLI
+    # the probes above run in this process (TensorFlow starts once); this one proves the real CLI
     one_line(run(*TRAIN, "--data-dir", data_dir, "--epochs", "0"), "--epochs", status=2)
-    one_line(run(*TRAIN, "--data-dir", data_dir, "--lr", "nan"), "--lr", status=2)
 
 
-class in_process:
-    """Run a script's main() here, exactly as its __main__ does (through cli.run), and capture the exit."""
-
-    def __init__(self, capsys, main, *args):
-        import cli
-        saved, sys.argv = sys.argv, ["prog", *args]
-        try:
-            with pytest.raises(SystemExit) as stop:
-                cli.run(main)
-        finally:
-            sys.argv = saved
-        code, self.stderr = stop.value.code, capsys.readouterr().err
-        if isinstance(code, str):      # sys.exit("error: ...") prints it and exits 1
-            code, self.stderr = 1, self.stderr + code + "\n"
-        self.returncode = code
-
-    def expect(self, fragment, status):
-        assert self.returncode == status, (self.returncode, self.stderr)
-        assert "Traceback" not in self.stderr and fragment in self.stderr, self.stderr
-        assert len([line for line in self.stderr.splitlines() if line.strip()]) == 1, self.stderr
-
-
-def test_empty_out_is_refused(data_dir):
-    one_line(run(*TRAIN, "--data-dir", data_dir, "--out", ""), "must not be empty", status=1)
+def test_empty_out_is_refused(data_dir, capsys):
+    one_line(train_probe(capsys, "--data-dir", data_dir, "--out", ""), "must not be empty", status=1)
 
 
 def test_replacing_a_checkpoint_keeps_one_version_and_follows_the_umask(tiny_checkpoints, tmp_path):
@@ -231,14 +213,15 @@ def test_two_concurrent_trainings_on_one_out(data_dir, tmp_path):
 
 # --- data ----------------------------------------------------------------------------------
 
-def test_an_unclosed_quote_stops_loading_at_its_line(tmp_path):
+def test_an_unclosed_quote_stops_loading_at_its_line(tmp_path, capsys):
     rows = [(i % 2, f"第{i}条微博，内容{'好' if i % 2 else '差'}") for i in range(1500)]
     path = tmp_path / "weibo_senti_100k.csv"
     write_csv(path, rows)
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     lines[100] = lines[100].replace(",", ',"', 1)      # row 100 opens a quote and never closes it
     path.write_text("".join(lines), encoding="utf-8")
-    result = run(*TRAIN[:1], "--task", "weibo", "--data-dir", str(tmp_path), "--epochs", "1")
+    import train
+    result = in_process(capsys, train.main, "--task", "weibo", "--data-dir", str(tmp_path), "--epochs", "1")
     one_line(result, "line 101", "unclosed quote", status=1)
 
 
@@ -248,20 +231,24 @@ def test_an_unclosed_quote_stops_loading_at_its_line(tmp_path):
     ([(1, "好"), ("-0", "差")], "label '-0'"),
     ([(1, "好", "多余的列")], "expected 2 fields"),
 ])
-def test_implausible_data_is_an_error(tmp_path, rows, fragment):
+def test_implausible_data_is_an_error(tmp_path, capsys, rows, fragment):
+    import train
     write_csv(tmp_path / "ChnSentiCorp_htl_all.csv", rows)
-    one_line(run(*TRAIN[:1], "--task", "hotel", "--data-dir", str(tmp_path)), fragment, status=1)
+    one_line(in_process(capsys, train.main, "--task", "hotel", "--data-dir", str(tmp_path)), fragment, status=1)
 
 
-def test_thucnews_in_gbk_and_duplicate_classes(data_dir, tmp_path):
+def test_thucnews_in_gbk_and_duplicate_classes(data_dir, tmp_path, capsys):
+    import train
     folder = tmp_path / "gbk" / "thucnews"
     shutil.copytree(os.path.join(data_dir, "thucnews"), folder)
     text = (folder / "train.txt").read_text(encoding="utf-8")
     (folder / "train.txt").write_bytes(text.encode("gbk"))
-    one_line(run(*TRAIN[:1], "--task", "thucnews", "--data-dir", str(tmp_path / "gbk")), "not UTF-8", status=1)
+    one_line(in_process(capsys, train.main, "--task", "thucnews", "--data-dir", str(tmp_path / "gbk")), "not UTF-8",
+             status=1)
     (folder / "train.txt").write_text(text, encoding="utf-8")
     (folder / "class.txt").write_text("finance\nsports\nfinance\n", encoding="utf-8")
-    one_line(run(*TRAIN[:1], "--task", "thucnews", "--data-dir", str(tmp_path / "gbk")), "duplicate class", status=1)
+    one_line(in_process(capsys, train.main, "--task", "thucnews", "--data-dir", str(tmp_path / "gbk")),
+             "duplicate class", status=1)
 
 
 def test_training_that_diverges_saves_nothing(data_dir, tmp_path, monkeypatch):
@@ -284,15 +271,23 @@ def test_training_that_diverges_saves_nothing(data_dir, tmp_path, monkeypatch):
 
 # --- checkpoints that do not belong together ---------------------------------------------------
 
-def test_task_mismatch_is_refused(tiny_checkpoints, data_dir):
-    result = run("visualize.py", "--task", "thucnews", "--checkpoint", tiny_checkpoints["cnn"], "-n", "3",
-                 "--data-dir", data_dir)
+def test_task_mismatch_is_refused(tiny_checkpoints, data_dir, capsys):
+    import evaluate
+    import visualize
+    result = in_process(capsys, visualize.main, "--task", "thucnews", "--checkpoint", tiny_checkpoints["cnn"], "-n",
+                        "3", "--data-dir", data_dir)
     one_line(result, "trained for task 'hotel', not 'thucnews'", "python train.py --task thucnews", status=1)
-    result = run("evaluate.py", "--task", "weibo", "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir)
+    result = in_process(capsys, evaluate.main, "--task", "weibo", "--checkpoint", tiny_checkpoints["cnn"],
+                        "--data-dir", data_dir)
     one_line(result, "trained for task 'hotel'", status=1)
 
 
-def test_a_shuffled_tokenizer_of_the_same_size_is_refused(tiny_checkpoints, tmp_path):
+def visualize_probe(capsys, *args):
+    import visualize
+    return in_process(capsys, visualize.main, *args)
+
+
+def test_a_shuffled_tokenizer_of_the_same_size_is_refused(tiny_checkpoints, tmp_path, capsys):
     from model import current_version
     bad = tmp_path / "shuffled"
     shutil.copytree(tiny_checkpoints["cnn"], bad)
@@ -300,7 +295,7 @@ def test_a_shuffled_tokenizer_of_the_same_size_is_refused(tiny_checkpoints, tmp_
     data = json.load(open(path, encoding="utf-8"))
     data["vocab"][5], data["vocab"][6] = data["vocab"][6], data["vocab"][5]
     json.dump(data, open(path, "w", encoding="utf-8"), ensure_ascii=False)
-    one_line(run("visualize.py", "--checkpoint", str(bad), "--text", "好"), "not the vocabulary", status=1)
+    one_line(visualize_probe(capsys, "--checkpoint", str(bad), "--text", "好"), "not the vocabulary", status=1)
 
 
 @pytest.mark.parametrize("change,fragment", [
@@ -309,7 +304,7 @@ def test_a_shuffled_tokenizer_of_the_same_size_is_refused(tiny_checkpoints, tmp_
     (lambda m: m.update(classes=["a", "a"]), "field 'classes'"),
     (lambda m: m.update(task=3), "field 'task'"),
 ])
-def test_every_meta_field_is_validated(tiny_checkpoints, tmp_path, change, fragment):
+def test_every_meta_field_is_validated(tiny_checkpoints, tmp_path, capsys, change, fragment):
     from model import current_version
     bad = tmp_path / "meta"
     shutil.copytree(tiny_checkpoints["cnn"], bad)
@@ -317,7 +312,7 @@ def test_every_meta_field_is_validated(tiny_checkpoints, tmp_path, change, fragm
     meta = json.load(open(path, encoding="utf-8"))
     change(meta)
     json.dump(meta, open(path, "w", encoding="utf-8"))
-    one_line(run("visualize.py", "--checkpoint", str(bad), "--text", "好"), "meta.json", fragment, status=1)
+    one_line(visualize_probe(capsys, "--checkpoint", str(bad), "--text", "好"), "meta.json", fragment, status=1)
 
 
 # --- visualize, evaluate and bench arguments -----------------------------------------------------
@@ -334,38 +329,38 @@ def test_visualize_bad_arguments(tiny_checkpoints, tmp_path, capsys, args, fragm
     assert not (tmp_path / "o").exists()
 
 
-def test_visualize_bad_text_files(tiny_checkpoints, tmp_path):
+def test_visualize_bad_text_files(tiny_checkpoints, tmp_path, capsys):
     ckpt = tiny_checkpoints["cnn"]
     (tmp_path / "gbk.txt").write_bytes("房间很干净".encode("gbk"))
     (tmp_path / "binary.bin").write_bytes(b"\x00\x01\x02abc\n")
     for path, fragment in ((tmp_path / "gbk.txt", "not UTF-8"), (tmp_path / "binary.bin", "binary"),
                            (tmp_path, "is a folder")):
-        one_line(run("visualize.py", "--checkpoint", ckpt, "--file", str(path)), fragment, status=1)
+        one_line(visualize_probe(capsys, "--checkpoint", ckpt, "--file", str(path)), fragment, status=1)
 
 
-def test_visualize_never_overwrites_foreign_files(tiny_checkpoints, tmp_path):
+def test_visualize_never_overwrites_foreign_files(tiny_checkpoints, tmp_path, capsys):
     ckpt = tiny_checkpoints["cnn"]
     existing_file = tmp_path / "report"
     existing_file.write_text("mine", encoding="utf-8")
-    one_line(run("visualize.py", "--checkpoint", ckpt, "--text", "好", "--out", str(existing_file)),
+    one_line(visualize_probe(capsys, "--checkpoint", ckpt, "--text", "好", "--out", str(existing_file)),
              "existing file", status=1)
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "explanations.html").write_text("my own page", encoding="utf-8")
-    one_line(run("visualize.py", "--checkpoint", ckpt, "--text", "好", "--out", str(folder)), "refusing to overwrite",
-             status=1)
+    one_line(visualize_probe(capsys, "--checkpoint", ckpt, "--text", "好", "--out", str(folder)),
+             "refusing to overwrite", status=1)
     assert (folder / "explanations.html").read_text(encoding="utf-8") == "my own page"
     # a folder visualize made itself is updated in place, run after run
     ours = tmp_path / "ours"
     for _ in range(2):
-        result = run("visualize.py", "--checkpoint", ckpt, "--text", "好", "--out", str(ours), "--format", "md,html")
+        result = visualize_probe(capsys, "--checkpoint", ckpt, "--text", "好", "--out", str(ours), "--format", "md,html")
         assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(ours)) == [".tig-output", "explanations.html", "explanations.md"]
 
 
-def test_terminal_output_has_no_control_characters_from_texts(tiny_checkpoints, tmp_path):
-    result = run("visualize.py", "--checkpoint", tiny_checkpoints["cnn"], "--text", "好\x1b[2J\x07很\n\n差",
-                 "--format", "ansi,md", "--color", "never", "--out", str(tmp_path))
+def test_terminal_output_has_no_control_characters_from_texts(tiny_checkpoints, tmp_path, capsys):
+    result = visualize_probe(capsys, "--checkpoint", tiny_checkpoints["cnn"], "--text", "好\x1b[2J\x07很\n\n差",
+                             "--format", "ansi,md", "--color", "never", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
     md = (tmp_path / "explanations.md").read_text(encoding="utf-8")
@@ -381,13 +376,15 @@ def test_png_labels_are_never_mathtext(tmp_path):
     assert os.path.getsize(to_png([[expl]], str(tmp_path / "m.png"), title="$\\alpha$")) > 1000
 
 
-def test_evaluate_and_bench_bad_arguments(tiny_checkpoints, tmp_path):
+def test_evaluate_and_bench_bad_arguments(tiny_checkpoints, tmp_path, capsys):
+    import bench
+    import evaluate
     ckpt = tiny_checkpoints["cnn"]
-    one_line(run("evaluate.py", "--checkpoint", ckpt, "--methods", ","), "--methods", status=2)
-    one_line(run("evaluate.py", "--checkpoint", ckpt, "--steps", "99999"), "--steps", status=2)
-    one_line(run("bench.py", "--checkpoint", ckpt, "--samples", "0"), "--samples", status=2)
-    one_line(run("bench.py", "--checkpoint", ckpt, "--steps", "-1"), "--steps", status=2)
-    one_line(run("bench.py", "--checkpoint", str(tmp_path / "none")), "checkpoint not found", status=1)
+    one_line(in_process(capsys, evaluate.main, "--checkpoint", ckpt, "--methods", ","), "--methods", status=2)
+    one_line(in_process(capsys, evaluate.main, "--checkpoint", ckpt, "--steps", "99999"), "--steps", status=2)
+    one_line(in_process(capsys, bench.main, "--checkpoint", ckpt, "--samples", "0"), "--samples", status=2)
+    one_line(in_process(capsys, bench.main, "--checkpoint", ckpt, "--steps", "-1"), "--steps", status=2)
+    one_line(in_process(capsys, bench.main, "--checkpoint", str(tmp_path / "none")), "checkpoint not found", status=1)
 
 
 def test_api_rejects_absurd_steps_and_batch_size(tiny_checkpoints):

@@ -4,14 +4,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, skip_or_fail
-from test_cli import assert_clean_failure, run
+from conftest import skip_or_fail
+from test_cli import assert_clean_failure, in_process, run
 import render
 from plots import to_png
 from render import Explanation, to_ansi, to_font_html, to_markdown, to_report_html
@@ -94,17 +93,23 @@ def test_cli_writes_escaped_html_report_and_png(tiny_checkpoints, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_cli_both_methods_word_level_and_forced_colour(tiny_checkpoints, tmp_path):
-    result = run("visualize.py", "--method", "both", "--checkpoint", tiny_checkpoints["cnn"], "--text", "房间很干净",
-                 "--level", "word", "--format", "ansi,md", "--color", "always", "--out", str(tmp_path))
+def probe(capsys, *args):
+    """visualize.py's main() run here (the test above runs the real command)."""
+    import visualize
+    return in_process(capsys, visualize.main, *args)
+
+
+def test_cli_both_methods_word_level_and_forced_colour(tiny_checkpoints, tmp_path, capsys):
+    result = probe(capsys, "--method", "both", "--checkpoint", tiny_checkpoints["cnn"], "--text", "房间很干净",
+                   "--level", "word", "--format", "ansi,md", "--color", "always", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "\x1b[48;5;" in result.stdout and "gradient x input" in result.stdout
     assert "integrated gradients" in result.stdout
 
 
-def test_samples_from_the_test_split(tiny_checkpoints, data_dir, tmp_path):
-    result = run("visualize.py", "--checkpoint", tiny_checkpoints["cnn"], "-n", "3", "--data-dir", data_dir,
-                 "--task", "hotel", "--format", "md", "--out", str(tmp_path))
+def test_samples_from_the_test_split(tiny_checkpoints, data_dir, tmp_path, capsys):
+    result = probe(capsys, "--checkpoint", tiny_checkpoints["cnn"], "-n", "3", "--data-dir", data_dir,
+                   "--task", "hotel", "--format", "md", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     md = (tmp_path / "explanations.md").read_text(encoding="utf-8")
     assert md.count("label ") == 3
@@ -120,22 +125,22 @@ def test_word_level_sums_character_scores(tiny_checkpoints):
     np.testing.assert_allclose(words.scores.sum(), chars.scores.sum(), atol=1e-6)
 
 
-def test_bad_input(tiny_checkpoints, tmp_path):
+def test_bad_input(tiny_checkpoints, tmp_path, capsys):
     ckpt = tiny_checkpoints["cnn"]
-    assert_clean_failure(run("visualize.py", "--checkpoint", ckpt, "--text", "   "), "text 1 is empty")
-    assert_clean_failure(run("visualize.py", "--checkpoint", str(tmp_path / "none"), "--text", "好"),
+    assert_clean_failure(probe(capsys, "--checkpoint", ckpt, "--text", "   "), "text 1 is empty")
+    assert_clean_failure(probe(capsys, "--checkpoint", str(tmp_path / "none"), "--text", "好"),
                          "checkpoint not found")
-    assert_clean_failure(run("visualize.py", "--checkpoint", ckpt), "give --text")
-    assert_clean_failure(run("visualize.py", "--checkpoint", ckpt, "--text", "好", "--method", "lime"),
+    assert_clean_failure(probe(capsys, "--checkpoint", ckpt), "give --text")
+    assert_clean_failure(probe(capsys, "--checkpoint", ckpt, "--text", "好", "--method", "lime"),
                          "unknown method")
-    assert_clean_failure(run("visualize.py", "--checkpoint", ckpt, "--text", "好", "--target", "maybe"),
+    assert_clean_failure(probe(capsys, "--checkpoint", ckpt, "--text", "好", "--target", "maybe"),
                          "unknown target")
     bad = tmp_path / "bad"
     shutil.copytree(ckpt, bad)
     from model import current_version
     from tokenizer import Tokenizer
     Tokenizer.fit(["别的词表"], min_freq=1).save(os.path.join(current_version(str(bad)), "tokenizer.json"))
-    assert_clean_failure(run("visualize.py", "--checkpoint", str(bad), "--text", "好"), "not the vocabulary")
+    assert_clean_failure(probe(capsys, "--checkpoint", str(bad), "--text", "好"), "not the vocabulary")
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -166,19 +171,19 @@ def test_report_in_a_real_browser(tmp_path):
     assert np.abs(shots["good"] - shots["bad"]).sum() > 20
 
 
-def test_without_task_the_newest_checkpoint_is_used(tiny_checkpoints, tmp_path):
+def test_without_task_the_newest_checkpoint_is_used(tiny_checkpoints, tmp_path, capsys, monkeypatch):
     root = tmp_path / "project"
     shutil.copytree(tiny_checkpoints["mean"], root / "checkpoints" / "older")
     shutil.copytree(tiny_checkpoints["cnn"], root / "checkpoints" / "newer")
     os.utime(root / "checkpoints" / "older" / "CURRENT", (1, 1))
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "visualize.py"), "--text", "房间很干净",
-                             "--format", "md"], cwd=root, capture_output=True, text=True, timeout=300)
+    monkeypatch.chdir(root)             # checkpoints/ is looked up in the working directory
+    result = probe(capsys, "--text", "房间很干净", "--format", "md")
     assert result.returncode == 0, result.stderr
     assert "using the most recent checkpoint: checkpoints/newer" in result.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "visualize.py"), "--text", "好"], cwd=empty,
-                            capture_output=True, text=True, timeout=300)
+    monkeypatch.chdir(empty)
+    result = probe(capsys, "--text", "好")
     assert_clean_failure(result, "no checkpoint found", "python train.py --task reviews")
 
 
