@@ -234,13 +234,18 @@ def printable(text):
     return _CONTROL.sub("\ufffd", str(text))
 
 
-def prepare_output_dir(path, names):
-    """Make `path` ready to receive files `names`: created (and marked) if absent; refused if it
-    is a file, or if it would overwrite a file in a folder this project did not create."""
+def check_folder_path(path):
+    """Refuse an empty output path or one that names an existing file (one line each)."""
     if not path or not path.strip():
         raise UserError("the output folder must not be empty")
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"output folder {path} is an existing file; give a folder")
+
+
+def prepare_output_dir(path, names):
+    """Make `path` ready to receive files `names`: created (and marked) if absent; refused if it
+    is a file, or if it would overwrite a file in a folder this project did not create."""
+    check_folder_path(path)
     if not os.path.exists(path):
         os.makedirs(path)
         open(os.path.join(path, OUTPUT_MARKER), "w").close()

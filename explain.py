@@ -27,7 +27,7 @@ same Explainer on the same shards, so they write the same attributions.
 """
 import os
 
-from cli import atomic_write, quiet_tensorflow
+from cli import UserError, atomic_write, check_folder_path, quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
@@ -63,11 +63,6 @@ OWN_FILES = re.compile(r"^(\.?explain\.json|\.?summary\.(csv|png|html)|shards|sh
                        r"(\.tmp-\d+-[a-z0-9_]+)?$")   # with cli.atomic_write's temporary names
 
 
-def user_error(message):
-    from cli import UserError
-    return UserError(message)
-
-
 # --- input: sources that can be read from any offset (a Ray worker reads only its shard) -------------
 
 class FileSource:
@@ -77,10 +72,10 @@ class FileSource:
     def __init__(self, path):
         self.path = os.path.abspath(path)
         if not os.path.isfile(path):
-            raise user_error(f"input file not found: {path}")
+            raise UserError(f"input file not found: {path}")
         self.format = os.path.splitext(path)[1].lower().lstrip(".")
         if self.format not in ("txt", "csv", "jsonl"):
-            raise user_error(f"input {path}: expected a .txt, .csv or .jsonl file")
+            raise UserError(f"input {path}: expected a .txt, .csv or .jsonl file")
         self.columns = self._csv_columns() if self.format == "csv" else None
 
     def describe(self):
@@ -94,18 +89,18 @@ class FileSource:
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise user_error(f"{self.path}: not UTF-8 text near byte {at[0] - len(raw)} ({e})") from None
+                raise UserError(f"{self.path}: not UTF-8 text near byte {at[0] - len(raw)} ({e})") from None
 
     def _csv_columns(self):
         at = [0]
         with open(self.path, "rb") as f:
             header = next(csv.reader(self._lines(f, at)), None)
         if header is None:
-            raise user_error(f"{self.path} is empty")
+            raise UserError(f"{self.path} is empty")
         header = [h.replace("\ufeff", "").strip().lower() for h in header]
         text_col = next((header.index(c) for c in TEXT_COLUMNS if c in header), None)
         if text_col is None:
-            raise user_error(f"{self.path} line 1: expected a text column (one of {', '.join(TEXT_COLUMNS)}), "
+            raise UserError(f"{self.path} line 1: expected a text column (one of {', '.join(TEXT_COLUMNS)}), "
                              f"got {header}")
         return text_col, header.index("label") if "label" in header else None, at[0]
 
@@ -119,14 +114,14 @@ class FileSource:
                 try:
                     for row in csv.reader(self._lines(f, at)):   # reads no further than the current record
                         if row and len(row) < need:
-                            raise user_error(f"{self.path} record at byte {start}: expected {need} columns, "
+                            raise UserError(f"{self.path} record at byte {start}: expected {need} columns, "
                                              f"got {len(row)}")
                         text = cap_text(row[text_col]) if row else ""
                         if text:
                             yield start, text, (row[label_col].strip() if label_col is not None else None)
                         start = at[0]
                 except csv.Error as e:
-                    raise user_error(f"{self.path} near byte {start}: {e}") from None
+                    raise UserError(f"{self.path} near byte {start}: {e}") from None
                 return
             at = [offset or 0]
             start = at[0]
@@ -140,7 +135,7 @@ class FileSource:
                         obj = json.loads(line)
                         text, label = cap_text(obj["text"]), obj.get("label")
                     except (ValueError, KeyError, TypeError, AttributeError):
-                        raise user_error(f"{self.path} record at byte {start}: expected a JSON object with a "
+                        raise UserError(f"{self.path} record at byte {start}: expected a JSON object with a "
                                          f'"text" string') from None
                 if text:
                     yield start, text, label
@@ -284,20 +279,19 @@ def foreign_files(out):
 
 def prepare_out(out, job):
     """Create out, or check an existing out belongs to this very job (then resume); one-line errors."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise user_error(f"--out {out} is a file, not a directory")
+    check_folder_path(out)
     if os.path.isdir(out) and os.listdir(out):
         foreign = foreign_files(out)
         manifest = os.path.join(out, MANIFEST)
         if foreign or not os.path.exists(manifest):
             example = foreign[0] if foreign else sorted(os.listdir(out))[0]
-            raise user_error(f"--out {out} contains files explain.py did not create (e.g. {example}); "
+            raise UserError(f"--out {out} contains files explain.py did not create (e.g. {example}); "
                              "give a new or empty directory")
         with open(manifest, encoding="utf-8") as f:
             previous = json.load(f)
         changed = [k for k in JOB_KEYS if previous.get(k) != job.get(k)]
         if changed:
-            raise user_error(f"--out {out} holds a different job ({', '.join(changed)} differ); "
+            raise UserError(f"--out {out} holds a different job ({', '.join(changed)} differ); "
                              "give a new directory to explain this one")
         for name in os.listdir(os.path.join(out, "shards")):
             if ".tmp-" in name:   # a temp file of an interrupted run of ours: never committed
@@ -393,7 +387,7 @@ def run_ray(job, source, pending, out, progress, concurrency=1, num_gpus=0, addr
     try:
         import ray
     except ImportError:
-        raise user_error("--engine ray needs Ray Data: pip install 'ray[data]'") from None
+        raise UserError("--engine ray needs Ray Data: pip install 'ray[data]'") from None
     if not ray.is_initialized():
         if address:   # a cluster: `ray job submit --working-dir .` puts this folder on the workers' path
             ray.init(address=address, log_to_driver=False)
@@ -526,7 +520,7 @@ def write_summary(out, manifest, min_count=MIN_COUNT, top=TOP_K):
             yield line
     stats = summarize(counted(iter_lines(out, manifest["shards"])), classes, manifest["level"])
     if n_lines != manifest["texts"]:
-        raise user_error(f"{out}: shards hold {n_lines} lines for {manifest['texts']} input texts")
+        raise UserError(f"{out}: shards hold {n_lines} lines for {manifest['texts']} input texts")
     rows = rankings(stats, min_count, top)
     csv_path = write_csv(os.path.join(out, "summary.csv"), rows)
     title = (f"{os.path.basename(manifest['checkpoint'])} · {manifest['method']} · {n_lines} texts · "
@@ -587,7 +581,7 @@ def main(argv=None):
     source = FileSource(args.input) if args.input else TaskSource(args.task, args.split, args.data_dir)
     shards, n_texts, input_sha = plan_shards(source, args.shard_size, args.limit)
     if n_texts == 0:
-        raise user_error("no texts to explain: the input holds only blank texts")
+        raise UserError("no texts to explain: the input holds only blank texts")
     job = {"program": "explain.py", "checkpoint": os.path.abspath(args.checkpoint),
            "model_sha256": file_sha256(os.path.join(current_version(args.checkpoint), MODEL_FILE)),
            "input": {**source.describe(), "sha256": input_sha, "limit": args.limit}, "texts": n_texts,

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from embedding_split import Split
 from model import split_at_embedding
+from tokenizer import PAD_ID
 
 REDUCTIONS = ("sum", "l2")
 COMPLETENESS_TOLERANCE = 0.01   # an IG explanation is "complete" when |delta| <= 1% of |F(x) - F(x')|
@@ -89,7 +90,7 @@ def tokens_of(token_ids, vocabulary):
         return None
     out = []
     for row in np.asarray(token_ids):
-        real = np.flatnonzero(row != 0)
+        real = np.flatnonzero(row != PAD_ID)
         end = real[-1] + 1 if len(real) else 0
         out.append([vocabulary[i] if 0 <= i < len(vocabulary) else "" for i in row[:end]])
     return out
@@ -333,7 +334,7 @@ def gradients(model, inputs, target=None, *, layer=None, times_input=True, reduc
     probs = head_outputs(split, embeddings, context, xla)
     target = resolve_target(target, probs)
     grads, output = run_static(split, "gradient", gradient_of_target, [embeddings, context, target], xla)
-    mask = token_ids != 0
+    mask = token_ids != PAD_ID
     if reduce is None:
         reduce = "sum" if times_input else "l2"
     contributions = grads * embeddings if times_input else grads

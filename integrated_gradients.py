@@ -195,7 +195,7 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
             break
 
     delta = (f_x - f_x0) - contributions.sum((1, 2))
-    return Attribution(scores=reduce_scores(contributions, token_ids != 0, reduce), target=target, probs=probs,
+    return Attribution(scores=reduce_scores(contributions, token_ids != PAD_ID, reduce), target=target, probs=probs,
                        token_ids=token_ids, method="ig", delta=delta.astype(np.float32), steps=steps_used,
                        baseline=baseline if isinstance(baseline, str) else "array",
                        output=f_x, baseline_output=f_x0, tokens=tokens_of(token_ids, vocabulary or split.vocabulary),

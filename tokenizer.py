@@ -76,12 +76,7 @@ class Tokenizer:
 
     def decode(self, token_ids):
         """Ids -> tokens, stopping at the first PAD."""
-        tokens = []
-        for i in token_ids:
-            if i == PAD_ID:
-                break
-            tokens.append(self.vocab[i])
-        return tokens
+        return decode_ids(self.vocab, token_ids)
 
     def fingerprint(self):
         """sha256 of the level and the ordered vocabulary: meta.json records it, so a tokenizer file
@@ -105,3 +100,13 @@ class Tokenizer:
                 return cls(data["vocab"], data.get("level", "char"))
             except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"{path} is not a tokenizer file ({e})") from None
+
+
+def decode_ids(vocab, token_ids):
+    """Ids -> vocab entries, stopping at the first PAD; ids outside the vocabulary become ""."""
+    tokens = []
+    for i in token_ids:
+        if i == PAD_ID:
+            break
+        tokens.append(vocab[i] if 0 <= i < len(vocab) else "")
+    return tokens

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cli import UserError
-from tokenizer import Tokenizer, clean_text
+from tokenizer import Tokenizer, clean_text, decode_ids
 
 DEFAULT_MAXLEN = 256           # for an int-input model with no fixed length and no --maxlen
 UNK_NAMES = ("[UNK]", "<unk>", "<UNK>", "[unk]", "<oov>", "[OOV]")
@@ -66,12 +66,7 @@ class VocabularyTokenizer:
         return out
 
     def decode(self, token_ids):
-        tokens = []
-        for i in token_ids:
-            if i == 0:
-                break
-            tokens.append(self.vocab[i] if i < len(self.vocab) else "")
-        return tokens
+        return decode_ids(self.vocab, token_ids)
 
 
 class StringInputTokenizer:

@@ -122,3 +122,22 @@ def test_top_token_agreement_ignores_padding():
     b = np.array([[-1.0, 2.0, 9.0], [0.0, 0.1, 0.2]])   # 9.0 sits on padding and must not count
     assert evaluate.top_token_agreement(a, b, mask) == 0.5
     assert evaluate.top_token_agreement(a, a, mask) == 1.0
+
+
+def test_a_whole_evaluation_traces_a_bounded_number_of_graphs(tiny_checkpoints, data_dir, tmp_path, capsys):
+    """Explanations and the perturbation predictions share the static-shape graphs: per kind
+    (outputs, gradient, path), at most buckets x chunk sizes x (with and without XLA) traces,
+    however many texts and perturbed copies are run."""
+    import gradients
+    before = {key: fn.experimental_get_tracing_count() for key, fn in gradients._TRACED.items()}
+    result = in_process(capsys, evaluate.main, "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir,
+                        "-n", "40", "--steps", "20", "--baselines", "zero,unk", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    new = {key: fn.experimental_get_tracing_count() - before.get(key, 0) for key, fn in gradients._TRACED.items()}
+    per_kind = {}
+    for (_, kind), count in new.items():
+        if count:
+            per_kind[kind[0]] = per_kind.get(kind[0], 0) + count
+    buckets = 2                                       # maxlen 24: buckets 16 and 24
+    assert set(per_kind) == {"outputs", "gradient", "path"}, per_kind
+    assert all(count <= buckets * 2 * 2 for count in per_kind.values()), per_kind
