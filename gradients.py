@@ -141,13 +141,17 @@ def reduce_scores(contributions, mask, reduce):
 #   - other models keep the exact length they are given (their padding invariance is unknown),
 #     one trace per length for up to EXACT_LENGTHS_PER_MODEL lengths, then one None-dim graph.
 # XLA (jit_compile) is for model.py's models only (others may hold string ops, which have no XLA
-# kernels). Compiling one shape takes 1.6-2.1 s on this project's CPU machine, while XLA saves
-# about 0.03-0.05 s per 8 MB chunk (bench.py measures both floors), so by default a shape is
-# compiled only after it has run XLA_AFTER_CALLS times: one-off explanations never pay for a
-# compilation, long jobs (evaluate.py, explain.py, bench.py) run their hot shapes on XLA.
-# TIG_XLA=1 compiles every shape at once, TIG_XLA=0 never; xla=True/False does the same per call.
+# kernels). Compiling one shape takes 1.6-2.1 s on this project's CPU machine, while XLA saves about
+# 0.03 s per 128-row forward+backward chunk (bench.py measures both floors): about 60 calls pay for
+# one compilation. So by default only IG's integration graphs ("path", where the time goes) are
+# compiled, and a shape only once it has run XLA_AFTER_CALLS times: one-off explanations never pay
+# for a compilation, long jobs (explain.py over a corpus, bench.py) run their hot shapes on XLA.
+# Measured on a whole `evaluate.py -n 200` (hotel): 140 s before static shapes, 67 s without XLA,
+# 79 s with XLA for every shape. TIG_XLA=1 compiles every shape of every kind at once, TIG_XLA=0
+# never; xla=True/False does the same per call.
 
-XLA_AFTER_CALLS = 32
+XLA_AFTER_CALLS = 64
+XLA_KINDS = ("path",)        # kinds compiled by the default rule
 EXACT_LENGTHS_PER_MODEL = 8
 LAST_CHUNK_DIVISOR = 8         # a last chunk is padded to cap // 8 rows or to cap: two sizes per length
 XLA = {"0": False, "1": True}.get(os.environ.get("TIG_XLA", ""))     # None: by XLA_AFTER_CALLS
@@ -224,13 +228,15 @@ def traced(split, kind, build):
     return _TRACED[key]
 
 
-def use_xla(split, xla=None, calls=None):
+def use_xla(split, xla=None, calls=None, kind="path"):
     """The XLA rule: never for other models; else xla if given, TIG_XLA if set, else whether this
-    shape has already run XLA_AFTER_CALLS times (`calls`)."""
+    is an XLA_KINDS graph whose shape has already run XLA_AFTER_CALLS times (`calls`)."""
     if not split.own or split.none_dims:
         return False
     choice = XLA if xla is None else xla
-    return bool(choice) if choice is not None else (calls or 0) > XLA_AFTER_CALLS
+    if choice is not None:
+        return bool(choice)
+    return kind in XLA_KINDS and (calls or 0) > XLA_AFTER_CALLS
 
 
 def function_for(split, kind, body, args, xla=None):
@@ -241,7 +247,7 @@ def function_for(split, kind, body, args, xla=None):
                       lambda split: tf.function(body(split), input_signature=signature))
     shape = tuple(tuple(a.shape) for a in args)
     _CALLS[split.key, kind, shape] += 1
-    jit = use_xla(split, xla, _CALLS[split.key, kind, shape])
+    jit = use_xla(split, xla, _CALLS[split.key, kind, shape], kind)
     return traced(split, (kind, "static", jit), lambda split: tf.function(body(split), jit_compile=jit))
 
 
@@ -326,8 +332,8 @@ def gradients(model, inputs, target=None, *, layer=None, times_input=True, reduc
     reduce: "sum" or "l2" over the embedding axis; default "sum" with times_input, else "l2".
     target: class to explain (default: the predicted class), an int or one per sample.
     vocabulary: id -> token list for Attribution.tokens (default: the model's TextVectorization's).
-    xla: True/False: jit_compile model.py's models' graphs or not; None: TIG_XLA, else XLA for a
-        shape once it has run XLA_AFTER_CALLS times (other models never use XLA).
+    xla: True/False: jit_compile model.py's models' graphs or not; None (default): TIG_XLA if set,
+        else no XLA (the default rule compiles only IG's integration graphs; see "execution").
     """
     split = as_split(model, inputs, layer)
     embeddings, context, token_ids = split.lookup(inputs)

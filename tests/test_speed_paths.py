@@ -73,11 +73,13 @@ def test_xla_rule(monkeypatch):
     after = gradients_module.XLA_AFTER_CALLS
     assert not gradients_module.use_xla(split, calls=1) and not gradients_module.use_xla(split, calls=after)
     assert gradients_module.use_xla(split, calls=after + 1)
+    assert not gradients_module.use_xla(split, calls=after + 1, kind="outputs")   # forward passes stay off
     assert gradients_module.use_xla(split, xla=True, calls=1) and not gradients_module.use_xla(split, xla=False, calls=10 ** 6)
     monkeypatch.setattr(gradients_module, "XLA", False)       # TIG_XLA=0
     assert not gradients_module.use_xla(split, calls=10 ** 6)
     monkeypatch.setattr(gradients_module, "XLA", True)        # TIG_XLA=1
-    assert gradients_module.use_xla(split, calls=1) and not gradients_module.use_xla(none_dim_graphs(split), xla=True)
+    assert gradients_module.use_xla(split, calls=1) and gradients_module.use_xla(split, calls=1, kind="outputs")
+    assert not gradients_module.use_xla(none_dim_graphs(split), xla=True)
 
 
 def traces(model):
@@ -109,7 +111,7 @@ def test_traces_stay_bounded_over_many_calls(monkeypatch):
     counts = traces(model)
     assert len(lengths) == 3
     assert {kind[0] for kind in counts} == {"path", "outputs", "gradient"}
-    assert any(kind[2] for kind in counts), "no shape reached XLA_AFTER_CALLS"
+    assert {kind[0] for kind in counts if kind[2]} == {"path"}, "XLA: only hot integration shapes"
     sizes = (cap, cap // gradients_module.LAST_CHUNK_DIVISOR)
     path_shapes = {(rows, slots_for(rows, steps)) for rows in sizes for steps in steps_used}
     assert len(path_shapes) < len(sizes) * len(steps_used) / 2
