@@ -53,17 +53,14 @@ def interpolated_chunks(split, inputs, steps):
     nodes), built in advance: per length group, x' + a_k (x - x') for every (text, node) pair at
     the group's length, cut into IG's chunk sizes."""
     import tensorflow as tf
-    from gradients import chunk_cap, chunks, fit_length, length_groups, pad_rows
+    from gradients import chunk_cap, chunks, length_groups, pad_rows
     from integrated_gradients import make_baseline, quadrature
     x, context, token_ids = split.lookup(inputs)
     context = np.asarray(context)
     x0 = make_baseline(split, token_ids, x, "zero")
     nodes, _ = quadrature("gausslegendre", steps)
     out = []
-    for length, rows in length_groups(split, context, x.shape[1]):
-        group = [x[rows], x0[rows], context[rows]]
-        if split.own:
-            group = [fit_length(a, length) for a in group]
+    for length, rows, group in length_groups(split, context, [x, x0, context], 3):
         sample, node = np.repeat(np.arange(len(rows)), steps), np.tile(np.arange(steps), len(rows))
         path = (group[1][sample] + nodes[node, None, None] * (group[0][sample] - group[1][sample])).astype(np.float32)
         for start, size, padded in chunks(len(path), chunk_cap(length, x.shape[2])):

@@ -101,7 +101,7 @@ class FileSource:
         text_col = next((header.index(c) for c in TEXT_COLUMNS if c in header), None)
         if text_col is None:
             raise UserError(f"{self.path} line 1: expected a text column (one of {', '.join(TEXT_COLUMNS)}), "
-                             f"got {header}")
+                            f"got {header}")
         return text_col, header.index("label") if "label" in header else None, at[0]
 
     def records(self, offset=None):
@@ -115,7 +115,7 @@ class FileSource:
                     for row in csv.reader(self._lines(f, at)):   # reads no further than the current record
                         if row and len(row) < need:
                             raise UserError(f"{self.path} record at byte {start}: expected {need} columns, "
-                                             f"got {len(row)}")
+                                            f"got {len(row)}")
                         text = cap_text(row[text_col]) if row else ""
                         if text:
                             yield start, text, (row[label_col].strip() if label_col is not None else None)
@@ -136,7 +136,7 @@ class FileSource:
                         text, label = cap_text(obj["text"]), obj.get("label")
                     except (ValueError, KeyError, TypeError, AttributeError):
                         raise UserError(f"{self.path} record at byte {start}: expected a JSON object with a "
-                                         f'"text" string') from None
+                                        f'"text" string') from None
                 if text:
                     yield start, text, label
                 start = at[0]
@@ -286,13 +286,13 @@ def prepare_out(out, job):
         if foreign or not os.path.exists(manifest):
             example = foreign[0] if foreign else sorted(os.listdir(out))[0]
             raise UserError(f"--out {out} contains files explain.py did not create (e.g. {example}); "
-                             "give a new or empty directory")
+                            "give a new or empty directory")
         with open(manifest, encoding="utf-8") as f:
             previous = json.load(f)
         changed = [k for k in JOB_KEYS if previous.get(k) != job.get(k)]
         if changed:
             raise UserError(f"--out {out} holds a different job ({', '.join(changed)} differ); "
-                             "give a new directory to explain this one")
+                            "give a new directory to explain this one")
         for name in os.listdir(os.path.join(out, "shards")):
             if ".tmp-" in name:   # a temp file of an interrupted run of ours: never committed
                 os.remove(os.path.join(out, "shards", name))

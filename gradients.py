@@ -165,17 +165,22 @@ def bucket_length(length):
     return bucket
 
 
-def length_groups(split, context, length):
-    """[(length to run at, row indices)]. model.py's models: rows grouped by the bucket of their
-    real length (up to the last non-PAD position; context is their PAD mask); other models:
-    every row at the given length."""
-    rows = len(context)
-    if not split.own or split.none_dims:
-        return [(length, np.arange(rows))]
+def length_groups(split, context, arrays, with_length):
+    """Yields (run length, row indices, arrays taken at those rows). model.py's models: rows
+    grouped by the bucket of their real length (up to the last non-PAD position of the PAD mask
+    `context`), the first `with_length` arrays ([n, L, ...]) fitted to it (fit_length); other
+    models (and none_dim_graphs): one group of every row at the given length L."""
+    rows = np.arange(len(context))
+    if not split.own:
+        yield arrays[0].shape[1], rows, list(arrays)
+        return
     mask = np.asarray(context)
     real = np.where(mask.any(1), mask.shape[1] - np.argmax(mask[:, ::-1], axis=1), 1)
     buckets = np.array([bucket_length(n) for n in real])
-    return [(int(b), np.flatnonzero(buckets == b)) for b in np.unique(buckets)]
+    for bucket in np.unique(buckets):
+        rows = np.flatnonzero(buckets == bucket)
+        yield int(bucket), rows, [fit_length(a[rows], bucket) if i < with_length else a[rows]
+                                  for i, a in enumerate(arrays)]
 
 
 def fit_length(array, length):
@@ -231,7 +236,7 @@ def traced(split, kind, build):
 def use_xla(split, xla=None, calls=None, kind="path"):
     """The XLA rule: never for other models; else xla if given, TIG_XLA if set, else whether this
     is an XLA_KINDS graph whose shape has already run XLA_AFTER_CALLS times (`calls`)."""
-    if not split.own or split.none_dims:
+    if not split.own:
         return False
     choice = XLA if xla is None else xla
     if choice is not None:
@@ -241,7 +246,7 @@ def use_xla(split, xla=None, calls=None, kind="path"):
 
 def function_for(split, kind, body, args, xla=None):
     """The tf.function that runs body(split)(*args) for these args' shapes, by the rules above."""
-    if split.none_dims or not split.own and _over_length_budget(split, kind, args[0].shape[1]):
+    if split.none_dims or (not split.own and _over_length_budget(split, kind, args[0].shape[1])):
         signature = [tf.TensorSpec([None] * len(a.shape), a.dtype) for a in args]
         return traced(split, (kind, "none dims"),
                       lambda split: tf.function(body(split), input_signature=signature))
@@ -266,10 +271,7 @@ def run_static(split, kind, body, arrays, xla=None, batch_size=None):
     embeddings, context = arrays[0], np.asarray(arrays[1])
     n, length, dim = embeddings.shape
     results = None
-    for run_length, rows in length_groups(split, context, length):
-        group = [a[rows] for a in (embeddings, context, *arrays[2:])]
-        if split.own and not split.none_dims:
-            group[0], group[1] = fit_length(group[0], run_length), fit_length(group[1], run_length)
+    for run_length, rows, group in length_groups(split, context, [embeddings, context, *arrays[2:]], 2):
         for start, size, padded in chunks(len(rows), chunk_cap(run_length, dim, batch_size)):
             args = [tf.constant(pad_rows(a[start:start + size], padded)) for a in group]
             out = function_for(split, kind, body, args, xla)(*args)

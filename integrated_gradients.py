@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from cli import UserError
-from gradients import (COMPLETENESS_TOLERANCE, Attribution, as_split, chunk_cap, chunks, fit_length, function_for,
+from gradients import (COMPLETENESS_TOLERANCE, Attribution, as_split, chunk_cap, chunks, function_for,
                        gradient_of_target, head_outputs, length_groups, pad_rows, reduce_scores, resolve_target,
                        tokens_of)
 from tokenizer import MASK_ID, PAD_ID, UNK_ID
@@ -112,10 +112,7 @@ def integrate_path(split, x, x0, context, target, nodes, weights, batch_size=Non
     steps = len(nodes)
     nodes, weights = nodes.astype(np.float32), weights.astype(np.float32)
     total = np.zeros_like(x)
-    for run_length, rows in length_groups(split, context, length):
-        group = [x[rows], x0[rows], np.asarray(context)[rows], target[rows]]
-        if split.own and not split.none_dims:
-            group[:3] = [fit_length(a, run_length) for a in group[:3]]
+    for run_length, rows, group in length_groups(split, context, [x, x0, np.asarray(context), target], 3):
         keep = min(length, run_length)
         for start, size, padded in chunks(len(rows) * steps, chunk_cap(run_length, dim, batch_size)):
             pair = np.arange(start, start + padded)

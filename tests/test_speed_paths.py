@@ -34,10 +34,12 @@ def test_length_groups_follow_each_texts_own_length():
     for row, n in enumerate((3, 17, 256, 20, 0)):
         mask[row, :n] = True
     mask[4, 40] = True                      # a PAD gap: the last real position counts
-    groups = {length: list(rows) for length, rows in gradients_module.length_groups(split, mask, 256)}
+    groups = {length: list(rows) for length, rows, _ in gradients_module.length_groups(split, mask, [mask], 1)}
     assert groups == {16: [0], 24: [1, 3], 48: [4], 256: [2]}
+    for length, rows, (fitted,) in gradients_module.length_groups(split, mask, [mask], 1):
+        assert fitted.shape == (len(rows), length) and fitted.sum() == mask[rows].sum()   # only PAD cut
     other = none_dim_graphs(split)
-    assert [(length, list(rows)) for length, rows in gradients_module.length_groups(other, mask, 256)] == \
+    assert [(length, list(rows)) for length, rows, _ in gradients_module.length_groups(other, mask, [mask], 1)] == \
         [(256, [0, 1, 2, 3, 4])]
 
 
