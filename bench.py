@@ -48,10 +48,10 @@ def best_time(fn, repeats=REPEATS):
     return min(times)
 
 
-def interpolated_chunks(split, inputs, steps):
+def interpolated_chunks(split, inputs, steps, pad=False):
     """The (path, context, target) chunks IG runs for these inputs (zero baseline, Gauss-Legendre
     nodes), built in advance: per length group, x' + a_k (x - x') for every (text, node) pair at
-    the group's length, cut into IG's chunk sizes."""
+    the group's length, cut into IG's chunks (pad: padded to IG's two chunk sizes, as with XLA)."""
     import tensorflow as tf
     from gradients import chunk_cap, chunks, length_groups, pad_rows
     from integrated_gradients import make_baseline, quadrature
@@ -63,7 +63,7 @@ def interpolated_chunks(split, inputs, steps):
     for length, rows, group in length_groups(split, context, [x, x0, context], 3):
         sample, node = np.repeat(np.arange(len(rows)), steps), np.tile(np.arange(steps), len(rows))
         path = (group[1][sample] + nodes[node, None, None] * (group[0][sample] - group[1][sample])).astype(np.float32)
-        for start, size, padded in chunks(len(path), chunk_cap(length, x.shape[2])):
+        for start, size, padded in chunks(len(path), chunk_cap(length, x.shape[2]), pad=pad):
             pick = pad_rows(np.arange(start, start + size), padded)
             out.append((tf.constant(path[pick]), tf.constant(group[2][sample[pick]]), tf.zeros([padded], tf.int32)))
     return out
@@ -71,19 +71,19 @@ def interpolated_chunks(split, inputs, steps):
 
 def time_floors(split, inputs, steps):
     """Forward+backward over exactly IG's interpolated inputs and chunks, through one None-dim
-    graph, static-shape graphs, and static-shape graphs with XLA: {name: seconds, or None when it
-    cannot run (string ops have no XLA kernels)}."""
+    graph, graphs traced on every chunk's exact shape, and the same with XLA (on the padded chunks
+    IG runs with XLA): {name: seconds, or None when it cannot run (no XLA kernels for string ops)}."""
     import tensorflow as tf
     from gradients import gradient_of_target
-    work = interpolated_chunks(split, inputs, steps)
-    signature = [tf.TensorSpec([None] * len(a.shape), a.dtype) for a in work[0]]
-    graphs = {"none_dims": tf.function(gradient_of_target(split), input_signature=signature),
-              "static": tf.function(gradient_of_target(split)),
-              "xla": tf.function(gradient_of_target(split), jit_compile=True)}
+    work = {pad: interpolated_chunks(split, inputs, steps, pad) for pad in (False, True)}
+    signature = [tf.TensorSpec([None] * len(a.shape), a.dtype) for a in work[False][0]]
+    graphs = {"none_dims": (tf.function(gradient_of_target(split), input_signature=signature), False),
+              "static": (tf.function(gradient_of_target(split)), False),
+              "xla": (tf.function(gradient_of_target(split), jit_compile=True), True)}
     times = {}
-    for name, fn in graphs.items():
+    for name, (fn, pad) in graphs.items():
         try:
-            times[name] = best_time(lambda: [fn(*chunk)[0].numpy() for chunk in work])
+            times[name] = best_time(lambda: [fn(*chunk)[0].numpy() for chunk in work[pad]])
         except Exception as e:
             print(f"{name} floor cannot run: {e.__class__.__name__}: {str(e).splitlines()[0][:120]}")
             times[name] = None

@@ -232,7 +232,7 @@ def main(argv=None):
     args = parse_args(argv)
     import time
     from cli import UserError, atomic_write, prepare_output_dir, resolve_explainable
-    from gradients import class_scores
+    from gradients import class_scores, traces
     from dataset import load_task
     ckpt = resolve_explainable(args)
     if ckpt.meta.get("input") == "strings":
@@ -249,7 +249,7 @@ def main(argv=None):
         baselines.remove("mask")
     test = load_task(task, args.data_dir).test
     token_ids = ckpt.tokenizer.encode(test.texts[:args.n], ckpt.maxlen)
-    start = time.time()
+    start, traced_before = time.time(), traces()
 
     def predict(ids):     # the explanations' own static-shape graphs (no retracing per batch)
         return class_scores(ckpt.model, ids, layer=ckpt.meta.get("layer"))
@@ -272,10 +272,12 @@ def main(argv=None):
         results["methods"][name] = r
         print(f"  {name}: comprehensiveness AOPC {r['comprehensiveness_aopc']:.3f}", file=sys.stderr)
     results["seconds"] = round(time.time() - start, 1)
+    results["graphs_traced"] = traces() - traced_before
     atomic_write(os.path.join(out, "faithfulness.json"), json.dumps(results, ensure_ascii=False, indent=1))
     png = plot_curves(results, os.path.join(out, "deletion_curve.png"),
                       f"{task}: deletion curves, {len(token_ids)} test texts, removal={args.removal}")
-    print(f"### {task} (n={len(token_ids)}, removal={args.removal}, {args.steps} steps, {results['seconds']}s)\n")
+    print(f"### {task} (n={len(token_ids)}, removal={args.removal}, {args.steps} steps, {results['seconds']}s, "
+          f"{results['graphs_traced']} graphs traced)\n")
     print(markdown_table(results))
     print(f"\nwrote {os.path.join(out, 'faithfulness.json')} and {png}")
     return results

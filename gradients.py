@@ -129,23 +129,26 @@ def reduce_scores(contributions, mask, reduce):
     return np.where(mask, scores, 0.0).astype(np.float32)
 
 
-# --- execution: static shapes, chunks, XLA -----------------------------------------
+# --- execution: static lengths, chunks, XLA -----------------------------------------
 #
-# A graph traced on concrete shapes runs about twice as fast on CPU as one with None dims, and
-# XLA needs them. So every model runs on static shapes, streamed in chunks of a fixed number of
-# rows (a call's last chunk is padded with copies of a real row, its outputs discarded):
+# A graph traced with a None length runs about twice as slow on CPU as one traced on the length
+# (and XLA needs every shape); an unknown number of rows costs nothing measurable (bench.py's
+# floors: same seconds within noise). So every model runs on graphs traced per length, with the
+# number of rows left open, streamed in chunks of at most a fixed number of rows:
 #   - model.py's models are padding-invariant (PAD columns with mask False change nothing:
 #     tests/test_attributions.py), so each text runs at the bucket of its own real length
 #     (16, 24, 32, 48, 64, 96, ...: at most 1.5x the text, whatever the batch's padded length),
-#     which also skips the PAD columns a maxlen-padded batch carries;
+#     which also skips the PAD columns a maxlen-padded batch carries: one trace per (kind, bucket);
 #   - other models keep the exact length they are given (their padding invariance is unknown),
 #     one trace per length for up to EXACT_LENGTHS_PER_MODEL lengths, then one None-dim graph.
 # XLA (jit_compile) is for model.py's models only (others may hold string ops, which have no XLA
-# kernels). Compiling one shape takes 1.6-2.1 s on this project's CPU machine, while XLA saves about
+# kernels) and compiles every shape, so its chunks have two sizes: a length group's last chunk is
+# padded (copies of a real row, outputs discarded) to cap // LAST_CHUNK_DIVISOR rows or to cap.
+# Compiling one shape takes 1.6-2.1 s on this project's CPU machine, while XLA saves about
 # 0.03 s per 128-row forward+backward chunk (bench.py measures both floors): about 60 calls pay for
 # one compilation. So by default only IG's integration graphs ("path", where the time goes) are
-# compiled, and a shape only once it has run XLA_AFTER_CALLS times: one-off explanations never pay
-# for a compilation, long jobs (explain.py over a corpus, bench.py) run their hot shapes on XLA.
+# compiled, and a length only once it has run XLA_AFTER_CALLS chunks: one-off explanations never
+# pay for a compilation, long jobs (explain.py over a corpus, bench.py) run their hot lengths on XLA.
 # Measured on a whole `evaluate.py -n 200` (hotel): 140 s before static shapes, 67 s without XLA,
 # 79 s with XLA for every shape. TIG_XLA=1 compiles every shape of every kind at once, TIG_XLA=0
 # never; xla=True/False does the same per call.
@@ -153,7 +156,7 @@ def reduce_scores(contributions, mask, reduce):
 XLA_AFTER_CALLS = 64
 XLA_KINDS = ("path",)        # kinds compiled by the default rule
 EXACT_LENGTHS_PER_MODEL = 8
-LAST_CHUNK_DIVISOR = 8         # a last chunk is padded to cap // 8 rows or to cap: two sizes per length
+LAST_CHUNK_DIVISOR = 8         # XLA: a last chunk is padded to cap // 8 rows or to cap: two sizes per length
 XLA = {"0": False, "1": True}.get(os.environ.get("TIG_XLA", ""))     # None: by XLA_AFTER_CALLS
 
 
@@ -193,17 +196,18 @@ def fit_length(array, length):
 
 
 def chunk_cap(length, dim, batch_size=None):
-    """Rows per static chunk: batch_size if given, else CHUNK_ROWS within FLOATS_PER_CHUNK."""
+    """Rows per chunk: batch_size if given, else CHUNK_ROWS within FLOATS_PER_CHUNK."""
     return max(1, int(batch_size) if batch_size else min(CHUNK_ROWS, FLOATS_PER_CHUNK // (length * dim)))
 
 
-def chunks(total, cap):
-    """(start, size, padded size) covering range(total) in chunks of `cap` rows; the last one is
-    padded to cap // LAST_CHUNK_DIVISOR rows if it fits there, else to cap: two sizes per length."""
+def chunks(total, cap, pad=False):
+    """(start, size, rows to run) covering range(total) in chunks of `cap` rows. With pad (XLA,
+    which compiles every shape) the last one runs padded to cap // LAST_CHUNK_DIVISOR rows if it
+    fits there, else to cap: two sizes per length."""
     small = max(1, cap // LAST_CHUNK_DIVISOR)
     for start in range(0, total, cap):
         size = min(cap, total - start)
-        yield start, size, small if size <= small else cap
+        yield start, size, size if not pad else small if size <= small else cap
 
 
 def pad_rows(array, rows):
@@ -219,8 +223,9 @@ def none_dim_graphs(split):
     return replace(split, own=False, none_dims=True, key=("none dims", split.key))
 
 
-_TRACED = {}   # (split key, kind) -> tf.function, kept for the life of the process
-_CALLS = Counter()             # (split key, kind, shape) -> calls, for XLA_AFTER_CALLS
+_TRACED = {}     # (split key, (kind, "static" or "none dims", xla)) -> tf.function, for the process's life
+_CONCRETE = {}   # (that key, input shapes) -> its concrete function (called directly: less dispatch)
+_CALLS = Counter()             # (split key, kind, length, cap) -> chunks run, for XLA_AFTER_CALLS
 _LENGTHS = {}                  # (split key, kind) -> exact lengths traced (other models)
 
 
@@ -233,9 +238,14 @@ def traced(split, kind, build):
     return _TRACED[key]
 
 
+def traces():
+    """Graphs traced so far in this process, over every model and kind (evaluate.py reports it)."""
+    return sum(fn.experimental_get_tracing_count() for fn in _TRACED.values())
+
+
 def use_xla(split, xla=None, calls=None, kind="path"):
     """The XLA rule: never for other models; else xla if given, TIG_XLA if set, else whether this
-    is an XLA_KINDS graph whose shape has already run XLA_AFTER_CALLS times (`calls`)."""
+    is an XLA_KINDS graph whose length has already run XLA_AFTER_CALLS chunks (`calls`)."""
     if not split.own:
         return False
     choice = XLA if xla is None else xla
@@ -244,16 +254,26 @@ def use_xla(split, xla=None, calls=None, kind="path"):
     return kind in XLA_KINDS and (calls or 0) > XLA_AFTER_CALLS
 
 
-def function_for(split, kind, body, args, xla=None):
-    """The tf.function that runs body(split)(*args) for these args' shapes, by the rules above."""
-    if split.none_dims or (not split.own and _over_length_budget(split, kind, args[0].shape[1])):
-        signature = [tf.TensorSpec([None] * len(a.shape), a.dtype) for a in args]
-        return traced(split, (kind, "none dims"),
-                      lambda split: tf.function(body(split), input_signature=signature))
-    shape = tuple(tuple(a.shape) for a in args)
-    _CALLS[split.key, kind, shape] += 1
-    jit = use_xla(split, xla, _CALLS[split.key, kind, shape], kind)
-    return traced(split, (kind, "static", jit), lambda split: tf.function(body(split), jit_compile=jit))
+def group_uses_xla(split, kind, length, cap, count, xla=None):
+    """use_xla for a length group about to run `count` chunks of at most `cap` rows."""
+    _CALLS[split.key, kind, length, cap] += count
+    return use_xla(split, xla, _CALLS[split.key, kind, length, cap], kind)
+
+
+def function_for(split, kind, body, args, jit=False):
+    """The concrete function that runs body(split)(*args): traced on these args' shapes with
+    the number of rows open, on their exact shapes with XLA (jit), or on None dims (none_dims,
+    or another model past its EXACT_LENGTHS_PER_MODEL lengths)."""
+    none_dims = split.none_dims or (not split.own and _over_length_budget(split, kind, args[0].shape[1]))
+    jit = bool(jit) and not none_dims
+    fn = traced(split, (kind, "none dims" if none_dims else "static", jit),
+                lambda split: tf.function(body(split), jit_compile=jit))
+    shapes = tuple(tuple([None] * len(a.shape) if none_dims else a.shape if jit else [None, *a.shape[1:]])
+                   for a in args)
+    key = (id(fn), shapes, tuple(a.dtype for a in args))
+    if key not in _CONCRETE:
+        _CONCRETE[key] = fn.get_concrete_function(*[tf.TensorSpec(s, a.dtype) for s, a in zip(shapes, args)])
+    return _CONCRETE[key]
 
 
 def _over_length_budget(split, kind, length):
@@ -265,16 +285,18 @@ def _over_length_budget(split, kind, length):
 
 
 def run_static(split, kind, body, arrays, xla=None, batch_size=None):
-    """body(split)(*arrays) over rows, by length groups and static chunks. arrays[0] is the
+    """body(split)(*arrays) over rows, by length groups and chunks. arrays[0] is the
     embeddings [n,L,D], arrays[1] the context, then per-row arrays. Returns the outputs (numpy,
     each [n, ...]); [n, l, D] outputs are cut back to (or zero-padded to) the given L."""
     embeddings, context = arrays[0], np.asarray(arrays[1])
     n, length, dim = embeddings.shape
     results = None
     for run_length, rows, group in length_groups(split, context, [embeddings, context, *arrays[2:]], 2):
-        for start, size, padded in chunks(len(rows), chunk_cap(run_length, dim, batch_size)):
+        cap = chunk_cap(run_length, dim, batch_size)
+        jit = group_uses_xla(split, kind, run_length, cap, -(-len(rows) // cap), xla)
+        for start, size, padded in chunks(len(rows), cap, pad=jit):
             args = [tf.constant(pad_rows(a[start:start + size], padded)) for a in group]
-            out = function_for(split, kind, body, args, xla)(*args)
+            out = function_for(split, kind, body, args, jit)(*args)
             out = [np.asarray(o)[:size] for o in (out if isinstance(out, (tuple, list)) else (out,))]
             if results is None:
                 results = [np.zeros((n, length) + o.shape[2:] if o.ndim > 2 else (n,) + o.shape[1:], o.dtype)

@@ -16,17 +16,17 @@ along the whole path (x'_i = x_i), so their score is exactly 0.0. All samples x 
 stream through one graph in chunks of at most `batch_size` interpolated inputs, so memory stays
 flat as `steps` grows.
 
-Execution (gradients.py, "execution"): static shapes and fixed chunk sizes for every model;
-model.py's (padding-invariant) models run each text at the bucket of its own length and use XLA
-for shapes that run often; other models run at their exact length, without XLA.
+Execution (gradients.py, "execution"): graphs traced per length, chunks of at most a fixed number
+of rows, for every model; model.py's (padding-invariant) models run each text at the bucket of its
+own length and use XLA for lengths that run often; other models run at their exact length, without XLA.
 """
 import numpy as np
 import tensorflow as tf
 
 from cli import UserError
 from gradients import (COMPLETENESS_TOLERANCE, Attribution, as_split, chunk_cap, chunks, function_for,
-                       gradient_of_target, head_outputs, length_groups, pad_rows, reduce_scores, resolve_target,
-                       tokens_of)
+                       gradient_of_target, group_uses_xla, head_outputs, length_groups, pad_rows, reduce_scores,
+                       resolve_target, tokens_of)
 from tokenizer import MASK_ID, PAD_ID, UNK_ID
 
 METHODS = ("gausslegendre", "left", "right", "middle", "trapezoid")
@@ -99,29 +99,32 @@ def integrated_chunk(split):
 
 
 def slots_for(rows, steps):
-    """Texts one chunk of `rows` (text, node) pairs can touch (sample-major), rounded up to a power
-    of two so few shapes are traced: (rows - 1) // steps + 2 at most."""
+    """XLA: texts one chunk of `rows` (text, node) pairs can touch (sample-major), rounded up to a
+    power of two so few shapes are compiled: (rows - 1) // steps + 2 at most."""
     return 1 << ((rows - 1) // steps + 1).bit_length()
 
 
 def integrate_path(split, x, x0, context, target, nodes, weights, batch_size=None, xla=None):
     """sum_k w_k dF_t(x'+a_k(x-x'))/dx [B,L,D]. Per length group (gradients.length_groups) the
-    B x S (text, node) pairs, sample-major, stream through one static graph in chunks of a fixed
+    B x S (text, node) pairs, sample-major, stream through one graph in chunks of a fixed
     number of pairs; memory stays flat in S."""
     batch, length, dim = x.shape
     steps = len(nodes)
     nodes, weights = nodes.astype(np.float32), weights.astype(np.float32)
     total = np.zeros_like(x)
     for run_length, rows, group in length_groups(split, context, [x, x0, np.asarray(context), target], 3):
-        keep = min(length, run_length)
-        for start, size, padded in chunks(len(rows) * steps, chunk_cap(run_length, dim, batch_size)):
+        keep, pairs, cap = min(length, run_length), len(rows) * steps, chunk_cap(run_length, dim, batch_size)
+        jit = group_uses_xla(split, "path", run_length, cap, -(-pairs // cap), xla)
+        for start, size, padded in chunks(pairs, cap, pad=jit):
             pair = np.arange(start, start + padded)
-            first, slots = pair[0] // steps, slots_for(padded, steps)
+            first = start // steps
+            # the texts this chunk touches; with XLA a power of two of them (padded with copies)
+            slots = slots_for(padded, steps) if jit else (start + size - 1) // steps - first + 1
             slot = np.minimum(pair // steps - first, slots - 1).astype(np.int32)
             pair_weights = np.where(np.arange(padded) < size, weights[pair % steps], 0).astype(np.float32)
             args = [tf.constant(pad_rows(a[first:first + slots], slots)) for a in group] + [
                 tf.constant(slot), tf.constant(nodes[pair % steps]), tf.constant(pair_weights)]
-            out = function_for(split, "path", integrated_chunk, args, xla)(*args).numpy()
+            out = function_for(split, "path", integrated_chunk, args, jit)(*args).numpy()
             texts = min(slots, len(rows) - first)
             total[rows[first:first + texts], :keep] += out[:texts, :keep]
     return total
@@ -151,8 +154,8 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
         norm per token, the original project's view; completeness does not hold for it).
     vocabulary: id -> token list for Attribution.tokens (default: the model's TextVectorization's).
     xla: True/False: jit_compile model.py's models' graphs or not; None (default): TIG_XLA if set,
-        else XLA for a shape once it has run gradients.XLA_AFTER_CALLS times. Other models never
-        use XLA. All models run on static shapes (see gradients.py, "execution").
+        else XLA for a length once it has run gradients.XLA_AFTER_CALLS chunks. Other models never
+        use XLA. All models run on graphs traced per length (see gradients.py, "execution").
     Returns an Attribution with scores [B,L], target, probs, delta, steps, output, baseline_output, tokens.
     """
     split = as_split(model, inputs, layer)

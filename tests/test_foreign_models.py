@@ -247,7 +247,7 @@ def test_ambiguous_and_missing_embedding():
 
 def test_traces_per_exact_length_are_bounded(monkeypatch):
     """Other models run at their exact length (no bucketing: their padding invariance is
-    unknown): one trace per length and chunk size for EXACT_LENGTHS_PER_MODEL lengths, then one
+    unknown): one trace per length (rows left open) for EXACT_LENGTHS_PER_MODEL lengths, then one
     None-dim graph per kind, with the same numbers; a repeat traces nothing new."""
     import gradients as gradients_module
     monkeypatch.setattr(gradients_module, "EXACT_LENGTHS_PER_MODEL", 2)
@@ -269,7 +269,7 @@ def test_traces_per_exact_length_are_bounded(monkeypatch):
     assert counts == first, "a repeat of the same shapes traced again"
     assert {kind[1] for kind in counts} == {"static", "none dims"} and not any(kind[2:] == (True,) for kind in counts)
     for kind, count in counts.items():
-        assert count <= (1 if kind[1] == "none dims" else 2 * 2), (kind, count)   # lengths x chunk sizes
+        assert count <= (1 if kind[1] == "none dims" else 2), (kind, count)   # EXACT_LENGTHS_PER_MODEL
     from gradients import none_dim_graphs
     from model import split_at_embedding
     reference = none_dim_graphs(split_at_embedding(model, inputs=token_ids()))
