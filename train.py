@@ -148,6 +148,8 @@ def main(argv=None):
             print(f"initialised from {init['checkpoint']}: {init['embedding_rows_mapped']}/{init['vocabulary']} "
                   f"embedding rows mapped; copied {', '.join(init['copied'])}; new {', '.join(init['fresh']) or '-'}",
                   file=sys.stderr)
+        # jit_compile stays Keras' "auto", which is off on a CPU-only machine: on 2 CPU cores XLA trained
+        # 2-8x slower per step (cnn hotel/THUCNews; fasttext at batch 512), see bench_train.py
         model.compile(optimizer=make_optimizer(args.arch, args.lr), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
     global_batch = args.batch_size * replicas
