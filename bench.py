@@ -77,9 +77,19 @@ def time_floors(split, inputs, steps):
     from gradients import gradient_of_target
     work = {pad: interpolated_chunks(split, inputs, steps, pad) for pad in (False, True)}
     signature = [tf.TensorSpec([None] * len(a.shape), a.dtype) for a in work[False][0]]
+
+    def one_graph_per_shape(jit):   # (one tf.function retracing per shape would warn about retracing)
+        graphs = {}
+
+        def run(*chunk):
+            shape = tuple(tuple(a.shape) for a in chunk)
+            if shape not in graphs:
+                graphs[shape] = tf.function(gradient_of_target(split), jit_compile=jit)
+            return graphs[shape](*chunk)
+        return run
+
     graphs = {"none_dims": (tf.function(gradient_of_target(split), input_signature=signature), False),
-              "static": (tf.function(gradient_of_target(split)), False),
-              "xla": (tf.function(gradient_of_target(split), jit_compile=True), True)}
+              "static": (one_graph_per_shape(False), False), "xla": (one_graph_per_shape(True), True)}
     times = {}
     for name, (fn, pad) in graphs.items():
         try:
