@@ -15,6 +15,8 @@ Prints, measured in this one run on the same N test texts x S steps (default 64 
   - with --checkpoint also: the original project's loop (one model call per text per alpha, timed on
     a few texts and scaled), peak memory (RSS) at S and 6*S steps in fresh processes, and the
     completeness gap of Gauss-Legendre vs the trapezoid rule at S steps.
+Every time is the fastest of runs interleaved round by round (at least 3 per variant and 3 s in total,
+after an untimed warm-up that traces and compiles), so load on a shared machine hits all variants alike.
 The last line is all of it as JSON.
 """
 import os
@@ -34,18 +36,34 @@ import numpy as np
 SAMPLES = 64
 STEPS = 50
 REPEATS = 3
+MIN_SECONDS = 3.0    # each timed variant runs at least REPEATS times and at least this long in total
 LOOP_SAMPLES = 2     # the per-alpha loop is slow: time it on this many samples
 BEFORE_FLOATS_PER_CHUNK = 1 << 23   # the default chunk before static shapes: 32 MB of embeddings
 
 
 def best_time(fn, repeats=REPEATS):
-    fn()   # warm-up: traces (and with XLA compiles) every shape
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return best_times({"fn": fn}, repeats)["fn"]
+
+
+def best_times(fns, repeats=REPEATS, min_seconds=MIN_SECONDS):
+    """{name: fastest of its timed runs} for {name: fn}. Each fn is warmed up once (traces and
+    XLA compilations are not timed; one that fails there gets None and one line saying why), then
+    the fns run interleaved, round after round, so a burst of load on a shared machine hits all of
+    them alike: at least `repeats` rounds and until every fn has run `min_seconds` in total."""
+    runnable = {}
+    for name, fn in fns.items():
+        try:
+            fn()
+            runnable[name] = fn
+        except Exception as e:
+            print(f"{name} cannot run: {e.__class__.__name__}: {(str(e).splitlines() or [''])[0][:120]}")
+    times = {name: [] for name in runnable}
+    while runnable and (min(len(t) for t in times.values()) < repeats or min(map(sum, times.values())) < min_seconds):
+        for name, fn in runnable.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(times[name]) if name in times else None for name in fns}
 
 
 def interpolated_chunks(split, inputs, steps, pad=False):
@@ -69,10 +87,10 @@ def interpolated_chunks(split, inputs, steps, pad=False):
     return out
 
 
-def time_floors(split, inputs, steps):
+def floors(split, inputs, steps):
     """Forward+backward over exactly IG's interpolated inputs and chunks, through one None-dim
     graph, graphs traced on every chunk's exact shape, and the same with XLA (on the padded chunks
-    IG runs with XLA): {name: seconds, or None when it cannot run (no XLA kernels for string ops)}."""
+    IG runs with XLA): {name: a function that runs it} (XLA cannot run string ops)."""
     import tensorflow as tf
     from gradients import gradient_of_target
     work = {pad: interpolated_chunks(split, inputs, steps, pad) for pad in (False, True)}
@@ -90,14 +108,8 @@ def time_floors(split, inputs, steps):
 
     graphs = {"none_dims": (tf.function(gradient_of_target(split), input_signature=signature), False),
               "static": (one_graph_per_shape(False), False), "xla": (one_graph_per_shape(True), True)}
-    times = {}
-    for name, (fn, pad) in graphs.items():
-        try:
-            times[name] = best_time(lambda: [fn(*chunk)[0].numpy() for chunk in work[pad]])
-        except Exception as e:
-            print(f"{name} floor cannot run: {e.__class__.__name__}: {str(e).splitlines()[0][:120]}")
-            times[name] = None
-    return times
+    return {f"floor {name}": lambda fn=fn, pad=pad: [fn(*chunk)[0].numpy() for chunk in work[pad]]
+            for name, (fn, pad) in graphs.items()}
 
 
 def time_ig(model, inputs, steps):
@@ -110,12 +122,15 @@ def time_ig(model, inputs, steps):
     r = {"texts": n, "steps": steps, "padded_length": int(np.shape(split.lookup(inputs[:1])[0])[1])}
     now = {xla: integrated_gradients(model, inputs, steps=steps, xla=xla).scores for xla in (True, False)}
     r["xla_max_relative_difference"] = float(np.abs(now[True] - now[False]).max() / max(np.abs(now[False]).max(), 1e-30))
-    r["ig_seconds"] = best_time(lambda: integrated_gradients(model, inputs, steps=steps, xla=split.own))
-    r["ig_seconds_without_xla"] = best_time(lambda: integrated_gradients(model, inputs, steps=steps, xla=False))
     before_chunk = max(1, BEFORE_FLOATS_PER_CHUNK // int(np.prod(split.lookup(inputs[:1])[0].shape[1:])))
-    r["before_seconds"] = best_time(lambda: integrated_gradients(none_dim_graphs(split), inputs, steps=steps,
-                                                                 batch_size=before_chunk))
-    r["floors_seconds"] = time_floors(split, inputs, steps)
+    times = best_times({
+        "ig_seconds": lambda: integrated_gradients(model, inputs, steps=steps, xla=split.own),
+        "ig_seconds_without_xla": lambda: integrated_gradients(model, inputs, steps=steps, xla=False),
+        "before_seconds": lambda: integrated_gradients(none_dim_graphs(split), inputs, steps=steps,
+                                                       batch_size=before_chunk),
+        **floors(split, inputs, steps)})
+    r.update((name, times.pop(name)) for name in ("ig_seconds", "ig_seconds_without_xla", "before_seconds"))
+    r["floors_seconds"] = {name.split()[1]: seconds for name, seconds in times.items()}
     fastest = min(t for t in r["floors_seconds"].values() if t)
     r.update(texts_per_second=n / r["ig_seconds"], before_texts_per_second=n / r["before_seconds"],
              after_over_before_throughput=r["before_seconds"] / r["ig_seconds"],
