@@ -5,7 +5,7 @@ original per-alpha loop.
     python bench.py --model my_model.keras [--vocab vocab.txt | --tokenizer tokenizer.json] --task hotel
 
 Prints, measured in this one run on the same N test texts x S steps (default 64 x 50):
-  - IG as it runs now (static shapes; this project's models run each text at the bucket of its own
+  - IG as it runs now (graphs traced per length; this project's models run each text at the bucket of its own
     length) with XLA (xla=True, compiled by a warm-up call) and without (xla=False);
   - before: IG on one None-dim graph at the padded length in 32 MB chunks (gradients.none_dim_graphs,
     the path every model took before static shapes) and the after/before throughput (goal >= 2);

@@ -144,16 +144,18 @@ def reduce_scores(contributions, mask, reduce):
 # XLA (jit_compile) is for model.py's models only (others may hold string ops, which have no XLA
 # kernels) and compiles every shape, so its chunks have two sizes: a length group's last chunk is
 # padded (copies of a real row, outputs discarded) to cap // LAST_CHUNK_DIVISOR rows or to cap.
-# Compiling one shape takes 1.6-2.1 s on this project's CPU machine, while XLA saves about
-# 0.03 s per 128-row forward+backward chunk (bench.py measures both floors): about 60 calls pay for
-# one compilation. So by default only IG's integration graphs ("path", where the time goes) are
-# compiled, and a length only once it has run XLA_AFTER_CALLS chunks: one-off explanations never
-# pay for a compilation, long jobs (explain.py over a corpus, bench.py) run their hot lengths on XLA.
-# Measured on a whole `evaluate.py -n 200` (hotel): 140 s before static shapes, 67 s without XLA,
-# 79 s with XLA for every shape. TIG_XLA=1 compiles every shape of every kind at once, TIG_XLA=0
-# never; xla=True/False does the same per call.
+# Compiling one shape takes 1.6-2.1 s on this project's CPU machine, while XLA saves about 0.012 s per
+# 128-row chunk of IG (hotel char-CNN, bench.py: 1.16 s vs 1.47 s for 25 chunks): a length's two
+# compilations pay back after about 300 chunks. So by default only IG's integration graphs ("path",
+# where the time goes) are compiled, and a length only once it has run XLA_AFTER_CALLS chunks without
+# (by then it has lost about what compiling costs, so it never loses more than twice that): one-off
+# explanations and evaluations never pay for a compilation, long jobs (explain.py over a corpus) run
+# their hot lengths on XLA. Measured on a whole `evaluate.py -n 200` (hotel; RESULTS.md): 72.5 s
+# before static lengths; now 33.8 s without XLA, 38.1 s with XLA after 64 chunks, 57.5 s with XLA for
+# every shape. TIG_XLA=1 compiles every shape of every kind at once, TIG_XLA=0 never; xla=True/False
+# does the same per call.
 
-XLA_AFTER_CALLS = 64
+XLA_AFTER_CALLS = 256
 XLA_KINDS = ("path",)        # kinds compiled by the default rule
 EXACT_LENGTHS_PER_MODEL = 8
 LAST_CHUNK_DIVISOR = 8         # XLA: a last chunk is padded to cap // 8 rows or to cap: two sizes per length
@@ -290,24 +292,27 @@ def run_static(split, kind, body, arrays, xla=None, batch_size=None):
     each [n, ...]); [n, l, D] outputs are cut back to (or zero-padded to) the given L."""
     embeddings, context = arrays[0], np.asarray(arrays[1])
     n, length, dim = embeddings.shape
-    results = None
+    pieces = []    # (row indices, outputs of their chunk)
     for run_length, rows, group in length_groups(split, context, [embeddings, context, *arrays[2:]], 2):
         cap = chunk_cap(run_length, dim, batch_size)
         jit = group_uses_xla(split, kind, run_length, cap, -(-len(rows) // cap), xla)
         for start, size, padded in chunks(len(rows), cap, pad=jit):
             args = [tf.constant(pad_rows(a[start:start + size], padded)) for a in group]
             out = function_for(split, kind, body, args, jit)(*args)
-            out = [np.asarray(o)[:size] for o in (out if isinstance(out, (tuple, list)) else (out,))]
-            if results is None:
-                results = [np.zeros((n, length) + o.shape[2:] if o.ndim > 2 else (n,) + o.shape[1:], o.dtype)
-                           for o in out]
-            for result, o in zip(results, out):
-                if o.ndim > 2:
-                    keep = min(length, o.shape[1])
-                    result[rows[start:start + size], :keep] = o[:, :keep]
-                else:
-                    result[rows[start:start + size]] = o
-    return results
+            pieces.append((rows[start:start + size],
+                           [np.asarray(o)[:size] for o in (out if isinstance(out, (tuple, list)) else (out,))]))
+    return [gather_rows(n, length, [(rows, out[i]) for rows, out in pieces]) for i in range(len(pieces[0][1]))]
+
+
+def gather_rows(n, length, pieces):
+    """One [n, ...] array from (row indices, values) pieces; per-position values [rows, l, D]
+    are fitted to `length` first (fit_length: cut, or zeros appended)."""
+    if pieces[0][1].ndim > 2:
+        pieces = [(rows, fit_length(values, length)) for rows, values in pieces]
+    result = np.zeros((n,) + pieces[0][1].shape[1:], pieces[0][1].dtype)
+    for rows, values in pieces:
+        result[rows] = values
+    return result
 
 
 def gradient_of_target(split):
