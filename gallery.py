@@ -2,6 +2,7 @@
 of each task's checkpoint, plus asset/gallery.md with the same rows as <font> spans.
 
     python gallery.py --data-dir DIR            # reads checkpoints/<task>, writes asset/
+    python gallery.py --data-dir DIR --tasks hotel --checkpoints runs --out /tmp/gallery
 
 Sentences are the first correctly classified test texts of at most GALLERY_MAXCHARS
 characters, at most ceil(GALLERY_PER_TASK / classes) per true class.
@@ -19,23 +20,30 @@ METHODS = {"grad": "gradxinput", "ig": "ig"}   # file name -> method
 
 
 def main(argv=None):
-    from cli import ArgumentParser, atomic_write, comma_list, prepare_output_dir, resolve_checkpoint
+    from cli import CHECKPOINTS_DIR, ArgumentParser, UserError, atomic_write, comma_list, prepare_output_dir, \
+        resolve_checkpoint
     from plots import to_png
     from render import METHOD_TITLES, to_markdown
     from visualize import STEPS, pick_samples, run_methods
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--tasks", default=list(TASKS), type=comma_list(TASKS, "task"))
+    p.add_argument("--checkpoints", default=CHECKPOINTS_DIR, help="folder with one checkpoint per task, <folder>/<task>")
     p.add_argument("--out", default="asset")
     args = p.parse_args(argv)
+    directories = {task: os.path.join(args.checkpoints, task) for task in args.tasks}
+    for task, directory in directories.items():     # before any work: every checkpoint is there
+        if not os.path.isdir(directory):
+            raise UserError(f"no checkpoint for task {task!r} at {directory}; train one with: "
+                            f"python train.py --task {task} --out {directory}")
     names = [f"{task}_{method}.png" for task in args.tasks for method in METHODS] + ["gallery.md"]
     prepare_output_dir(args.out, names)
     sections = []
-    for task in args.tasks:
-        ckpt = resolve_checkpoint(task)
+    for task, directory in directories.items():
+        ckpt = resolve_checkpoint(task, checkpoint=directory)
         texts, labels = pick_samples(ckpt, task, args.data_dir, PER_TASK, max_chars=MAXCHARS, balanced=True)
         metrics = ckpt.metrics
-        section = [f"### {task}", "", f"<sub>checkpoint checkpoints/{task} ({ckpt.meta.get('arch')}), "
+        section = [f"### {task}", "", f"<sub>checkpoint {directory} ({ckpt.meta.get('arch')}), "
                                     f"test accuracy {metrics.get('test_accuracy', float('nan')):.4f}, "
                                     f"macro-F1 {metrics.get('test_macro_f1', float('nan')):.4f}</sub>", ""]
         for short, method in METHODS.items():
@@ -46,8 +54,8 @@ def main(argv=None):
             print(f"wrote {png}")
         sections.append("\n".join(section))
     path = atomic_write(os.path.join(args.out, "gallery.md"),
-                        "# Gallery\n\nMade by `python gallery.py --data-dir DIR` from the checkpoints in "
-                        "checkpoints/.\n\n" + "\n".join(sections))
+                        f"# Gallery\n\nMade by `python gallery.py --data-dir DIR` from the checkpoints in "
+                        f"{args.checkpoints}/.\n\n" + "\n".join(sections))
     print(f"wrote {path}")
 
 
