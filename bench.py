@@ -10,8 +10,8 @@ Prints, measured in this one run on the same N test texts x S steps (default 64 
   - before: IG on one None-dim graph at the padded length in 32 MB chunks (gradients.none_dim_graphs,
     the path every model took before static shapes) and the after/before throughput (goal >= 2);
   - the floors: one forward+backward over exactly the interpolated inputs IG runs (same lengths,
-    same chunks, built in advance) through a None-dim graph, a static-shape graph, and the same
-    with XLA; IG / the fastest floor (goal <= 1.2);
+    same chunks, built in advance) through a None-dim graph, a graph per length with the number of
+    rows open, a static-shape graph, and the same with XLA; IG / the fastest floor (goal <= 1.2);
   - with --checkpoint also: the original project's loop (one model call per text per alpha, timed on
     a few texts and scaled), peak memory (RSS) at S and 6*S steps in fresh processes, and the
     completeness gap of Gauss-Legendre vs the trapezoid rule at S steps.
@@ -89,30 +89,33 @@ def interpolated_chunks(split, inputs, steps, pad=False):
 
 def floors(split, inputs, steps):
     """Forward+backward over exactly IG's interpolated inputs and chunks, through one None-dim
-    graph, graphs traced on every chunk's exact shape, and the same with XLA (on the padded chunks
-    IG runs with XLA): {name: a function that runs it} (XLA cannot run string ops)."""
+    graph, graphs traced per length with the number of rows open (IG's without XLA), graphs traced
+    on every chunk's exact shape, and the same with XLA (on the padded chunks IG runs with XLA):
+    {name: a function that runs it} (XLA cannot run string ops)."""
     import tensorflow as tf
     from gradients import gradient_of_target
     work = {pad: interpolated_chunks(split, inputs, steps, pad) for pad in (False, True)}
     signature = [tf.TensorSpec([None] * len(a.shape), a.dtype) for a in work[False][0]]
 
-    def one_graph_per_shape(jit):   # (one tf.function retracing per shape would warn about retracing)
+    def one_graph_per_shape(jit, open_rows=False):   # (a tf.function retracing per shape would warn)
         graphs = {}
 
         def run(*chunk):
-            shape = tuple(tuple(a.shape) for a in chunk)
+            shape = tuple(tuple(a.shape[1:] if open_rows else a.shape) for a in chunk)
             if shape not in graphs:
-                graphs[shape] = tf.function(gradient_of_target(split), jit_compile=jit)
+                signature = [tf.TensorSpec([None, *a.shape[1:]], a.dtype) for a in chunk] if open_rows else None
+                graphs[shape] = tf.function(gradient_of_target(split), jit_compile=jit, input_signature=signature)
             return graphs[shape](*chunk)
         return run
 
     graphs = {"none_dims": (tf.function(gradient_of_target(split), input_signature=signature), False),
+              "open_rows": (one_graph_per_shape(False, open_rows=True), False),
               "static": (one_graph_per_shape(False), False), "xla": (one_graph_per_shape(True), True)}
     return {f"floor {name}": lambda fn=fn, pad=pad: [fn(*chunk)[0].numpy() for chunk in work[pad]]
             for name, (fn, pad) in graphs.items()}
 
 
-def time_ig(model, inputs, steps):
+def time_ig(model, inputs, steps, min_seconds=MIN_SECONDS):
     """IG now (with and without XLA), IG before static shapes, the floors; one dict of numbers."""
     from gradients import none_dim_graphs
     from integrated_gradients import integrated_gradients
@@ -128,7 +131,7 @@ def time_ig(model, inputs, steps):
         "ig_seconds_without_xla": lambda: integrated_gradients(model, inputs, steps=steps, xla=False),
         "before_seconds": lambda: integrated_gradients(none_dim_graphs(split), inputs, steps=steps,
                                                        batch_size=before_chunk),
-        **floors(split, inputs, steps)})
+        **floors(split, inputs, steps)}, min_seconds=min_seconds)
     r.update((name, times.pop(name)) for name in ("ig_seconds", "ig_seconds_without_xla", "before_seconds"))
     r["floors_seconds"] = {name.split()[1]: seconds for name, seconds in times.items()}
     fastest = min(t for t in r["floors_seconds"].values() if t)
@@ -149,7 +152,8 @@ def print_ig(r):
     print(f"before: one None-dim graph, padded length:  {r['before_seconds']:7.3f} s  "
           f"({r['before_texts_per_second']:6.1f} texts/s)   after/before throughput: "
           f"{r['after_over_before_throughput']:.2f}x  (goal >= 2)")
-    labels = {"none_dims": "None-dim graph", "static": "static shapes", "xla": "static shapes + XLA"}
+    labels = {"none_dims": "None-dim graph", "open_rows": "static length, rows open", "static": "static shapes",
+              "xla": "static shapes + XLA"}
     for name, seconds in r["floors_seconds"].items():
         if seconds:
             print(f"floor, IG's inputs and chunks, {labels[name] + ':':25s} {seconds:7.3f} s   "
@@ -242,7 +246,7 @@ def print_extras(r):
 
 def main():
     import argparse
-    from cli import ArgumentParser, int_range
+    from cli import ArgumentParser, float_range, int_range
     from integrated_gradients import MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="checkpoints/hotel")
@@ -250,6 +254,8 @@ def main():
     p.add_argument("--samples", type=int_range(1), default=SAMPLES)
     p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=STEPS,
                    help=f"IG steps (memory is also measured at 6x this, so at most {MAX_STEPS // 6})")
+    p.add_argument("--min-seconds", type=float_range(0, 3600), default=MIN_SECONDS,
+                   help="each timed variant runs at least 3 times and at least this long in total")
     p.add_argument("--model", default=None, help="a user's .keras model instead of --checkpoint")
     p.add_argument("--vocab", default=None, help="with --model: vocab.txt, one token per line (line number = id)")
     p.add_argument("--tokenizer", default=None, help="with --model: this project's tokenizer.json")
@@ -273,7 +279,7 @@ def main():
         name = f"checkpoint {args.checkpoint} ({ckpt.meta.get('arch')})"
     print(f"{name}: {len(inputs)} test texts x {args.steps} steps = {len(inputs) * args.steps} interpolated "
           f"inputs, {os.cpu_count()} CPU cores")
-    results = {"source": args.model or args.checkpoint, **time_ig(ckpt.model, inputs, args.steps)}
+    results = {"source": args.model or args.checkpoint, **time_ig(ckpt.model, inputs, args.steps, args.min_seconds)}
     print_ig(results)
     if not args.model:
         results.update(checkpoint_extras(args, ckpt, inputs))

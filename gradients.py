@@ -131,9 +131,9 @@ def reduce_scores(contributions, mask, reduce):
 
 # --- execution: static lengths, chunks, XLA -----------------------------------------
 #
-# A graph traced with a None length runs about twice as slow on CPU as one traced on the length
-# (and XLA needs every shape); an unknown number of rows costs nothing measurable (bench.py's
-# floors: same seconds within noise). So every model runs on graphs traced per length, with the
+# A graph traced with a None length runs 1.3-1.4x slower on CPU than one traced on the length (and
+# XLA needs every shape); leaving the number of rows open costs nothing measurable (bench.py's floors
+# "rows open" and "static shapes"; RESULTS.md). So every model runs on graphs traced per length, with the
 # number of rows left open, streamed in chunks of at most a fixed number of rows:
 #   - model.py's models are padding-invariant (PAD columns with mask False change nothing:
 #     tests/test_attributions.py), so each text runs at the bucket of its own real length

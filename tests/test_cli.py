@@ -126,10 +126,13 @@ def test_visualize_misclassified_samples(tiny_checkpoints, data_dir, tmp_path, c
 def test_bench_runs_and_reports_every_number(tiny_checkpoints, data_dir):
     import json
     result = run("bench.py", "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir, "--samples", "4",
-                 "--steps", "4")
+                 "--steps", "4", "--min-seconds", "0")
     assert result.returncode == 0, result.stderr
     numbers = json.loads(result.stdout.strip().splitlines()[-1])
-    assert numbers["ratio_to_fastest_floor"] > 0 and numbers["speedup_over_per_alpha_loop"] > 0
-    assert numbers["after_over_before_throughput"] > 0 and numbers["xla_max_relative_difference"] <= 1e-5
+    floors = numbers["floors_seconds"]
+    assert set(floors) == {"none_dims", "open_rows", "static", "xla"} and all(t > 0 for t in floors.values())
+    assert numbers["ratio_to_fastest_floor"] == numbers["ig_seconds"] / min(floors.values())
+    assert numbers["after_over_before_throughput"] == numbers["before_seconds"] / numbers["ig_seconds"]
+    assert numbers["speedup_over_per_alpha_loop"] > 0 and numbers["xla_max_relative_difference"] <= 1e-5
     assert set(numbers["peak_rss_mb"]) == {"4", "24"}
     assert set(numbers["median_relative_gap"]) == {"gausslegendre", "trapezoid"}
