@@ -15,7 +15,7 @@ Prints, measured in this one run on the same N test texts x S steps (default 64 
   - with --checkpoint also: the original project's loop (one model call per text per alpha, timed on
     a few texts and scaled), peak memory (RSS) at S and 6*S steps in fresh processes, and the
     completeness gap of Gauss-Legendre vs the trapezoid rule at S steps.
-Every time is the fastest of runs interleaved round by round (at least 3 per variant and 3 s in total,
+Every time is the fastest of runs interleaved round by round (at least 3 per variant and 5 s in total,
 after an untimed warm-up that traces and compiles), so load on a shared machine hits all variants alike.
 The last line is all of it as JSON.
 """
@@ -36,7 +36,7 @@ import numpy as np
 SAMPLES = 64
 STEPS = 50
 REPEATS = 3
-MIN_SECONDS = 3.0    # each timed variant runs at least REPEATS times and at least this long in total
+MIN_SECONDS = 5.0    # each timed variant runs at least REPEATS times and at least this long in total
 LOOP_SAMPLES = 2     # the per-alpha loop is slow: time it on this many samples
 BEFORE_FLOATS_PER_CHUNK = 1 << 23   # the default chunk before static shapes: 32 MB of embeddings
 
@@ -49,7 +49,7 @@ def best_times(fns, repeats=REPEATS, min_seconds=MIN_SECONDS):
     """{name: fastest of its timed runs} for {name: fn}. Each fn is warmed up once (traces and
     XLA compilations are not timed; one that fails there gets None and one line saying why), then
     the fns run interleaved, round after round, so a burst of load on a shared machine hits all of
-    them alike: at least `repeats` rounds and until every fn has run `min_seconds` in total."""
+    them alike; each until it has run at least `repeats` times and `min_seconds` in total."""
     runnable = {}
     for name, fn in fns.items():
         try:
@@ -58,11 +58,16 @@ def best_times(fns, repeats=REPEATS, min_seconds=MIN_SECONDS):
         except Exception as e:
             print(f"{name} cannot run: {e.__class__.__name__}: {(str(e).splitlines() or [''])[0][:120]}")
     times = {name: [] for name in runnable}
-    while runnable and (min(len(t) for t in times.values()) < repeats or min(map(sum, times.values())) < min_seconds):
+
+    def done(name):
+        return len(times[name]) >= repeats and sum(times[name]) >= min_seconds
+
+    while not all(map(done, runnable)):
         for name, fn in runnable.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            if not done(name):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
     return {name: min(times[name]) if name in times else None for name in fns}
 
 
@@ -255,7 +260,7 @@ def main():
     p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=STEPS,
                    help=f"IG steps (memory is also measured at 6x this, so at most {MAX_STEPS // 6})")
     p.add_argument("--min-seconds", type=float_range(0, 3600), default=MIN_SECONDS,
-                   help="each timed variant runs at least 3 times and at least this long in total")
+                   help="each timed variant runs at least 3 times and at least this many seconds in total")
     p.add_argument("--model", default=None, help="a user's .keras model instead of --checkpoint")
     p.add_argument("--vocab", default=None, help="with --model: vocab.txt, one token per line (line number = id)")
     p.add_argument("--tokenizer", default=None, help="with --model: this project's tokenizer.json")
