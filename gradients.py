@@ -131,10 +131,11 @@ def reduce_scores(contributions, mask, reduce):
 
 # --- execution: static lengths, chunks, XLA -----------------------------------------
 #
-# A graph traced with a None length runs 1.3-1.4x slower on CPU than one traced on the length (and
-# XLA needs every shape); leaving the number of rows open costs nothing measurable (bench.py's floors
-# "rows open" and "static shapes"; RESULTS.md). So every model runs on graphs traced per length, with the
-# number of rows left open, streamed in chunks of at most a fixed number of rows:
+# A graph traced with a None length runs 1.3-1.6x slower on CPU than one traced on the length (and
+# XLA needs every shape); leaving the number of rows open costs 2-6% (bench.py's floors "rows open"
+# and "static shapes"; RESULTS.md) and saves padding every length group's last chunk and a trace per
+# chunk size. So every model runs on graphs traced per length, with the number of rows left open,
+# streamed in chunks of at most a fixed number of rows:
 #   - model.py's models are padding-invariant (PAD columns with mask False change nothing:
 #     tests/test_attributions.py), so each text runs at the bucket of its own real length
 #     (16, 24, 32, 48, 64, 96, ...: at most 1.5x the text, whatever the batch's padded length),
