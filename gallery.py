@@ -53,9 +53,10 @@ def main(argv=None):
             section += [f"![{task} {short}]({os.path.basename(png)})", "", to_markdown(rows), ""]
             print(f"wrote {png}")
         sections.append("\n".join(section))
+    command_checkpoints = "" if args.checkpoints == CHECKPOINTS_DIR else f" --checkpoints {args.checkpoints}"
     path = atomic_write(os.path.join(args.out, "gallery.md"),
-                        f"# Gallery\n\nMade by `python gallery.py --data-dir DIR` from the checkpoints in "
-                        f"{args.checkpoints}/.\n\n" + "\n".join(sections))
+                        f"# Gallery\n\nMade by `python gallery.py --data-dir DIR{command_checkpoints}` from the "
+                        f"checkpoints in {args.checkpoints}/.\n\n" + "\n".join(sections))
     print(f"wrote {path}")
 
 
