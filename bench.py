@@ -100,7 +100,6 @@ def floors(split, inputs, steps):
     import tensorflow as tf
     from gradients import gradient_of_target
     work = {pad: interpolated_chunks(split, inputs, steps, pad) for pad in (False, True)}
-    signature = [tf.TensorSpec([None] * len(a.shape), a.dtype) for a in work[False][0]]
 
     def one_graph_per_shape(jit, open_rows=False):   # (a tf.function retracing per shape would warn)
         graphs = {}
@@ -113,7 +112,8 @@ def floors(split, inputs, steps):
             return graphs[shape](*chunk)
         return run
 
-    graphs = {"none_dims": (tf.function(gradient_of_target(split), input_signature=signature), False),
+    none_dims = [tf.TensorSpec([None] * len(a.shape), a.dtype) for a in work[False][0]]
+    graphs = {"none_dims": (tf.function(gradient_of_target(split), input_signature=none_dims), False),
               "open_rows": (one_graph_per_shape(False, open_rows=True), False),
               "static": (one_graph_per_shape(False), False), "xla": (one_graph_per_shape(True), True)}
     return {f"floor {name}": lambda fn=fn, pad=pad: [fn(*chunk)[0].numpy() for chunk in work[pad]]

@@ -257,18 +257,18 @@ def use_xla(split, xla=None, calls=None, kind="path"):
     return kind in XLA_KINDS and (calls or 0) > XLA_AFTER_CALLS
 
 
-def group_uses_xla(split, kind, length, cap, count, xla=None):
-    """use_xla for a length group about to run `count` chunks of at most `cap` rows."""
-    _CALLS[split.key, kind, length, cap] += count
+def group_uses_xla(split, kind, length, cap, rows, xla=None):
+    """use_xla for a length group about to run `rows` rows in chunks of at most `cap`."""
+    _CALLS[split.key, kind, length, cap] += -(-rows // cap)
     return use_xla(split, xla, _CALLS[split.key, kind, length, cap], kind)
 
 
 def function_for(split, kind, body, args, jit=False):
     """The concrete function that runs body(split)(*args): traced on these args' shapes with
-    the number of rows open, on their exact shapes with XLA (jit), or on None dims (none_dims,
-    or another model past its EXACT_LENGTHS_PER_MODEL lengths)."""
+    the number of rows open, on their exact shapes with XLA (jit, which use_xla gives only to
+    model.py's models), or on None dims (none_dims, or another model past its
+    EXACT_LENGTHS_PER_MODEL lengths; never jit: neither is model.py's own)."""
     none_dims = split.none_dims or (not split.own and _over_length_budget(split, kind, args[0].shape[1]))
-    jit = bool(jit) and not none_dims
     fn = traced(split, (kind, "none dims" if none_dims else "static", jit),
                 lambda split: tf.function(body(split), jit_compile=jit))
     shapes = tuple(tuple([None] * len(a.shape) if none_dims else a.shape if jit else [None, *a.shape[1:]])
@@ -296,7 +296,7 @@ def run_static(split, kind, body, arrays, xla=None, batch_size=None):
     pieces = []    # (row indices, outputs of their chunk)
     for run_length, rows, group in length_groups(split, context, [embeddings, context, *arrays[2:]], 2):
         cap = chunk_cap(run_length, dim, batch_size)
-        jit = group_uses_xla(split, kind, run_length, cap, -(-len(rows) // cap), xla)
+        jit = group_uses_xla(split, kind, run_length, cap, len(rows), xla)
         for start, size, padded in chunks(len(rows), cap, pad=jit):
             args = [tf.constant(pad_rows(a[start:start + size], padded)) for a in group]
             out = function_for(split, kind, body, args, jit)(*args)

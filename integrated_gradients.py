@@ -114,7 +114,7 @@ def integrate_path(split, x, x0, context, target, nodes, weights, batch_size=Non
     total = np.zeros_like(x)
     for run_length, rows, group in length_groups(split, context, [x, x0, np.asarray(context), target], 3):
         keep, pairs, cap = min(length, run_length), len(rows) * steps, chunk_cap(run_length, dim, batch_size)
-        jit = group_uses_xla(split, "path", run_length, cap, -(-pairs // cap), xla)
+        jit = group_uses_xla(split, "path", run_length, cap, pairs, xla)
         for start, size, padded in chunks(pairs, cap, pad=jit):
             pair = np.arange(start, start + padded)
             first = start // steps
