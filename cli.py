@@ -48,6 +48,8 @@ def quiet_tensorflow():
 
 def run(main):
     """Run a script's main(): one line and a non-zero exit for every error, no traceback."""
+    import warnings
+    warnings.showwarning = show_warning
     debug = "--debug" in sys.argv or os.environ.get("TIG_DEBUG") == "1"
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
@@ -69,7 +71,7 @@ def run(main):
         if debug:
             raise
         where = f": {e.filename}" if e.filename else ""
-        sys.exit(f"error: {e.strerror or e}{where}")
+        sys.exit(f"error: {printable(e.strerror or e)}{printable(where)}")
     except Exception as e:
         if debug:
             raise
@@ -172,7 +174,7 @@ def resolve_checkpoint(task=None, checkpoint=None, announce=True):
             raise UserError("no checkpoint found under checkpoints/; train one with: python train.py --task reviews "
                             "(or give --checkpoint DIR)")
         if announce:
-            print(f"using the most recent checkpoint: {checkpoint}", file=sys.stderr)
+            print(f"using the most recent checkpoint: {printable(checkpoint)}", file=sys.stderr)
     ckpt = load_checkpoint(checkpoint)
     trained_for = ckpt.meta.get("task")
     if task is not None and trained_for != task:
@@ -226,12 +228,33 @@ def class_index(target, classes):
 
 # --- safe outputs ------------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# control characters (ESC, BEL, CR, LF, ...), bidirectional overrides, embeddings, isolates and marks,
+# and the line/paragraph separators: none may reach a terminal or a report as itself
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text):
-    """Text safe to print to a terminal: control characters (ESC, BEL, ...) become U+FFFD."""
+    """The one sanitiser for every string that reaches a terminal or a report (texts, class names,
+    paths, messages, library warnings): control characters and bidirectional controls become U+FFFD,
+    so a line stays one line and shows what it holds. Tabs are kept."""
     return _CONTROL.sub("\ufffd", str(text))
+
+
+def has_control(text):
+    """True when printable(text) would change it."""
+    return bool(_CONTROL.search(str(text)))
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    """warnings.showwarning through the sanitiser: a library warning quoting a text (matplotlib's
+    "Glyph ... missing") prints no raw control character."""
+    import warnings
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    stream = file or sys.stderr
+    try:
+        stream.write("\n".join(printable(part) for part in text.rstrip("\n").split("\n")) + "\n")
+    except OSError:
+        pass
 
 
 def check_folder_path(path):

@@ -254,6 +254,11 @@ def read_tsv(path, num_classes):
 def check_classes(classes, where):
     if len(classes) < 2:
         raise DataError(f"{where}: {len(classes)} class(es); a classifier needs at least 2")
+    from cli import has_control, printable
+    unprintable = [c for c in classes if has_control(c)]
+    if unprintable:
+        raise DataError(f"{where}: class name {printable(unprintable[0])!r} holds control or bidirectional "
+                        "characters; class names are shown on terminals and in reports")
     duplicates = sorted({c for c in classes if classes.count(c) > 1})
     if duplicates:
         raise DataError(f"{where}: duplicate class name(s): {', '.join(duplicates)}")

@@ -19,7 +19,7 @@ Writes a JSON file and a deletion-curve PNG, and prints a Markdown table.
 """
 import os
 
-from cli import quiet_tensorflow
+from cli import printable, quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
@@ -279,7 +279,7 @@ def main(argv=None):
     print(f"### {task} (n={len(token_ids)}, removal={args.removal}, {args.steps} steps, {results['seconds']}s, "
           f"{results['graphs_traced']} graphs traced)\n")
     print(markdown_table(results))
-    print(f"\nwrote {os.path.join(out, 'faithfulness.json')} and {png}")
+    print(f"\nwrote {printable(os.path.join(out, 'faithfulness.json'))} and {printable(png)}")
     return results
 
 

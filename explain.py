@@ -27,7 +27,7 @@ same Explainer on the same shards, so they write the same attributions.
 """
 import os
 
-from cli import UserError, atomic_write, check_folder_path, quiet_tensorflow
+from cli import UserError, atomic_write, check_folder_path, printable, quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
@@ -489,20 +489,21 @@ def plot_summary(rows, classes, path, title, k=PLOT_K):
 def summary_section_html(rows, classes, png_path=None, k=10, note=""):
     """An HTML <section> with the summary picture (embedded) and, per class, the top units tables;
     made to be dropped into a report."""
+    from render import escape
     parts = ['<section id="global-summary"><h2>What drives this classifier</h2>']
     if note:
-        parts.append(f'<p class="meta">{html.escape(note)}</p>')
+        parts.append(f'<p class="meta">{escape(note)}</p>')
     if png_path and os.path.exists(png_path):
         with open(png_path, "rb") as f:
             data = base64.b64encode(f.read()).decode("ascii")
         parts.append(f'<img alt="global summary" style="max-width:100%" src="data:image/png;base64,{data}">')
     for cls in classes:
-        parts.append(f"<h3>{html.escape(cls)}</h3><table><tr><th>level</th><th>ranking</th><th>top units "
+        parts.append(f"<h3>{escape(cls)}</h3><table><tr><th>level</th><th>ranking</th><th>top units "
                      f"(count, value)</th></tr>")
         for level in ("char", "word"):
             for ranking in ("mean", "total"):
                 top = [r for r in rows if (r["class"], r["level"], r["ranking"]) == (cls, level, ranking)][:k]
-                cells = " · ".join(f"<b>{html.escape(r['unit'])}</b> ({r['count']}, {r[ranking]:+.3g})" for r in top)
+                cells = " · ".join(f"<b>{escape(r['unit'])}</b> ({r['count']}, {r[ranking]:+.3g})" for r in top)
                 parts.append(f"<tr><td>{level}</td><td>{ranking}</td><td>{cells or '—'}</td></tr>")
         parts.append("</table>")
     parts.append("</section>")
@@ -595,7 +596,7 @@ def main(argv=None):
                if not os.path.exists(shard_path(args.out, k))]
     done = n_texts - sum(count for _, _, count in pending)
     if resumed:
-        print(f"resuming {args.out}: {len(shards) - len(pending)} of {len(shards)} shards already written",
+        print(f"resuming {printable(args.out)}: {len(shards) - len(pending)} of {len(shards)} shards already written",
               file=sys.stderr)
     progress = Progress(n_texts, done)
     explainer = None
@@ -612,9 +613,9 @@ def main(argv=None):
     rows, written = write_summary(args.out, job, args.min_count, args.top)
     for cls in ckpt.classes:
         top = [r["unit"] for r in rows if (r["class"], r["level"], r["ranking"]) == (cls, "char", "mean")][:8]
-        print(f"{cls}: top characters by mean attribution: {' '.join(top) or '(none)'}")
+        print(printable(f"{cls}: top characters by mean attribution: {' '.join(top) or '(none)'}"))
     for path in written:
-        print(f"wrote {path}")
+        print(f"wrote {printable(path)}")
     return job
 
 

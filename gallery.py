@@ -9,7 +9,7 @@ characters, at most ceil(GALLERY_PER_TASK / classes) per true class.
 """
 import os
 
-from cli import quiet_tensorflow
+from cli import printable, quiet_tensorflow
 
 quiet_tensorflow()
 
@@ -51,13 +51,13 @@ def main(argv=None):
             png = to_png(rows, os.path.join(args.out, f"{task}_{short}.png"),
                          title=f"{task} · {METHOD_TITLES[method]}")
             section += [f"![{task} {short}]({os.path.basename(png)})", "", to_markdown(rows), ""]
-            print(f"wrote {png}")
+            print(f"wrote {printable(png)}")
         sections.append("\n".join(section))
     command_checkpoints = "" if args.checkpoints == CHECKPOINTS_DIR else f" --checkpoints {args.checkpoints}"
     path = atomic_write(os.path.join(args.out, "gallery.md"),
                         f"# Gallery\n\nMade by `python gallery.py --data-dir DIR{command_checkpoints}` from the "
                         f"checkpoints in {args.checkpoints}/.\n\n" + "\n".join(sections))
-    print(f"wrote {path}")
+    print(f"wrote {printable(path)}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Embedding -> Dropout -> Conv1D valid stride 3 -> Conv1D valid stride 3 -> Global
 """
 import os
 
-from cli import quiet_tensorflow
+from cli import printable, quiet_tensorflow
 
 quiet_tensorflow()
 
@@ -80,7 +80,7 @@ def main(argv=None):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    print(f"saved {out}")
+    print(f"saved {printable(out)}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers, ops
 
-from cli import UserError
+from cli import UserError, has_control
 from tokenizer import PAD_ID, Tokenizer
 
 ARCHS = ("cnn", "textcnn", "bilstm", "mean", "fasttext", "transformer")
@@ -373,9 +373,43 @@ class Checkpoint:
 
 
 def is_checkpoint_dir(path):
-    """A folder written by save_checkpoint (or the older flat layout)."""
-    return (os.path.isfile(os.path.join(path, POINTER_FILE))
-            or all(os.path.isfile(os.path.join(path, name)) for name in (MODEL_FILE, TOKENIZER_FILE, META_FILE)))
+    """A folder written by save_checkpoint (or the older flat layout), verified: see checkpoint_meta."""
+    return checkpoint_meta(path) is not None
+
+
+def checkpoint_meta(path):
+    """The meta of the checkpoint of this project in folder `path`, or None when it is not verifiably
+    one. File names prove nothing (a LevelDB folder has a CURRENT file too): CURRENT must name a
+    version folder whose meta.json is a valid meta of this project; a flat checkpoint must hold the
+    three files with such a meta.json."""
+    pointer = os.path.join(path, POINTER_FILE)
+    try:
+        if os.path.isfile(pointer):
+            with open(pointer, "rb") as f:
+                name = f.read(200).decode("utf-8").strip()
+            if not VERSION_NAME.fullmatch(name) or not os.path.isdir(os.path.join(path, name)):
+                return None
+            files = os.path.join(path, name)
+        else:
+            files = path
+        if not all(os.path.isfile(os.path.join(files, n)) for n in (MODEL_FILE, TOKENIZER_FILE, META_FILE)):
+            return None
+        with open(os.path.join(files, META_FILE), encoding="utf-8") as f:
+            meta = json.loads(f.read(1 << 20))
+        validate_meta(meta, path)
+        return meta
+    except (OSError, ValueError, CheckpointError):
+        return None
+
+
+def enclosing_checkpoint(path):
+    """The checkpoint folder `path` lies inside (a version folder, or deeper), or None."""
+    parent = os.path.dirname(path)
+    while parent and parent != os.path.dirname(parent):
+        if os.path.isfile(os.path.join(parent, POINTER_FILE)) or checkpoint_meta(parent) is not None:
+            return parent
+        parent = os.path.dirname(parent)
+    return None
 
 
 def _only_our_leftovers(path):
@@ -384,19 +418,31 @@ def _only_our_leftovers(path):
                or POINTER_TEMP.fullmatch(name) for name in os.listdir(path))
 
 
-def check_checkpoint_target(directory):
+def check_checkpoint_target(directory, task=None, arch=None, replace_different=False):
     """Refuse, before any training, an --out that is not a new path, an empty folder, or a
-    checkpoint of this project; and one that cannot be written."""
+    checkpoint of this project; one inside a checkpoint; one that cannot be written; and a
+    checkpoint of another task or architecture (given task/arch) unless replace_different."""
     if not directory or not str(directory).strip():
         raise CheckpointError("--out must not be empty")
     directory = os.path.abspath(directory)
+    inside = enclosing_checkpoint(directory)
+    if inside is not None:
+        raise CheckpointError(f"refusing to write a checkpoint to {directory}: it is inside the checkpoint "
+                              f"{inside} (nothing was touched); give a folder outside it")
     if os.path.exists(directory):
         if not os.path.isdir(directory):
             raise CheckpointError(f"refusing to write a checkpoint to {directory}: it is an existing file")
-        if os.listdir(directory) and not is_checkpoint_dir(directory) and not _only_our_leftovers(directory):
+        meta = checkpoint_meta(directory)
+        if os.listdir(directory) and meta is None and not _only_our_leftovers(directory):
             raise CheckpointError(f"refusing to write a checkpoint into {directory}: the folder is not empty and "
                                   "is not a checkpoint of this project (nothing in it was touched); give a new "
                                   "or empty folder")
+        different = [f"{what} {meta.get(what)!r}, not {want!r}" for what, want in (("task", task), ("arch", arch))
+                     if meta is not None and want is not None and meta.get(what) != want]
+        if different and not replace_different:
+            raise CheckpointError(f"refusing to replace the checkpoint {directory}: it was trained for "
+                                  f"{' and '.join(different)} (nothing was touched); give another --out, or "
+                                  "--replace-different to replace it")
     existing = directory
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
@@ -420,14 +466,16 @@ def _write_json(path, obj):
         json.dump(obj, f, ensure_ascii=False, indent=2)
 
 
-def save_checkpoint(directory, model, tokenizer, meta, metrics=None):
+def save_checkpoint(directory, model, tokenizer, meta, metrics=None, replace_different=False):
     """Write a new version of the checkpoint in `directory` and make it current, atomically.
 
-    The folder must be new, empty, or a checkpoint of this project (see check_checkpoint_target).
+    The folder must be new, empty, or a checkpoint of this project (see check_checkpoint_target) of
+    the same task and architecture as meta's, unless replace_different.
     meta gets the tokenizer's fingerprint, which load_checkpoint verifies.
     """
     from cli import atomic_write
-    directory = check_checkpoint_target(directory)
+    directory = check_checkpoint_target(directory, meta.get("task") if isinstance(meta, dict) else None,
+                                        meta.get("arch") if isinstance(meta, dict) else None, replace_different)
     os.makedirs(directory, exist_ok=True)
     meta = {**meta, "tokenizer_sha256": tokenizer.fingerprint()}
     validate_meta(meta, directory)
@@ -492,7 +540,8 @@ def checkpoint_time(directory):
 META_FIELDS = {   # field -> (check, what it must be); fields not listed are informational
     "task": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "classes": (lambda v: isinstance(v, list) and len(v) >= 2 and all(isinstance(c, str) and c for c in v)
-                and len(set(v)) == len(v), "a list of at least 2 distinct non-empty strings"),
+                and len(set(v)) == len(v) and not any(has_control(c) for c in v),
+                "a list of at least 2 distinct non-empty strings without control characters"),
     "maxlen": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
 }
 OPTIONAL_META_FIELDS = {

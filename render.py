@@ -16,6 +16,13 @@ import numpy as np
 
 from cli import printable
 
+
+
+def escape(text):
+    """The one escaper for reports: the sanitiser (cli.printable), then HTML escaping."""
+    return html.escape(printable(text))
+
+
 RED, BLUE, WHITE = (178, 24, 43), (33, 102, 172), (255, 255, 255)
 FONT_BASE = (200, 200, 200)  # <font> colour for ~0: pale, yet still readable on white
 # one vocabulary of attribution methods, shared by visualize.py and evaluate.py
@@ -46,7 +53,7 @@ class Explanation:
     def _repr_html_(self):
         """Jupyter shows an Explanation inline as coloured spans with its caption."""
         return (f'<div style="font-size:1.2em;line-height:1.8">{to_font_html(self, background=True)}</div>'
-                f'<div style="font-size:0.8em;color:#555">{html.escape(caption(self))}</div>')
+                f'<div style="font-size:0.8em;color:#555">{escape(caption(self))}</div>')
 
 
 def attribution_html(attribution):
@@ -99,9 +106,9 @@ def to_font_html(expl, background=False):
     """The original's Markdown-compatible form: <font color="#rrggbb">字</font> per unit
     (background=True: coloured backgrounds instead, for notebooks)."""
     if background:
-        return "".join(f'<span style="background:{hex_colour(c)}" title="{s:+.4g}">{html.escape(u)}</span>'
+        return "".join(f'<span style="background:{hex_colour(c)}" title="{s:+.4g}">{escape(u)}</span>'
                        for u, c, s in zip(expl.units, unit_colours(expl), expl.scores))
-    return "".join(f'<font color="{hex_colour(c)}">{html.escape(u)}</font>'
+    return "".join(f'<font color="{hex_colour(c)}">{escape(u)}</font>'
                    for u, c in zip(expl.units, unit_colours(expl, FONT_BASE)))
 
 
@@ -138,8 +145,8 @@ def to_markdown(rows):
     for group in rows:
         for expl in group:
             lines.append(f"{to_font_html(expl)}  ")
-            lines.append(f"<sub>{html.escape(caption(expl))}</sub>")
-            lines.extend(f"<sub>{html.escape(n)}</sub>" for n in notes(expl))
+            lines.append(f"<sub>{escape(caption(expl))}</sub>")
+            lines.extend(f"<sub>{escape(n)}</sub>" for n in notes(expl))
             lines.append("")
     return "\n".join(lines)
 
@@ -163,7 +170,7 @@ def embedded_font_css(text):
         font.save(buffer)
         data = base64.b64encode(buffer.getvalue()).decode("ascii")
     except Exception as e:   # the report still works with the reader's own fonts
-        print(f"warning: font not embedded ({e})", file=sys.stderr)
+        print(printable(f"warning: font not embedded ({e})"), file=sys.stderr)
         return ""
     return f"@font-face{{font-family:'TIG CJK';src:url(data:font/otf;base64,{data}) format('opentype');}}"
 
@@ -188,29 +195,29 @@ def to_report_html(rows, title="text-integrated-gradients report"):
     gradient = (f"linear-gradient(to right,{hex_colour(BLUE)},#ffffff,{hex_colour(RED)})" if signed
                 else f"linear-gradient(to right,#ffffff,{hex_colour(RED)})")
     labels = ("against the class", "0", "for the class") if signed else ("0", "", "largest |score|")
-    body = [f"<h1>{html.escape(title)}</h1>",
+    body = [f"<h1>{escape(title)}</h1>",
             f'<div class="legend"><span>{labels[0]}</span><span class="bar" style="background:{gradient}"></span>'
             f"<span>{labels[2]}</span><span>· each row scaled to its largest |score| · hover a character "
             f"for its score</span></div>"]
     for n, group in enumerate(rows, 1):
         first = group[0]
-        meta = [f"#{n}"] + ([f"label <b>{html.escape(first.label)}</b>"] if first.label is not None else [])
-        meta.append(f"predicted <b>{html.escape(first.predicted)}</b> ({first.prob:.1%})")
+        meta = [f"#{n}"] + ([f"label <b>{escape(first.label)}</b>"] if first.label is not None else [])
+        meta.append(f"predicted <b>{escape(first.predicted)}</b> ({first.prob:.1%})")
         block = [f'<div class="sample"><div class="meta">{" · ".join(meta)}</div>']
         for expl in group:
             spans = []
             for unit, score, rgb, unk in zip(expl.units, expl.scores, unit_colours(expl), expl.unknown):
                 tip = f"{score:+.4g}" + (" (UNK: not in the vocabulary)" if unk else "")
                 cls = ' class="unk"' if unk else ""
-                spans.append(f'<span{cls} style="background:{hex_colour(rgb)}" title="{html.escape(tip)}">'
-                             f"{html.escape(unit)}</span>")
-            block.append(f'<div class="method">{html.escape(caption(expl, with_prediction=False))}</div>')
+                spans.append(f'<span{cls} style="background:{hex_colour(rgb)}" title="{escape(tip)}">'
+                             f"{escape(unit)}</span>")
+            block.append(f'<div class="method">{escape(caption(expl, with_prediction=False))}</div>')
             block.append(f'<div class="text">{"".join(spans)}</div>')
-            block.extend(f'<div class="meta">{html.escape(note)}</div>' for note in notes(expl))
+            block.extend(f'<div class="meta">{escape(note)}</div>' for note in notes(expl))
         block.append("</div>")
         body.append("".join(block))
     chars = "".join(e.text for g in rows for e in g) + "".join(body) + "0123456789+-.%#·"
-    return (f'<!DOCTYPE html><html lang="zh"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+    return (f'<!DOCTYPE html><html lang="zh"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{embedded_font_css(chars)}{REPORT_CSS}</style></head><body>{''.join(body)}</body></html>\n")
 
 

@@ -17,7 +17,7 @@ test accuracy and macro-F1 on the held-out test split; see model.py for the form
 """
 import os
 
-from cli import quiet_tensorflow
+from cli import printable, quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
@@ -47,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=None, help="data directory (default: $TIG_DATA_DIR, then ./data)")
     p.add_argument("--out", default=None, help="checkpoint folder: new, empty, or a checkpoint to replace "
                                                "(default: checkpoints/<task>)")
+    p.add_argument("--replace-different", action="store_true",
+                   help="let --out replace a checkpoint of another task or architecture (refused otherwise)")
     p.add_argument("--arch", default="cnn", type=choice(ARCHS, "architecture"), help=f"one of: {', '.join(ARCHS)}")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start from this checkpoint's weights where shapes allow (same --arch; embeddings "
@@ -126,7 +128,7 @@ def main(argv=None):
     from tokenizer import Tokenizer
 
     from model import check_checkpoint_target
-    check_checkpoint_target(args.out)   # refuse a bad --out before spending minutes on training
+    check_checkpoint_target(args.out, args.task, args.arch, args.replace_different)   # refuse a bad --out before spending minutes on training
     keras.utils.set_random_seed(args.seed)
     data = load_task(args.task, args.data_dir)
     train_texts, train_labels = data.train.texts, data.train.labels
@@ -145,7 +147,7 @@ def main(argv=None):
                             args.hidden)
         if args.init_from:
             init = init_from_checkpoint(model, tokenizer, args.init_from, data.classes)
-            print(f"initialised from {init['checkpoint']}: {init['embedding_rows_mapped']}/{init['vocabulary']} "
+            print(f"initialised from {printable(init['checkpoint'])}: {init['embedding_rows_mapped']}/{init['vocabulary']} "
                   f"embedding rows mapped; copied {', '.join(init['copied'])}; new {', '.join(init['fresh']) or '-'}",
                   file=sys.stderr)
         # jit_compile stays Keras' "auto", which is off on a CPU-only machine: on 2 CPU cores XLA trained
@@ -201,8 +203,8 @@ def main(argv=None):
     if not is_chief(strategy):   # every worker trained the same model; only the chief writes it
         print(f"worker done (not the chief, nothing written): test accuracy {metrics['test_accuracy']:.4f}")
         return None, metrics
-    out = save_checkpoint(args.out, model, tokenizer, meta, metrics)
-    print(f"saved {out}: test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f}, "
+    out = save_checkpoint(args.out, model, tokenizer, meta, metrics, args.replace_different)
+    print(f"saved {printable(out)}: test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f}, "
           f"{metrics['epochs_run']} epochs in {train_seconds:.0f}s")
     return out, metrics
 

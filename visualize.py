@@ -13,7 +13,7 @@ runs the command line.
 """
 import os
 
-from cli import quiet_tensorflow
+from cli import printable, quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
@@ -258,7 +258,7 @@ def main(argv=None):
     title = f"{ckpt.meta.get('task') or os.path.basename(args.model or '')} · " \
             f"{', '.join(METHOD_TITLES[e.method] for e in rows[0])}"
     for path in write_outputs(rows, args.out or default_out_dir(), args.format, title=title, color=args.color):
-        print(f"wrote {path}")
+        print(f"wrote {printable(path)}")
 
 
 if __name__ == "__main__":

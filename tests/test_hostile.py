@@ -1,0 +1,175 @@
+"""The second hostile round (issue 19): nothing lost, nothing silently wrong, nothing injected.
+
+Each test is one probe of the round; it fails on the code before the fix. The checkpoints here are
+untrained (built and saved, never fitted), so the whole file costs seconds.
+"""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import write_csv
+from test_cli import in_process
+
+
+def snapshot(folder):
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = f.read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory):
+    """An untrained hotel-format cnn checkpoint (tiny sizes), saved by model.save_checkpoint."""
+    from model import build_model, save_checkpoint
+    from tokenizer import RESERVED, Tokenizer
+    tokenizer = Tokenizer(RESERVED + list("房间很干净服务好差早餐太了"), "char")
+    model = build_model("cnn", len(tokenizer), 2, embed_dim=8, hidden=8)
+    out = str(tmp_path_factory.mktemp("small") / "hotel")
+    save_checkpoint(out, model, tokenizer, {"task": "hotel", "classes": ["negative", "positive"], "maxlen": 16,
+                                            "arch": "cnn", "level": "char"})
+    return out
+
+
+def train_probe(capsys, *args):
+    import train
+    return in_process(capsys, train.main, "--task", "hotel", "--epochs", "1", "--maxlen", "16", "--min-freq", "1",
+                      "--verbose", "0", *args)
+
+
+# --- 1. data lost: "ours" is verified, never taken from file names ------------------------------------------
+
+def test_a_leveldb_folder_with_a_current_file_is_not_a_checkpoint(data_dir, tmp_path, capsys):
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / "CURRENT").write_text("MANIFEST-000001\n")
+    (db / "MANIFEST-000001").write_bytes(b"\x00\x01leveldb")
+    (db / "000003.log").write_bytes(b"data")
+    before = snapshot(db)
+    train_probe(capsys, "--data-dir", data_dir, "--out", str(db)).expect("not a checkpoint of this project", 1)
+    assert snapshot(db) == before
+
+
+def test_files_merely_named_like_a_flat_checkpoint_are_not_one(data_dir, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name, text in (("model.keras", "my zip"), ("tokenizer.json", '["a list"]'), ("meta.json", '{"x": 1}')):
+        (folder / name).write_text(text)
+    before = snapshot(folder)
+    train_probe(capsys, "--data-dir", data_dir, "--out", str(folder)).expect("not a checkpoint of this project", 1)
+    assert snapshot(folder) == before
+
+
+def test_out_inside_a_checkpoints_version_folder_is_refused(small_checkpoint, data_dir, tmp_path, capsys):
+    from model import current_version, load_checkpoint
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(small_checkpoint, ckpt)
+    before = snapshot(ckpt)
+    for inside in (current_version(str(ckpt)), os.path.join(current_version(str(ckpt)), "deeper")):
+        train_probe(capsys, "--data-dir", data_dir, "--out", inside).expect("inside the checkpoint", 1)
+    assert snapshot(ckpt) == before
+    load_checkpoint(str(ckpt))
+
+
+def test_replacing_a_checkpoint_of_another_task_or_arch_needs_a_flag(small_checkpoint, data_dir, tmp_path, capsys):
+    from model import load_checkpoint, save_checkpoint
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(small_checkpoint, ckpt)
+    before = snapshot(ckpt)
+    train_probe(capsys, "--task", "weibo", "--data-dir", data_dir, "--out", str(ckpt)).expect(
+        "trained for task 'hotel', not 'weibo'", 1)
+    train_probe(capsys, "--data-dir", data_dir, "--out", str(ckpt), "--arch", "mean").expect(
+        "--replace-different", 1)
+    assert snapshot(ckpt) == before
+    old = load_checkpoint(str(ckpt))
+    with pytest.raises(Exception, match="not 'weibo'"):
+        save_checkpoint(str(ckpt), old.model, old.tokenizer, {**old.meta, "task": "weibo"})
+    save_checkpoint(str(ckpt), old.model, old.tokenizer, {**old.meta, "task": "weibo"}, replace_different=True)
+    assert load_checkpoint(str(ckpt)).meta["task"] == "weibo"
+    save_checkpoint(str(ckpt), old.model, old.tokenizer, {**old.meta, "task": "weibo"})   # same task: no flag
+
+
+# --- 2. injection: one sanitiser for every string that reaches a terminal or a report ---------------------
+
+HOSTILE = "\x1b]0;owned\x07\u202eevil\u2066\nerror: fake"
+RAW = ("\x1b", "\x07", "\u202e", "\u2066")
+
+
+def assert_clean(text):
+    assert not any(ch in text for ch in RAW), repr(text)
+
+
+def test_class_names_with_control_characters_are_refused_at_load(data_dir, tmp_path):
+    from dataset import DataError, load_task
+    folder = tmp_path / "thucnews"
+    shutil.copytree(os.path.join(data_dir, "thucnews"), folder)
+    (folder / "class.txt").write_text("finance\nsports\x1b]0;owned\x07\ngame\n", encoding="utf-8")
+    with pytest.raises(DataError, match="control or bidirectional") as error:
+        load_task("thucnews", str(tmp_path))
+    assert_clean(str(error.value).replace("\\x1b", ""))
+    (folder / "class.txt").write_text("finance\nsports\u202e\ngame\n", encoding="utf-8")
+    with pytest.raises(DataError, match="control or bidirectional"):
+        load_task("thucnews", str(tmp_path))
+
+
+def test_a_meta_with_control_characters_in_class_names_is_refused(small_checkpoint, tmp_path):
+    from model import CheckpointError, current_version, load_checkpoint
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(small_checkpoint, ckpt)
+    meta_path = os.path.join(current_version(str(ckpt)), "meta.json")
+    meta = json.load(open(meta_path, encoding="utf-8"))
+    json.dump({**meta, "classes": ["negative", "posi\u202etive"]}, open(meta_path, "w", encoding="utf-8"))
+    with pytest.raises(CheckpointError, match="without control characters"):
+        load_checkpoint(str(ckpt))
+
+
+def test_os_errors_and_user_errors_stay_one_clean_line(capsys):
+    def os_error():
+        raise FileNotFoundError(2, "No such file or directory", f"out/{HOSTILE}")
+
+    def user_error():
+        from cli import UserError
+        raise UserError(f"bad {HOSTILE}")
+
+    for main in (os_error, user_error):
+        result = in_process(capsys, main)
+        assert result.returncode == 1
+        assert_clean(result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_library_warnings_are_sanitised(capsys):
+    import warnings
+
+    def warn():
+        warnings.warn(f"Glyph 27 ({HOSTILE}) missing from font(s) DejaVu Sans.", UserWarning)
+
+    result = in_process(capsys, warn)
+    assert "Glyph 27" in result.stderr
+    assert_clean(result.stderr)
+
+
+def test_reports_and_terminal_views_carry_no_bidi_or_control_characters():
+    from render import Explanation, to_markdown, to_report_html, to_terminal
+    expl = Explanation(text="好\u202e坏", units=list("好\u202e坏"), scores=np.array([0.1, 0.2, -0.3]),
+                       unknown=[False] * 3, method="ig", target="posi\u202etive", predicted="posi\u202etive",
+                       prob=0.9, target_prob=0.9, label="neg\x1bative", steps=8, delta=0.0, baseline="zero")
+    for text in (to_terminal([[expl]], False), to_terminal([[expl]], True).replace("\x1b[", ""),
+                 to_markdown([[expl]]), to_report_html([[expl]], f"title {HOSTILE}")):
+        assert_clean(text)
+
+
+def test_wrote_lines_print_paths_sanitised(small_checkpoint, tmp_path, capsys):
+    import visualize
+    out = str(tmp_path / "out\x1b]0;owned\x07\u202e")
+    result = in_process(capsys, visualize.main, "--checkpoint", small_checkpoint, "--text", "房间很干净",
+                        "--out", out, "--format", "md")
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout
+    assert_clean(result.stdout)
