@@ -75,6 +75,49 @@ def cap_text(text):
     return clean_text(text)[:MAX_TEXT_CHARS]
 
 
+def cap_text_counted(text):
+    """(cap_text(text), the number of cleaned characters it cut): every script reports the same
+    number of characters a model never saw."""
+    cleaned = clean_text(text)
+    return cleaned[:MAX_TEXT_CHARS], max(0, len(cleaned) - MAX_TEXT_CHARS)
+
+
+# --- the shared readers: every script splits lines, drops a BOM and reads CSV records the same way --------
+
+def utf8_lines(f, path, at=None):
+    """Lines of a binary file, split on b"\\n" only (a lone \\r, U+2028 or a form feed stays inside its
+    line, where clean_text makes it a space), decoded as UTF-8, with a byte-order mark dropped from the
+    start of the file. at: [byte offset] to start from; it moves to the end of each line handed out."""
+    at = at if at is not None else [0]
+    f.seek(at[0])
+    for raw in f:
+        first = at[0] == 0
+        at[0] += len(raw)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text near byte {at[0] - len(raw) + e.start}; convert it, e.g. "
+                            "iconv -f GBK -t UTF-8") from None
+        yield line[1:] if first and line.startswith("\ufeff") else line
+
+
+def csv_records(lines, where):
+    """(line number within `lines`, row) per CSV record. A record must sit on one line: none of the
+    real files has a line break inside a field, so a record that spans lines is an unclosed quote that
+    would silently fold the rows after it into one text. where(line) names the place in errors."""
+    reader = csv.reader(lines)
+    previous = reader.line_num
+    try:
+        for row in reader:
+            first, previous = previous + 1, reader.line_num
+            if reader.line_num > first:
+                raise DataError(f"{where(first)}: a quoted field runs across lines {first}-{reader.line_num} "
+                                "(an unclosed quote?)")
+            yield first, row
+    except csv.Error as e:
+        raise DataError(f"{where(previous + 1)}: {e}") from None
+
+
 class DataError(UserError):
     pass
 
@@ -94,6 +137,13 @@ class TaskData:
     test: Split
     files: list = field(default_factory=list)   # source files, for the checksum in meta.json
     skipped: int = 0                             # rows dropped (empty text)
+
+    def overlap(self):
+        """How many validation and test texts also occur (verbatim, after cleaning) in the training split:
+        the data sets repeat some texts, and a repeated text scores as seen, not held out."""
+        train = set(self.train.texts)
+        return {"val_texts_also_in_train": sum(t in train for t in self.val.texts),
+                "test_texts_also_in_train": sum(t in train for t in self.test.texts)}
 
     def sha256(self):
         digest = hashlib.sha256()
@@ -175,28 +225,20 @@ def parse_label(value, num_classes, path, line):
 
 
 def read_label_review_csv(path, num_classes):
-    """Read a `label,review` CSV; returns texts, labels and the count of empty rows skipped.
-
-    A record must sit on one line: none of the real files has a line break inside a field, so a
-    record that spans lines is an unclosed quote that would silently fold the rows after it.
-    """
+    """Read a `label,review` CSV (csv_records' rules); returns texts, labels and the count of empty
+    rows skipped."""
     texts, labels, skipped = [], [], 0
     with reading(path):
-        with open_text(path) as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+            records = csv_records(utf8_lines(f, path), lambda line: f"{path} line {line}")
+            _, header = next(records, (None, None))
             if header is None:
                 raise DataError(f"{path} is empty")
             header = [h.strip().lower() for h in header]
             if "label" not in header or "review" not in header:
                 raise DataError(f"{path} line 1: expected a header with columns label,review, got {header}")
             li, ri = header.index("label"), header.index("review")
-            previous_line = reader.line_num
-            for row in reader:
-                first_line, previous_line = previous_line + 1, reader.line_num
-                if reader.line_num > first_line:
-                    raise DataError(f"{path} line {first_line}: a quoted field runs across lines {first_line}-"
-                                    f"{reader.line_num} (an unclosed quote?)")
+            for first_line, row in records:
                 if not row:
                     continue
                 if len(row) != len(header):

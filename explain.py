@@ -82,19 +82,15 @@ class FileSource:
         return {"path": self.path}
 
     def _lines(self, f, at):
-        """Decoded lines from byte offset at[0]; at[0] moves to the end of each line handed out."""
-        f.seek(at[0])
-        for raw in f:
-            at[0] += len(raw)
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(f"{self.path}: not UTF-8 text near byte {at[0] - len(raw)} ({e})") from None
+        """Decoded lines from byte offset at[0] (dataset.utf8_lines: the rules every script shares)."""
+        from dataset import utf8_lines
+        return utf8_lines(f, self.path, at)
 
     def _csv_columns(self):
+        from dataset import csv_records
         at = [0]
         with open(self.path, "rb") as f:
-            header = next(csv.reader(self._lines(f, at)), None)
+            _, header = next(csv_records(self._lines(f, at), lambda line: f"{self.path} line {line}"), (None, None))
         if header is None:
             raise UserError(f"{self.path} is empty")
         header = [h.replace("\ufeff", "").strip().lower() for h in header]
@@ -105,40 +101,45 @@ class FileSource:
         return text_col, header.index("label") if "label" in header else None, at[0]
 
     def records(self, offset=None):
-        from dataset import cap_text
+        """(byte offset, text, label, characters cut at read) per non-blank record from `offset`."""
+        from dataset import cap_text_counted, csv_records
         with open(self.path, "rb") as f:
             if self.format == "csv":
                 text_col, label_col, body = self.columns
                 at = [body if offset is None else offset]
                 start, need = at[0], max(text_col, label_col or 0) + 1
-                try:
-                    for row in csv.reader(self._lines(f, at)):   # reads no further than the current record
-                        if row and len(row) < need:
-                            raise UserError(f"{self.path} record at byte {start}: expected {need} columns, "
-                                            f"got {len(row)}")
-                        text = cap_text(row[text_col]) if row else ""
-                        if text:
-                            yield start, text, (row[label_col].strip() if label_col is not None else None)
-                        start = at[0]
-                except csv.Error as e:
-                    raise UserError(f"{self.path} near byte {start}: {e}") from None
+                starts = {}
+
+                def lines():   # remembers the byte offset each line starts at, for the messages
+                    for number, line in enumerate(self._lines(f, at), 1):
+                        starts[number] = at[0] - len(line.encode("utf-8"))
+                        yield line
+                for number, row in csv_records(lines(), lambda n: f"{self.path} record at byte {starts.get(n, start)}"):
+                    start = starts[number]
+                    starts.clear()   # only the lines of the record being read are kept
+                    if row and len(row) < need:
+                        raise UserError(f"{self.path} record at byte {start}: expected {need} columns, "
+                                        f"got {len(row)}")
+                    text, cut = cap_text_counted(row[text_col]) if row else ("", 0)
+                    if text:
+                        yield start, text, (row[label_col].strip() if label_col is not None else None), cut
                 return
             at = [offset or 0]
             start = at[0]
             for line in self._lines(f, at):
                 if self.format == "txt":
-                    text, label = cap_text(line), None
+                    (text, cut), label = cap_text_counted(line), None
                 elif not line.strip():
                     text = ""
                 else:
                     try:
                         obj = json.loads(line)
-                        text, label = cap_text(obj["text"]), obj.get("label")
+                        (text, cut), label = cap_text_counted(obj["text"]), obj.get("label")
                     except (ValueError, KeyError, TypeError, AttributeError):
                         raise UserError(f"{self.path} record at byte {start}: expected a JSON object with a "
                                         f'"text" string') from None
                 if text:
-                    yield start, text, label
+                    yield start, text, label, cut
                 start = at[0]
 
 
@@ -155,7 +156,7 @@ class TaskSource:
     def records(self, offset=None):
         texts, labels, classes = load_split(self.task, self.split, self.data_dir)
         for i in range(offset or 0, len(texts)):
-            yield i, texts[i], classes[labels[i]]
+            yield i, texts[i], classes[labels[i]], 0   # the loaders cut texts at MAX_TEXT_CHARS already
 
 
 @functools.cache
@@ -169,7 +170,7 @@ def load_split(task, split, data_dir):
 def plan_shards(source, shard_size, limit=None):
     """One pass over the input: (start offset, count) per shard, the text count and a sha256 of the texts."""
     digest, shards, n = hashlib.sha256(), [], 0
-    for offset, text, label in itertools.islice(source.records(), limit):
+    for offset, text, label, _ in itertools.islice(source.records(), limit):
         if n % shard_size == 0:
             shards.append([offset, 0])
         shards[-1][1] += 1
@@ -179,7 +180,7 @@ def plan_shards(source, shard_size, limit=None):
 
 
 def read_shard(source, start, count):
-    return [(text, label) for _, text, label in itertools.islice(source.records(start), count)]
+    return [(text, label, cut) for _, text, label, cut in itertools.islice(source.records(start), count)]
 
 
 # --- explaining ------------------------------------------------------------------------------
@@ -227,7 +228,7 @@ class Explainer:
         ckpt, lines = self.ckpt, []
         for start in range(0, len(records), self.batch_size):
             chunk = records[start:start + self.batch_size]
-            token_lists = [ckpt.tokenizer.tokenize(text) for text, _ in chunk]   # once: jieba is slow
+            token_lists = [ckpt.tokenizer.tokenize(text) for text, *_ in chunk]   # once: jieba is slow
             token_ids = np.zeros((len(chunk), ckpt.maxlen), np.int32)         # PAD = 0, as Tokenizer.encode
             for row, tokens in enumerate(token_lists):
                 ids = ckpt.tokenizer.ids(tokens[:ckpt.maxlen])
@@ -235,13 +236,13 @@ class Explainer:
             start_call = time.perf_counter()
             a = self.attribute(token_ids)
             self.attribution_seconds += time.perf_counter() - start_call
-            for row, ((text, label), tokens) in enumerate(zip(chunk, token_lists)):
+            for row, ((text, label, *cut), tokens) in enumerate(zip(chunk, token_lists)):
                 seen = tokens[:ckpt.maxlen]
                 scores = a.scores[row, :len(seen)]
                 words, word_scores = (seen, scores) if ckpt.tokenizer.level == "word" else jieba_words(seen, scores)
                 pred, tgt = int(a.probs[row].argmax()), int(a.target[row])
                 line = {"id": first_id + start + row, "text": text, "label": label, "tokens": seen,
-                        "truncated": len("".join(tokens[ckpt.maxlen:])), "scores": short(scores),
+                        "truncated": (cut[0] if cut else 0) + len("".join(tokens[ckpt.maxlen:])), "scores": short(scores),
                         "predicted": ckpt.classes[pred], "probs": short(a.probs[row]), "target": ckpt.classes[tgt],
                         "method": self.method, "output": short(a.output[row])[0],
                         "baseline_output": None, "delta": None, "steps": None,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import tensorflow as tf
 
+from cli import UserError
 from embedding_split import Split
 from model import split_at_embedding
 from tokenizer import PAD_ID
@@ -110,6 +111,8 @@ def prepare_ids(token_ids):
 def resolve_target(target, probs):
     """None -> predicted class; an int -> that class for every sample; an array -> per sample."""
     batch, classes = probs.shape
+    from validate import check_target
+    check_target(target, classes)
     if target is None:
         return probs.argmax(-1).astype(np.int32)
     target = np.broadcast_to(np.asarray(target, dtype=np.int32), (batch,)).copy()
@@ -160,7 +163,17 @@ XLA_AFTER_CALLS = 256
 XLA_KINDS = ("path",)        # kinds compiled by the default rule
 EXACT_LENGTHS_PER_MODEL = 8
 LAST_CHUNK_DIVISOR = 8         # XLA: a last chunk is padded to cap // 8 rows or to cap: two sizes per length
-XLA = {"0": False, "1": True}.get(os.environ.get("TIG_XLA", ""))     # None: by XLA_AFTER_CALLS
+
+
+def xla_from_env(value=None):
+    """$TIG_XLA: "1" True, "0" False, unset or empty None (by XLA_AFTER_CALLS); anything else an error."""
+    value = os.environ.get("TIG_XLA", "") if value is None else value
+    if value.strip() not in ("", "0", "1"):
+        raise UserError(f"$TIG_XLA must be 0, 1 or unset, got {value[:40]!r}")
+    return {"0": False, "1": True}.get(value.strip())
+
+
+XLA = xla_from_env()     # None: by XLA_AFTER_CALLS
 
 
 def bucket_length(length):
@@ -365,7 +378,10 @@ def gradients(model, inputs, target=None, *, layer=None, times_input=True, reduc
     xla: True/False: jit_compile model.py's models' graphs or not; None (default): TIG_XLA if set,
         else no XLA (the default rule compiles only IG's integration graphs; see "execution").
     """
+    import validate
+    validate.check_model(model)
     split = as_split(model, inputs, layer)
+    validate.check_split_inputs(split, inputs)
     embeddings, context, token_ids = split.lookup(inputs)
     probs = head_outputs(split, embeddings, context, xla)
     target = resolve_target(target, probs)

@@ -158,7 +158,10 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
         use XLA. All models run on graphs traced per length (see gradients.py, "execution").
     Returns an Attribution with scores [B,L], target, probs, delta, steps, output, baseline_output, tokens.
     """
+    import validate
+    validate.check_ig(model, steps, tolerance, baseline, batch_size, method, reduce)
     split = as_split(model, inputs, layer)
+    validate.check_split_inputs(split, inputs)
     x, context, token_ids = split.lookup(inputs)
     probs = head_outputs(split, x, context, xla)
     target = resolve_target(target, probs)

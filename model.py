@@ -567,6 +567,8 @@ def validate_meta(meta, where):
 
 def load_checkpoint(directory):
     """Reload a checkpoint written by train.py, checking that its parts belong together."""
+    from validate import check_path
+    check_path(directory)
     if not os.path.isdir(directory):
         raise CheckpointError(f"checkpoint not found: {directory} (train one with: python train.py --task ...)")
     files = current_version(directory)
@@ -581,7 +583,10 @@ def load_checkpoint(directory):
     except (ValueError, OSError) as e:
         raise CheckpointError(f"checkpoint {directory}: {e}") from None
     validate_meta(meta, f"checkpoint {directory}")
-    if "tokenizer_sha256" in meta and meta["tokenizer_sha256"] != tokenizer.fingerprint():
+    if "tokenizer_sha256" not in meta:
+        raise CheckpointError(f"checkpoint {directory}: {META_FILE} has no tokenizer_sha256, so {TOKENIZER_FILE} "
+                              "cannot be checked against the model; retrain it with train.py")
+    if meta["tokenizer_sha256"] != tokenizer.fingerprint():
         raise CheckpointError(f"checkpoint {directory}: {TOKENIZER_FILE} is not the vocabulary the model was trained "
                               f"with (its fingerprint differs from the one in {META_FILE})")
     try:

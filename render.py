@@ -237,7 +237,8 @@ def to_terminal(rows, use_colour):
     lines = []
     for group in rows:
         for expl in group:
-            lines.append(to_ansi(expl) if use_colour else printable(expl.text))
+            # the units the model saw (a huge text is cut at maxlen; notes() says how much)
+            lines.append(to_ansi(expl) if use_colour else printable("".join(expl.units)))
             lines.append("  " + printable(caption(expl)))
             lines.extend("  " + printable(note) for note in notes(expl))
     return "\n".join(lines)

@@ -95,6 +95,8 @@ class Tokenizer:
         with open(path, encoding="utf-8") as f:
             try:
                 data = json.load(f)
+                if not isinstance(data, dict):
+                    raise ValueError(f"expected a JSON object, got a JSON {type(data).__name__}")
                 if data.get("format", FORMAT_VERSION) != FORMAT_VERSION:
                     raise ValueError(f"format {data.get('format')!r}, this version reads {FORMAT_VERSION}")
                 return cls(data["vocab"], data.get("level", "char"))

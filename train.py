@@ -136,6 +136,9 @@ def main(argv=None):
         train_texts, train_labels = train_texts[:args.limit], train_labels[:args.limit]
     print(f"task {args.task}: {len(train_texts)} train / {len(data.val.texts)} val / {len(data.test.texts)} test, "
           f"{len(data.classes)} classes, {data.skipped} empty rows skipped", file=sys.stderr)
+    overlap = data.overlap()
+    print(f"texts also in the training split: {overlap['val_texts_also_in_train']} of {len(data.val.texts)} val, "
+          f"{overlap['test_texts_also_in_train']} of {len(data.test.texts)} test", file=sys.stderr)
 
     tokenizer = Tokenizer.fit(train_texts, level="word" if args.word else "char", min_freq=args.min_freq)
     maxlen = args.maxlen or default_maxlen(tokenizer, train_texts)
@@ -189,6 +192,7 @@ def main(argv=None):
         "best_epoch": int(np.argmax(val_acc)) + 1,
         "train_seconds": round(train_seconds, 1),
         "distribute": distribute, "replicas": int(replicas), "global_batch_size": int(global_batch),
+        **overlap,
     }
     meta = {
         "task": args.task, "classes": data.classes, "maxlen": maxlen, "arch": args.arch,

@@ -57,14 +57,21 @@ def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None
     reduce="l2" gives the original project's unsigned view of integrated gradients. level="word"
     sums character scores per jieba word.
     """
+    import validate
+    validate.check_texts(texts)
+    validate.check_choice(level, ("char", "word"), "level")
+    validate.check_choice(method, ("ig", "gradxinput", "saliency"), "method")
+    validate.check_labels(labels, len(texts), len(ckpt.classes))
     name = "ig-l2" if (method, reduce) == ("ig", "l2") else method
     out, bar = [], None
     if progress and len(texts) > BATCH:
         import keras
         bar = keras.utils.Progbar(len(texts), unit_name="text")
     tokenizer, maxlen = ckpt.tokenizer, ckpt.maxlen
+    from dataset import cap_text_counted
     for start in range(0, len(texts), BATCH):
-        chunk = texts[start:start + BATCH]
+        chunk, cuts = zip(*[cap_text_counted(t) for t in texts[start:start + BATCH]])   # as explain.py reads
+        chunk = list(chunk)
         token_lists = [tokenizer.tokenize(t) for t in chunk]
         attribution = attribute(ckpt.model, tokenizer.encode(chunk, maxlen), method, steps=steps, baseline=baseline,
                                 target=target, reduce=reduce, layer=ckpt.meta.get("layer"))
@@ -80,7 +87,7 @@ def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None
                 label=None if labels is None else ckpt.classes[labels[start + row]],
                 steps=None if attribution.steps is None else int(attribution.steps[row]),
                 delta=None if attribution.delta is None else float(attribution.delta[row]),
-                truncated=len("".join(tokens[maxlen:])), signed=name in ("ig", "gradxinput"),
+                truncated=cuts[row] + len("".join(tokens[maxlen:])), signed=name in ("ig", "gradxinput"),
                 baseline=attribution.baseline,
                 output_kind="probability" if attribution.output_kind in ("softmax", "sigmoid") else "raw"))
         if bar:
@@ -208,14 +215,12 @@ def read_texts(args):
     if args.file:
         if os.path.isdir(args.file):
             raise UserError(f"--file {args.file} is a folder; give a text file with one text per line")
+        from dataset import utf8_lines
         try:
-            with open(args.file, encoding="utf-8-sig") as f:
-                texts.extend(line for line in f.read().splitlines() if line.strip())
+            with open(args.file, "rb") as f:   # the lines explain.py reads from the same file
+                texts.extend(line for line in utf8_lines(f, args.file) if line.strip())
         except FileNotFoundError:
             raise UserError(f"text file not found: {args.file}") from None
-        except UnicodeDecodeError as e:
-            raise UserError(f"{args.file} is not UTF-8 text (byte {e.start}); convert it, e.g. "
-                            "iconv -f GBK -t UTF-8") from None
         if "\x00" in "".join(texts):
             raise UserError(f"{args.file} looks like a binary file, not one text per line")
     for i, text in enumerate(texts, 1):

@@ -173,3 +173,132 @@ def test_wrote_lines_print_paths_sanitised(small_checkpoint, tmp_path, capsys):
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout
     assert_clean(result.stdout)
+
+
+# --- 3. silently wrong: one reader per format, the same numbers, refusals instead of coercion -------------
+
+def test_explain_refuses_an_unclosed_quote_like_the_loaders(tmp_path):
+    from cli import UserError
+    from explain import FileSource, plan_shards
+    path = tmp_path / "texts.csv"
+    path.write_text('text,label\n好的,1\n"没有关上的引号,0\n第三行,1\n第四行,0\n', encoding="utf-8")
+    with pytest.raises(UserError, match="unclosed quote"):
+        plan_shards(FileSource(str(path)), 10)
+
+
+def test_visualize_and_explain_split_lines_and_drop_a_bom_the_same_way(tmp_path):
+    import argparse
+    from explain import FileSource
+    from visualize import read_texts
+    body = "\ufeff第一行\u2028还是第一行\x0c也是\n第二行\r\n\n第三行\r还是第三行\n"
+    for name in ("texts.txt", "texts.jsonl"):
+        path = tmp_path / name
+        if name.endswith(".jsonl"):
+            path.write_text("\ufeff" + "\n".join(json.dumps({"text": t}, ensure_ascii=False)
+                                                 for t in ["一", "二"]) + "\n", encoding="utf-8")
+            assert [r[1] for r in FileSource(str(path)).records()] == ["一", "二"]
+            continue
+        path.write_text(body, encoding="utf-8")
+        from_explain = [r[1] for r in FileSource(str(path)).records()]
+        from_visualize = read_texts(argparse.Namespace(text=[], file=str(path)))
+        assert from_visualize == from_explain
+        assert len(from_explain) == 3
+
+
+def test_a_huge_text_reports_the_same_truncation_everywhere(small_checkpoint, tmp_path):
+    from explain import Explainer, FileSource, read_shard
+    from model import load_checkpoint
+    from render import to_terminal
+    from visualize import explain
+    text = "房间很干净" * 200_000
+    path = tmp_path / "huge.txt"
+    path.write_text(text + "\n", encoding="utf-8")
+    ckpt = load_checkpoint(small_checkpoint)
+    line = Explainer(small_checkpoint, method="grad")(0, read_shard(FileSource(str(path)), 0, 1))[0]
+    expl = explain(ckpt, [text], "gradxinput")[0]
+    assert line["truncated"] == expl.truncated == len(text) - ckpt.maxlen
+    view = to_terminal([[expl]], False)
+    assert len(view) < 1000, len(view)
+
+
+def test_a_meta_without_tokenizer_fingerprint_is_refused(small_checkpoint, tmp_path):
+    from model import CheckpointError, current_version, load_checkpoint
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(small_checkpoint, ckpt)
+    meta_path = os.path.join(current_version(str(ckpt)), "meta.json")
+    meta = json.load(open(meta_path, encoding="utf-8"))
+    del meta["tokenizer_sha256"]
+    json.dump(meta, open(meta_path, "w", encoding="utf-8"))
+    with pytest.raises(CheckpointError, match="no tokenizer_sha256"):
+        load_checkpoint(str(ckpt))
+
+
+def test_a_tokenizer_file_holding_a_list_is_a_clear_error(tmp_path):
+    from tokenizer import Tokenizer
+    path = tmp_path / "tokenizer.json"
+    path.write_text('["<pad>", "<unk>", "<mask>"]', encoding="utf-8")
+    with pytest.raises(ValueError, match="not a tokenizer file.*JSON object"):
+        Tokenizer.load(str(path))
+
+
+def test_duplicates_across_splits_are_counted(data_dir):
+    from dataset import load_task
+    data = load_task("hotel", data_dir)
+    overlap = data.overlap()
+    train = set(data.train.texts)
+    assert overlap["test_texts_also_in_train"] == sum(t in train for t in data.test.texts)
+    assert set(overlap) == {"val_texts_also_in_train", "test_texts_also_in_train"}
+
+
+def test_tig_xla_must_be_0_1_or_unset():
+    from cli import UserError
+    from gradients import xla_from_env
+    assert (xla_from_env("0"), xla_from_env("1"), xla_from_env("")) == (False, True, None)
+    with pytest.raises(UserError, match="TIG_XLA must be 0, 1 or unset"):
+        xla_from_env("maybe")
+
+
+@pytest.mark.parametrize("kwargs,error,fragment", [
+    ({"steps": 2.7}, TypeError, "steps"), ({"steps": True}, TypeError, "steps"),
+    ({"steps": float("nan")}, TypeError, "steps"), ({"steps": 0}, ValueError, "steps"),
+    ({"steps": "many"}, ValueError, "steps"),
+    ({"target": 1.7}, TypeError, "target"), ({"target": True}, TypeError, "target"),
+    ({"target": 5}, ValueError, "target"),
+    ({"tolerance": -1}, ValueError, "tolerance"), ({"tolerance": float("nan")}, ValueError, "tolerance"),
+    ({"baseline": np.full(8, np.nan)}, ValueError, "baseline"),
+    ({"batch_size": 2.5}, TypeError, "batch_size"),
+])
+def test_integrated_gradients_refuses_instead_of_coercing(small_checkpoint, kwargs, error, fragment):
+    from integrated_gradients import integrated_gradients
+    from model import load_checkpoint
+    ckpt = load_checkpoint(small_checkpoint)
+    ids = ckpt.tokenizer.encode(["房间很干净"], ckpt.maxlen)
+    with pytest.raises(error, match=fragment):
+        integrated_gradients(ckpt.model, ids, **{"steps": 4, **kwargs})
+
+
+def test_token_ids_outside_the_vocabulary_and_none_are_refused(small_checkpoint):
+    from gradients import gradients
+    from integrated_gradients import integrated_gradients
+    from model import load_checkpoint
+    ckpt = load_checkpoint(small_checkpoint)
+    for bad in ([[4, -1, 0]], [[4, len(ckpt.tokenizer), 0]]):
+        for fn in (integrated_gradients, gradients):
+            with pytest.raises(ValueError, match="outside the vocabulary"):
+                fn(ckpt.model, np.array(bad, np.int32))
+    with pytest.raises(TypeError, match="model must be"):
+        integrated_gradients(None, np.array([[4]]))
+    with pytest.raises(TypeError, match="directory must be a path"):
+        load_checkpoint(None)
+
+
+def test_visualize_explain_refuses_bad_arguments(small_checkpoint):
+    from model import load_checkpoint
+    from visualize import explain
+    ckpt = load_checkpoint(small_checkpoint)
+    with pytest.raises(TypeError, match=r"list of strings.*\[text\]"):
+        explain(ckpt, "房间很干净")
+    with pytest.raises(ValueError, match="level"):
+        explain(ckpt, ["房间很干净"], level="bogus")
+    with pytest.raises(ValueError, match="labels"):
+        explain(ckpt, ["房间很干净"], "gradxinput", labels=[9])
