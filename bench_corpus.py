@@ -20,7 +20,6 @@ from cli import quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
-import argparse
 import json
 import re
 import shutil
@@ -139,7 +138,8 @@ def bench_thuctc(args):
                     % (ROOT, tmp))
             status, stdout, stderr, wall, rss = run_measured(["-c", code])
             if status != 0:
-                sys.exit(f"loading failed: {stderr.strip()[-500:]}")
+                from cli import UserError
+                raise UserError(f"loading failed: {stderr.strip().splitlines()[-1][:300] if stderr.strip() else status}")
             texts = json.loads(stdout)["texts"]
             results.append({"files": args.files, "body_chars": body, "corpus_mb": round(size), "texts": texts,
                             "peak_rss_mb": round(rss), "load_s": round(wall, 1)})
@@ -149,20 +149,22 @@ def bench_thuctc(args):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from cli import ArgumentParser, int_range
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
     e = sub.add_parser("explain", help="explain.py texts/s and peak RSS per corpus size")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--task", required=True, help="source of the texts")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--sizes", default=SIZES, help="comma list of corpus sizes (texts)")
-    e.add_argument("--steps", type=int, default=STEPS)
+    e.add_argument("--steps", type=int_range(1, 1024), default=STEPS)
     t = sub.add_parser("thuctc", help="peak RSS of loading a generated THUCTC tree")
-    t.add_argument("--files", type=int, default=50000)
+    t.add_argument("--files", type=int_range(1), default=50000)
     t.add_argument("--body-chars", default="1000,4000", help="comma list of body lengths to compare")
     args = p.parse_args()
     return bench_explain(args) if args.what == "explain" else bench_thuctc(args)
 
 
 if __name__ == "__main__":
-    main()
+    from cli import run
+    run(main)

@@ -36,14 +36,19 @@ def quiet_tensorflow():
     if "tensorflow" in sys.modules:
         return
     sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+    except KeyboardInterrupt:   # Ctrl-C during the import (seconds long): one line, as under run()
+        if "--debug" in sys.argv or os.environ.get("TIG_DEBUG") == "1":
+            raise
+        sys.exit("interrupted")
 
 
 def run(main):

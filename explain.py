@@ -540,7 +540,7 @@ def write_summary(out, manifest, min_count=MIN_COUNT, top=TOP_K):
 # --- CLI -------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    from cli import ArgumentParser, choice, int_range
+    from cli import ArgumentParser, choice, float_range, int_range
     from dataset import TASKS
     from integrated_gradients import BASELINES, MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
@@ -565,13 +565,11 @@ def parse_args(argv=None):
     p.add_argument("--top", type=int_range(1), default=TOP_K, help="units per class, level and ranking in summary.csv")
     p.add_argument("--engine", default="local", type=choice(ENGINES, "engine"), help=f"one of: {', '.join(ENGINES)}")
     p.add_argument("--concurrency", type=int_range(1), default=1, help="ray: explainer workers (actors)")
-    p.add_argument("--num-gpus", type=float, default=0, help="ray: GPUs per explainer worker")
+    p.add_argument("--num-gpus", type=float_range(0, 1024), default=0, help="ray: GPUs per explainer worker")
     p.add_argument("--ray-address", default=None, help="ray: cluster address (default: start a local Ray)")
     args = p.parse_args(argv)
     if bool(args.input) == bool(args.task):
         p.error("give exactly one of --input FILE or --task T")
-    if args.num_gpus < 0:
-        p.error("--num-gpus must be >= 0")
     return args
 
 

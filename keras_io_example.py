@@ -67,6 +67,9 @@ def main(argv=None):
         raise UserError(f"refusing to overwrite {out}; give a new --out path")
     if not out.endswith(".keras"):
         raise UserError(f"--out must end in .keras (Keras 3's format), got {args.out}")
+    folder = os.path.dirname(out)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {out}: {folder} is not a writable folder (checked before training)")
     data = load_task(args.task, args.data_dir)
     if len(data.classes) != 2:
         raise UserError(f"task {args.task} has {len(data.classes)} classes; this example is binary")
