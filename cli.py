@@ -17,6 +17,7 @@ import tempfile
 
 CHECKPOINTS_DIR = "checkpoints"
 OUTPUT_MARKER = ".tig-output"   # marks a folder this project created for its outputs
+MAX_MAXLEN = 2048               # tokens per text at most: dataset.MAX_TEXT_CHARS, where every text is cut
 
 
 class UserError(Exception):
@@ -196,7 +197,7 @@ def add_model_arguments(p):
     p.add_argument("--tokenizer", default=None, help="with --model: this project's tokenizer.json")
     p.add_argument("--classes", default=None, help="with --model: class names, comma-separated (default: the "
                                                    "task's, else 0,1,...)")
-    p.add_argument("--maxlen", type=int_range(1), default=None, help="with --model: tokens per text for an "
+    p.add_argument("--maxlen", type=int_range(1, MAX_MAXLEN), default=None, help="with --model: tokens per text for an "
                                                                      "int-input model without a fixed length")
     p.add_argument("--layer", default=None, help="with --model: the Embedding layer to explain, by name")
 

@@ -35,7 +35,7 @@ SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 DOWNLOAD_TIMEOUT = 5        # seconds to reach a host before giving up (offline machines)
 # characters kept per text at read time: far above any model's maxlen (train.py caps it at 256), so no
 # prediction changes, while a corpus of long documents never sits whole in memory
-MAX_TEXT_CHARS = 2048
+MAX_TEXT_CHARS = 2048       # = cli.MAX_MAXLEN
 
 CSV_SETS = {
     "weibo": ("weibo_senti_100k.csv", ["negative", "positive"]),

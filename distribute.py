@@ -17,15 +17,16 @@ import os
 
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 CPU_DEVICES_ENV = "TIG_CPU_DEVICES"
+MAX_CPU_DEVICES = 64      # logical CPU devices: each is a replica; 999 made no progress in 300 s
 
 
 def cpu_devices_requested():
     value = os.environ.get(CPU_DEVICES_ENV, "").strip()
     if not value:
         return 0
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_CPU_DEVICES:
         from cli import UserError
-        raise UserError(f"${CPU_DEVICES_ENV} must be a positive integer, got {value!r}")
+        raise UserError(f"${CPU_DEVICES_ENV} must be an integer from 1 to {MAX_CPU_DEVICES}, got {value[:20]!r}")
     return int(value)
 
 

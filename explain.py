@@ -59,7 +59,7 @@ TEXT_COLUMNS = ("text", "review", "title", "content", "sentence")
 MANIFEST = "explain.json"
 JOB_KEYS = ("checkpoint", "model_sha256", "input", "method", "steps", "baseline", "target", "shard_size")
 # every name explain.py may create inside --out; anything else there means the folder is someone else's
-OWN_FILES = re.compile(r"^(\.?explain\.json|\.?summary\.(csv|png|html)|shards|shards/\.?part-\d{5}\.jsonl)"
+OWN_FILES = re.compile(r"^(\.?explain\.json|\.?summary\.(csv|png|html)|shards|shards/\.?part-\d{5,}\.jsonl)"
                        r"(\.tmp-\d+-[a-z0-9_]+)?$")   # with cli.atomic_write's temporary names
 
 
@@ -207,11 +207,18 @@ class Explainer:
 
     The same class runs in the local engine and, one instance per worker, in the Ray engine."""
 
-    def __init__(self, checkpoint, method=METHOD, steps=STEPS, baseline=None, target=None, batch_size=BATCH_SIZE):
+    def __init__(self, checkpoint, method=METHOD, steps=STEPS, baseline=None, target=None, batch_size=BATCH_SIZE,
+                 model_sha256=None):
         quiet_tensorflow()
         from integrated_gradients import DEFAULT_BASELINE
         from model import load_checkpoint
         self.ckpt = load_checkpoint(checkpoint)
+        if model_sha256 is not None:   # a checkpoint replaced mid-job would mix two models in one output
+            from model import MODEL_FILE
+            found = file_sha256(os.path.join(self.ckpt.files, MODEL_FILE))
+            if found != model_sha256:
+                raise UserError(f"checkpoint {checkpoint} changed since this job started (its model.keras sha256 "
+                                f"is {found[:12]}..., the job's {model_sha256[:12]}...); explain into a new --out")
         self.method, self.steps, self.batch_size = method, steps, batch_size
         self.baseline, self.target = baseline or DEFAULT_BASELINE, target
         self.attribution_seconds = 0.0   # time inside the attribution calls: the floor of the loop
@@ -268,14 +275,50 @@ def write_shard(out, k, lines):
 
 
 def foreign_files(out):
-    """Files in out that explain.py did not create (relative paths)."""
+    """Files in out that explain.py did not create (relative paths). Only out and out/shards are
+    listed, never walked below: a foreign folder (even /) is refused at its first foreign name."""
     found = []
-    for root, dirs, files in os.walk(out):
-        for name in dirs + files:
-            rel = os.path.relpath(os.path.join(root, name), out).replace(os.sep, "/")
-            if not OWN_FILES.match(rel):
+    for folder in ("", "shards"):
+        path = os.path.join(out, folder)
+        if folder and not (os.path.isdir(path) and not os.path.islink(path)):
+            continue
+        for name in sorted(os.listdir(path)):
+            rel = f"{folder}/{name}" if folder else name
+            if not OWN_FILES.match(rel) or (folder and os.path.isdir(os.path.join(path, name))):
                 found.append(rel)
-    return sorted(found)
+                return found   # one is enough to refuse
+    return found
+
+
+TEMP_OF = re.compile(r"\.tmp-(\d+)-[a-z0-9_]+$")   # cli.atomic_write's temp names carry the writer's pid
+
+
+def remove_dead_temps(folder):
+    """Delete the temp files of our runs that are no longer alive (a live run on the same --out keeps
+    its own)."""
+    from model import _alive
+    for name in os.listdir(folder):
+        match = TEMP_OF.search(name)
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            os.remove(os.path.join(folder, name))
+
+
+def shard_problem(out, k, first_id, count, job):
+    """Why the finished shard k cannot be kept (None when it is whole): its line count, JSON and ids.
+    (The model is the job's: explain.json records its sha256, and every explainer compares it.)"""
+    path = shard_path(out, k)
+    n = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, raw in enumerate(f, 1):
+                line = json.loads(raw)
+                if not isinstance(line, dict) or line.get("id") != first_id + n - 1:
+                    return f"line {n} is not text {first_id + n - 1} of the job"
+    except (ValueError, UnicodeDecodeError) as e:
+        return f"line {n + 1} is not JSON ({e.__class__.__name__})"
+    if n != count:
+        return f"{n} lines for {count} texts"
+    return None
 
 
 def prepare_out(out, job):
@@ -288,15 +331,19 @@ def prepare_out(out, job):
             example = foreign[0] if foreign else sorted(os.listdir(out))[0]
             raise UserError(f"--out {out} contains files explain.py did not create (e.g. {example}); "
                             "give a new or empty directory")
-        with open(manifest, encoding="utf-8") as f:
-            previous = json.load(f)
+        try:
+            with open(manifest, encoding="utf-8") as f:
+                previous = json.load(f)
+            if not isinstance(previous, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"--out {out}: {MANIFEST} is damaged ({e.__class__.__name__}); give a new directory, "
+                            f"or delete {out} to start this job again") from None
         changed = [k for k in JOB_KEYS if previous.get(k) != job.get(k)]
         if changed:
             raise UserError(f"--out {out} holds a different job ({', '.join(changed)} differ); "
                             "give a new directory to explain this one")
-        for name in os.listdir(os.path.join(out, "shards")):
-            if ".tmp-" in name:   # a temp file of an interrupted run of ours: never committed
-                os.remove(os.path.join(out, "shards", name))
+        remove_dead_temps(os.path.join(out, "shards"))   # of interrupted runs of ours: never committed
         return True
     os.makedirs(os.path.join(out, "shards"), exist_ok=True)
     atomic_write(os.path.join(out, MANIFEST), lambda f: json.dump(job, f, ensure_ascii=False, indent=2))
@@ -345,7 +392,7 @@ class Progress:
 
 def explainer_args(job):
     return dict(checkpoint=job["checkpoint"], method=job["method"], steps=job["steps"], baseline=job["baseline"],
-                target=job["target"], batch_size=job["batch_size"])
+                target=job["target"], batch_size=job["batch_size"], model_sha256=job["model_sha256"])
 
 
 def run_local(job, source, pending, out, progress):
@@ -591,8 +638,15 @@ def main(argv=None):
            "shards": len(shards), "batch_size": args.batch_size, "classes": ckpt.classes,
            "level": ckpt.tokenizer.level}
     resumed = prepare_out(args.out, job)
-    pending = [(k, start, count) for k, (start, count) in enumerate(shards)
-               if not os.path.exists(shard_path(args.out, k))]
+    pending = []
+    for k, (start, count) in enumerate(shards):
+        if os.path.exists(shard_path(args.out, k)):
+            problem = shard_problem(args.out, k, k * args.shard_size, count, job)
+            if problem is None:
+                continue
+            print(printable(f"{shard_path(args.out, k)} is damaged ({problem}); explaining its texts again"),
+                  file=sys.stderr)
+        pending.append((k, start, count))
     done = n_texts - sum(count for _, _, count in pending)
     if resumed:
         print(f"resuming {printable(args.out)}: {len(shards) - len(pending)} of {len(shards)} shards already written",

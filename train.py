@@ -38,7 +38,7 @@ PATIENCE = 2
 
 
 def parse_args(argv=None):
-    from cli import ArgumentParser, choice, float_range, int_range
+    from cli import MAX_MAXLEN, ArgumentParser, choice, float_range, int_range
     from dataset import TASKS
     from distribute import STRATEGIES
     from model import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
@@ -61,7 +61,7 @@ def parse_args(argv=None):
                    help="none, auto, mirrored (devices of this machine) or multiworker (TF_CONFIG); "
                         "see distribute.py")
     p.add_argument("--lr", type=float_range(0, 10, low_open=True), default=LEARNING_RATE)
-    p.add_argument("--maxlen", type=int_range(1), default=None,
+    p.add_argument("--maxlen", type=int_range(1, MAX_MAXLEN), default=None,
                    help=f"tokens per text (default: {MAXLEN_PERCENTILE}th percentile of training lengths, "
                         f"at most {MAXLEN_CAP})")
     p.add_argument("--dropout", type=float_range(0, 1, high_open=True), default=DROPOUT,

@@ -336,3 +336,86 @@ def test_keras_io_example_checks_its_output_folder_before_training(tmp_path, cap
     import keras_io_example
     in_process(capsys, keras_io_example.main, "--out", str(tmp_path / "missing" / "m.keras")).expect(
         "not a writable folder", 1)
+
+
+# --- 5. corpus jobs and limits ----------------------------------------------------------------------------
+
+def explain_job(capsys, checkpoint, source, out, *extra):
+    import explain
+    return in_process(capsys, explain.main, "--checkpoint", checkpoint, "--input", str(source), "--out", str(out),
+                      "--method", "grad", "--shard-size", "2", *extra)
+
+
+@pytest.fixture()
+def texts_file(tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(["房间很干净", "服务太差了", "早餐很好", "干净", "房间差", "服务好"]) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+def test_resume_redoes_a_damaged_shard_and_names_it(small_checkpoint, texts_file, tmp_path, capsys):
+    out = tmp_path / "job"
+    assert explain_job(capsys, small_checkpoint, texts_file, out).returncode == 0
+    whole = (out / "shards" / "part-00001.jsonl").read_text(encoding="utf-8")
+    (out / "shards" / "part-00001.jsonl").write_text(whole.splitlines(keepends=True)[0], encoding="utf-8")
+    (out / "shards" / "part-00002.jsonl").write_text('{"id": 4, "text": "半', encoding="utf-8")
+    result = explain_job(capsys, small_checkpoint, texts_file, out)
+    assert result.returncode == 0, result.stderr
+    assert "part-00001.jsonl is damaged (1 lines for 2 texts)" in result.stderr
+    assert "part-00002.jsonl is damaged" in result.stderr
+    assert (out / "shards" / "part-00001.jsonl").read_text(encoding="utf-8") == whole
+    assert len((out / "shards" / "part-00002.jsonl").read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_a_broken_manifest_is_named(small_checkpoint, texts_file, tmp_path, capsys):
+    out = tmp_path / "job"
+    assert explain_job(capsys, small_checkpoint, texts_file, out).returncode == 0
+    (out / "explain.json").write_text('{"program": "expl', encoding="utf-8")
+    explain_job(capsys, small_checkpoint, texts_file, out).expect("explain.json is damaged", 1)
+
+
+def test_resume_keeps_the_temp_files_of_a_live_run(small_checkpoint, texts_file, tmp_path, capsys):
+    import subprocess
+    import sys
+    out = tmp_path / "job"
+    assert explain_job(capsys, small_checkpoint, texts_file, out).returncode == 0
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    live_temp = out / "shards" / f".part-00000.jsonl.tmp-{os.getppid()}-abc123"
+    dead_temp = out / "shards" / f".part-00000.jsonl.tmp-{int(dead.stdout)}-abc123"
+    live_temp.write_text("half", encoding="utf-8")
+    dead_temp.write_text("half", encoding="utf-8")
+    assert explain_job(capsys, small_checkpoint, texts_file, out).returncode == 0
+    assert live_temp.exists() and not dead_temp.exists()
+
+
+def test_shard_numbers_past_99999_are_ours(tmp_path):
+    from explain import foreign_files
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "explain.json").write_text("{}")
+    (tmp_path / "shards" / "part-100000.jsonl").write_text("")
+    assert foreign_files(str(tmp_path)) == []
+
+
+def test_a_checkpoint_replaced_mid_job_is_refused_by_the_explainer(small_checkpoint):
+    from cli import UserError
+    from explain import Explainer
+    with pytest.raises(UserError, match="changed since this job started"):
+        Explainer(small_checkpoint, method="grad", model_sha256="0" * 64)
+
+
+def test_out_slash_is_refused_without_walking_the_file_system(small_checkpoint, texts_file, capsys):
+    import time
+    start = time.perf_counter()
+    explain_job(capsys, small_checkpoint, texts_file, "/").expect("did not create", 1)
+    assert time.perf_counter() - start < 10
+
+
+def test_limits_on_devices_and_maxlen(monkeypatch, data_dir, capsys):
+    from cli import UserError
+    from distribute import cpu_devices_requested
+    monkeypatch.setenv("TIG_CPU_DEVICES", "999")
+    with pytest.raises(UserError, match="from 1 to 64"):
+        cpu_devices_requested()
+    monkeypatch.delenv("TIG_CPU_DEVICES")
+    train_probe(capsys, "--data-dir", data_dir, "--maxlen", "10000000").expect("between 1 and 2048", 2)
