@@ -13,7 +13,9 @@
         --epochs 40 --patience 6 --dropout 0.2 --lr 3e-4
 
 Writes checkpoints/<task>/ (model.keras, tokenizer.json, meta.json, metrics.json) with
-test accuracy and macro-F1 on the held-out test split; see model.py for the format.
+test accuracy and macro-F1 on the held-out test split; see model.py for the format. An existing
+--out is replaced only when it is verifiably a checkpoint of this project (not merely a folder with
+files of the same names) for the same task and --arch; another task's or arch's needs --replace-different.
 """
 import os
 
