@@ -17,7 +17,6 @@ import numpy as np
 from cli import printable
 
 
-
 def escape(text):
     """The one escaper for reports: the sanitiser (cli.printable), then HTML escaping."""
     return html.escape(printable(text))
