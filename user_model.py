@@ -100,6 +100,31 @@ class StringInputTokenizer:
         return VocabularyTokenizer.decode(self, token_ids)
 
 
+class HubTokenizer:
+    """For a KerasHub task saved with its preprocessor: the preprocessor tokenizes, pads and adds
+    the special tokens; tokenize(text) gives the tokens the model sees ([CLS] ... [SEP] for BERT),
+    one per position, and encode(texts) the texts themselves (the explainers preprocess them)."""
+
+    def __init__(self, model, hub):
+        self.model, self.hub = model, hub
+        self.vocab = hub.vocabulary or []
+        self.level = "char" if sum(len(t) == 1 for t in self.vocab) >= 0.5 * max(1, len(self.vocab)) else "word"
+
+    def __len__(self):
+        return len(self.vocab)
+
+    def tokenize(self, text):
+        ids = np.asarray(self.hub.features([clean_text(text)])["token_ids"])[0]
+        real = np.flatnonzero(ids != self.hub.pad_id)
+        return [self.vocab[i] if 0 <= i < len(self.vocab) else "" for i in ids[:real[-1] + 1 if len(real) else 0]]
+
+    def encode(self, texts, maxlen=None):
+        return [clean_text(t) for t in texts]
+
+    def decode(self, token_ids):
+        return VocabularyTokenizer.decode(self, token_ids)
+
+
 @dataclass
 class UserModel:
     model: object
@@ -125,8 +150,13 @@ def read_vocab(path):
 
 def load_user_model(path, vocab=None, tokenizer=None, classes=None, maxlen=None, task=None, layer=None):
     """Load `path` (.keras) with its tokenizer (see the top of this file). classes: "a,b" or a list."""
+    import warnings
     import keras
     from embedding_split import embedding_layers, output_kind, text_vectorizers
+    from hub_inputs import HubInputs, tokenizer_of
+    # Keras' UserWarnings (compile config not restored, masks destroyed by position embeddings, ...)
+    # are about training and layer internals, not about the explanation: kept off the CLI's output
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(_hub)?(\.|$)")
     if not os.path.exists(path):
         raise UserError(f"model file not found: {path}")
     if vocab and tokenizer:
@@ -147,7 +177,15 @@ def load_user_model(path, vocab=None, tokenizer=None, classes=None, maxlen=None,
     except (AttributeError, IndexError, TypeError, ValueError):
         input_dtype, input_shape = None, None
     strings = input_dtype == "string"
-    if strings:
+    hub = HubInputs.of(model)
+    if hub is not None and tokenizer_of(model) is not None and not (vocab or tokenizer):
+        strings = True     # a KerasHub task with its preprocessor: texts in, the preprocessor makes the dict
+        tok = HubTokenizer(model, hub)
+        fixed = hub.sequence_length
+        if fixed and maxlen and maxlen != fixed:
+            raise UserError(f"--maxlen {maxlen} does not match the preprocessor's sequence_length {fixed}")
+        maxlen = fixed or maxlen or DEFAULT_MAXLEN
+    elif strings:
         vectorizers = text_vectorizers(model)
         if not vectorizers:
             raise UserError(f"{path}: the model takes strings but has no TextVectorization layer")
@@ -174,7 +212,13 @@ def load_user_model(path, vocab=None, tokenizer=None, classes=None, maxlen=None,
         maxlen = fixed or maxlen or DEFAULT_MAXLEN
     kind = output_kind(model)
     example = tok.encode(["a"], maxlen)
-    units = int(np.asarray(model(example, training=False)).reshape(1, -1).shape[-1])
+    if hub is not None:
+        from gradients import class_scores
+        raw = class_scores(model, example)
+        units = 1 if output_kind(model) == "sigmoid" or getattr(model.outputs[0], "shape", (0,))[-1] == 1 \
+            else raw.shape[-1]
+    else:
+        units = int(np.asarray(model(example, training=False)).reshape(1, -1).shape[-1])
     count = 2 if units == 1 else units
     if isinstance(classes, str):
         classes = [c.strip() for c in classes.split(",") if c.strip()]
