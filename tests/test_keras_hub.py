@@ -99,7 +99,7 @@ def reference_by_table(model, features, fixed_ids, target, steps=STEPS, layer=No
                 logits, _ = model.stateless_call(values, frozen, one, training=False)
                 selected = logits[0, int(target[row])] if logits.shape[-1] > 1 else logits[0, 0] * (
                     1 if target[row] == 1 else -1)
-            total += w * tape.gradient(selected, scaled).numpy()
+            total += w * tf.convert_to_tensor(tape.gradient(selected, scaled)).numpy()   # IndexedSlices
         out.append({i: float((table[i] * total[i]).sum()) for i in text_ids})
     return out
 
