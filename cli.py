@@ -200,11 +200,18 @@ def add_model_arguments(p):
     p.add_argument("--maxlen", type=int_range(1, MAX_MAXLEN), default=None, help="with --model: tokens per text for an "
                                                                      "int-input model without a fixed length")
     p.add_argument("--layer", default=None, help="with --model: the Embedding layer to explain, by name")
+    p.add_argument("--padding", default=None, choices=("pre", "post"),
+                   help="with --model (token ids): pad each text at the start (pre, keras pad_sequences' "
+                        "default) or the end (post, default), as the model was trained")
+    p.add_argument("--custom-objects", default=None, metavar="FILE.py",
+                   help="with --model: a Python file whose import registers the model's own layers and functions "
+                        "(@keras.saving.register_keras_serializable)")
 
 
 def resolve_explainable(args, announce=True):
     """What a CLI explains: the user's --model, else the checkpoint (see resolve_checkpoint)."""
-    model_flags = [f"--{name}" for name in ("vocab", "tokenizer", "classes", "maxlen", "layer")
+    model_flags = [f"--{name.replace('_', '-')}" for name in ("vocab", "tokenizer", "classes", "maxlen", "layer",
+                                                               "padding", "custom_objects")
                    if getattr(args, name, None) is not None]
     if getattr(args, "model", None) is None:
         if model_flags:
@@ -218,7 +225,8 @@ def resolve_explainable(args, announce=True):
         from dataset import TASK_CLASSES
         classes = TASK_CLASSES.get(args.task)
     return load_user_model(args.model, vocab=args.vocab, tokenizer=args.tokenizer, classes=classes,
-                           maxlen=args.maxlen, task=args.task, layer=args.layer)
+                           maxlen=args.maxlen, task=args.task, layer=args.layer,
+                           padding=getattr(args, "padding", None), custom_objects=getattr(args, "custom_objects", None))
 
 
 def class_index(target, classes):

@@ -33,8 +33,10 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 import keras
+from keras.src.backend import get_keras_mask, set_keras_mask   # Keras 3's mask on a tensor
 
 from cli import UserError
+from hub_inputs import HubInputs
 from tokenizer import PAD_ID, UNK_ID  # noqa: F401  (0 and 1 are also TextVectorization's padding and OOV ids)
 
 OUTPUT_KINDS = ("softmax", "sigmoid", "raw")
@@ -65,6 +67,8 @@ class Split:
     own: bool = False                    # built by model.py
     none_dims: bool = False              # run on one graph with None dims (gradients.none_dim_graphs)
     prepare: Callable = None             # user inputs -> context tensor
+    reference: Callable = None           # user inputs -> the model's own [B, C] scores (verify_split)
+    fixed_ids: tuple = (PAD_ID,)         # ids that keep their embedding on the path and score 0.0
     extra: dict = field(default_factory=dict)
 
     def __iter__(self):
@@ -137,7 +141,7 @@ def probe(model, context):
     return embedding_inputs, vectorized, outputs
 
 
-def choose_layer(model, context, layer):
+def choose_layer(model, context, layer, hub=None):
     """The Embedding layer to explain, and the TextVectorization layer that feeds it (or None)."""
     candidates = embedding_layers(model)
     if not candidates:
@@ -153,9 +157,11 @@ def choose_layer(model, context, layer):
             raise UserError(f"model {model.name!r} has no Embedding layer named {layer!r}; "
                             f"its Embedding layers: {describe(candidates)}")
         layer = named[0]
-    embedding_inputs, vectorized, _ = probe(model, context)
+    embedding_inputs, vectorized, _ = probe(model, hub.unpack(context) if hub else context)
     sources = [(v, tv) for v, tv in vectorized]
-    if context.dtype.is_integer:
+    if hub is not None:
+        sources.append((np.asarray(hub.token_ids(context)), None))
+    elif context.dtype.is_integer:
         sources.append((np.asarray(context), None))
 
     def fed_by(l):
@@ -215,6 +221,69 @@ def as_classes(outputs, kind):
     return outputs
 
 
+def path_point(original, ids, embeddings, layer, *args, **kwargs):
+    """What the intercepted Embedding layer returns: the path point `embeddings`, carrying the Keras
+    mask the layer itself gives the real ids. The original call runs on the real ids (one lookup,
+    not on the gradient's path) and its mask is copied: Keras' Embedding computes its mask in
+    compute_mask, but keras_hub's ReversibleEmbedding (inside TokenAndPositionEmbedding and every
+    KerasHub backbone) sets it inside `call`, which a replaced `call` would otherwise lose, silently
+    unmasking the padding for the layers after it. A reverse call (tied output projection) is
+    passed through untouched."""
+    if kwargs.get("reverse") or (args and args[0] is True):
+        return original(ids, *args, **kwargs)
+    mask = get_keras_mask(original(ids, *args, **kwargs))
+    if mask is None:
+        mask = layer.compute_mask(ids)
+    out = tf.identity(tf.cast(embeddings, layer.compute_dtype))   # a fresh tensor to carry the mask
+    if mask is not None:
+        set_keras_mask(out, mask)
+    return out
+
+
+# --- the check: the split explains the model's own function ---------------------------
+
+SPLIT_RTOL = 1e-5       # relative, and the same times max(1, |output|) absolute, per class score
+REFERENCE_ROWS = 256    # the model's own forward pass on the explained batch, this many rows at a time
+
+
+def model_scores(model, inputs, kind, rows=REFERENCE_ROWS):
+    """The model's own outputs on its own inputs (a tensor or array [N, ...], or a dict of them),
+    as [N, C] class scores, in eager calls of `rows` rows."""
+    first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
+    parts = []
+    for start in range(0, int(first.shape[0]), rows):
+        part = ({k: v[start:start + rows] for k, v in inputs.items()} if isinstance(inputs, dict)
+                else inputs[start:start + rows])
+        parts.append(np.asarray(as_classes(model(part, training=False), kind)))
+    return np.concatenate(parts)
+
+
+def verify_split(split, inputs, outputs):
+    """Refuse to explain a different function: the split at alpha = 1 (the real embeddings) gave
+    `outputs` [B, C] on `inputs`; the model's own forward pass on the same inputs must give the
+    same scores (to SPLIT_RTOL relative, and SPLIT_RTOL * max(1, |scores|) absolute), else a
+    one-line UserError naming the layer. A split with no model to compare with (an (embed, head)
+    pair given by hand) is not checked."""
+    if split.reference is None:
+        return
+    expected = np.asarray(split.reference(inputs), np.float32)
+    outputs = np.asarray(outputs, np.float32)
+    if expected.shape != outputs.shape:
+        raise UserError(f"the model split at layer {getattr(split.layer, 'name', split.layer)!r} gives outputs of "
+                        f"shape {outputs.shape}, the model itself {expected.shape}; refusing to explain a different "
+                        "function")
+    gap = np.abs(outputs - expected)
+    allowed = SPLIT_RTOL * np.abs(expected) + SPLIT_RTOL * max(1.0, float(np.abs(expected).max(initial=0)))
+    if np.all(gap <= allowed):
+        return
+    row, col = np.unravel_index(np.argmax(gap - allowed), gap.shape)
+    name = getattr(split.layer, "name", split.layer)
+    raise UserError(f"the model split at layer {name!r} does not compute the model's own function: on input {row}, "
+                    f"class {col}, it gives {outputs[row, col]:.7g} where the model gives {expected[row, col]:.7g}; "
+                    f"refusing to explain a different function (is the model random at inference, or does a "
+                    f"layer depend on how {name!r} is called? choose another layer with layer=/--layer)")
+
+
 # --- the split ------------------------------------------------------------------------
 
 _SPLITS = {}     # (id(model), layer, input dtype) -> (model, Split); the model is kept alive with it
@@ -228,7 +297,11 @@ def model_input_rank(model):
 
 
 def prepare_inputs(model, inputs):
-    """User inputs -> the tensor the model takes: a list of strings, or int token ids [B, L]."""
+    """User inputs -> the tensor the model takes: a list of strings, or int token ids [B, L];
+    for a model that takes a dict with token_ids (KerasHub tasks), that dict packed (hub_inputs.py)."""
+    hub = HubInputs.of(model)
+    if hub is not None:
+        return hub.pack(hub.features(inputs))
     if isinstance(inputs, str):
         inputs = [inputs]
     if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "OUS":
@@ -246,7 +319,8 @@ def prepare_inputs(model, inputs):
 def split_model(model, layer=None, inputs=None):
     """The Split of any Keras 3 model at an Embedding layer (see the top of this file).
     inputs: example inputs used once to find the Embedding layer fed by the token ids."""
-    if isinstance(model, keras.Model) and len(getattr(model, "_inputs", None) or [None]) > 1:
+    hub = HubInputs.of(model)
+    if hub is None and isinstance(model, keras.Model) and len(getattr(model, "_inputs", None) or [None]) > 1:
         raise UserError(f"model {model.name!r} takes {len(model.inputs)} inputs; only single-input text "
                         "classifiers can be explained")
     if inputs is None:
@@ -256,11 +330,13 @@ def split_model(model, layer=None, inputs=None):
                  context.shape.rank)
     if cache_key in _SPLITS:
         return _SPLITS[cache_key][1]
-    chosen, vectorizer = choose_layer(model, context, layer)
+    chosen, vectorizer = choose_layer(model, context, layer, hub)
     kind = output_kind(model)
     # None batch (and length, for ids); a string input keeps its trailing dims ([B, 1] for keras.Input((1,)))
     spec = tf.TensorSpec([None] + ([None] * (context.shape.rank - 1) if context.dtype != tf.string
                                    else list(context.shape[1:])), context.dtype)
+    if hub is not None:      # packed dict [B, K, L]: K is the model's number of inputs
+        spec = tf.TensorSpec([None, len(hub.names), None], tf.int32)
 
     # String input tokenized by the TextVectorization that feeds the Embedding: the head takes
     # the token ids as its context and that layer hands them over instead of re-tokenizing every
@@ -271,14 +347,14 @@ def split_model(model, layer=None, inputs=None):
 
     def run_head(embeddings, context):
         def replace(original, ids, *args, **kwargs):
-            # the path point in place of the lookup; a fresh tensor so Keras attaches the mask
-            # it computes from the real ids
-            return tf.identity(tf.cast(embeddings, chosen.compute_dtype))
+            return path_point(original, ids, embeddings, chosen, *args, **kwargs)
         replacements = {chosen: replace}
         model_input = context
         if strings_by_ids:
             replacements[vectorizer] = lambda original, *args, **kwargs: tf.cast(context, tf.int64)
             model_input = tf.fill(tf.concat([tf.shape(context)[:1], tf.constant(trailing, tf.int32)], 0), "")
+        if hub is not None:
+            model_input = hub.unpack(context)
         with intercept(replacements):
             outputs = model(model_input, training=False)
         return as_classes(outputs, kind)
@@ -292,7 +368,7 @@ def split_model(model, layer=None, inputs=None):
             seen.append((ids, out))
             return out
         with intercept({chosen: record}):
-            model(context, training=False)
+            model(hub.unpack(context) if hub else context, training=False)
         ids, out = seen[0]
         return tf.cast(ids, tf.int32), tf.cast(out, tf.float32)
 
@@ -311,12 +387,15 @@ def split_model(model, layer=None, inputs=None):
     def embed_ids(token_ids):
         return np.asarray(chosen(tf.constant(token_ids, tf.int32)), np.float32)
 
-    vocabulary = None
+    vocabulary = hub.vocabulary if hub else None
     if vectorizer is not None:
         vocabulary = [str(t) for t in vectorizer.get_vocabulary()]
     split = Split(embed=embed, head=run_head, lookup=lookup, embed_ids=embed_ids, layer=chosen,
                   key=(model, chosen, strings_by_ids), context_spec=head_spec, output_kind=kind, vocabulary=vocabulary,
                   prepare=lambda inputs: prepare_inputs(model, inputs),
+                  reference=lambda inputs: model_scores(model, (hub.unpack if hub else lambda c: c)(
+                      prepare_inputs(model, inputs)), kind),
+                  fixed_ids=hub.special_ids if hub else (PAD_ID,),
                   extra={"vectorizer": vectorizer})
     _SPLITS[cache_key] = (model, split)
     return split

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from cli import UserError
-from embedding_split import Split
+from embedding_split import Split, model_scores, verify_split
 from model import split_at_embedding
 from tokenizer import PAD_ID
 
@@ -80,7 +80,10 @@ def as_split(model, inputs=None, layer=None):
         return Split(embed=embed, head=head, lookup=lookup, embed_ids=lambda ids: lookup(ids)[0],
                      layer=getattr(embed, "layer", None), key=getattr(head, "layer", head),
                      context_spec=tf.TensorSpec([None, None], tf.bool))
-    return split_at_embedding(model, layer, inputs)
+    split = split_at_embedding(model, layer, inputs)
+    if split.own and split.reference is None and hasattr(model, "get_layer"):   # model.py's: ids -> softmax
+        split = replace(split, reference=lambda inputs: model_scores(model, tf.constant(prepare_ids(inputs)), "softmax"))
+    return split
 
 
 
@@ -384,9 +387,10 @@ def gradients(model, inputs, target=None, *, layer=None, times_input=True, reduc
     validate.check_split_inputs(split, inputs)
     embeddings, context, token_ids = split.lookup(inputs)
     probs = head_outputs(split, embeddings, context, xla)
+    verify_split(split, inputs, probs)
     target = resolve_target(target, probs)
     grads, output = run_static(split, "gradient", gradient_of_target, [embeddings, context, target], xla)
-    mask = token_ids != PAD_ID
+    mask = ~np.isin(token_ids, split.fixed_ids)
     if reduce is None:
         reduce = "sum" if times_input else "l2"
     contributions = grads * embeddings if times_input else grads

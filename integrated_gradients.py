@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from cli import UserError
+from embedding_split import verify_split
 from gradients import (COMPLETENESS_TOLERANCE, Attribution, as_split, chunk_cap, chunks, function_for,
                        gradient_of_target, group_uses_xla, head_outputs, length_groups, pad_rows, reduce_scores,
                        resolve_target, tokens_of)
@@ -81,7 +82,7 @@ def make_baseline(split, token_ids, embeddings, baseline):
         if baseline == "mask" and not split.own:
             raise UserError("baseline 'mask' needs a model trained by train.py --mask-rate; use zero, pad or unk")
         x0 = np.asarray(split.embed_ids(np.where(token_ids != PAD_ID, fill, PAD_ID).astype(np.int32)), np.float32)
-    return np.where((token_ids == PAD_ID)[..., None], embeddings, x0).astype(np.float32)
+    return np.where(np.isin(token_ids, split.fixed_ids)[..., None], embeddings, x0).astype(np.float32)
 
 
 def integrated_chunk(split):
@@ -164,6 +165,7 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
     validate.check_split_inputs(split, inputs)
     x, context, token_ids = split.lookup(inputs)
     probs = head_outputs(split, x, context, xla)
+    verify_split(split, inputs, probs)
     target = resolve_target(target, probs)
     x0 = make_baseline(split, token_ids, x, baseline)
     if x0.shape != x.shape:
@@ -198,7 +200,7 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
             break
 
     delta = (f_x - f_x0) - contributions.sum((1, 2))
-    return Attribution(scores=reduce_scores(contributions, token_ids != PAD_ID, reduce), target=target, probs=probs,
+    return Attribution(scores=reduce_scores(contributions, ~np.isin(token_ids, split.fixed_ids), reduce), target=target, probs=probs,
                        token_ids=token_ids, method="ig", delta=delta.astype(np.float32), steps=steps_used,
                        baseline=baseline if isinstance(baseline, str) else "array",
                        output=f_x, baseline_output=f_x0, tokens=tokens_of(token_ids, vocabulary or split.vocabulary),

@@ -2,6 +2,10 @@
 a user's own model, made the way the Keras tutorial makes it, for trying `--model`.
 
     python keras_io_example.py --task hotel --data-dir ../shared/data --out /tmp/keras_io_hotel.keras
+    python keras_io_example.py ... --out my_model.keras --int-out int_model.keras --vocab-out vocab.txt
+
+--int-out also saves the nested int model (token ids in) and --vocab-out its vocabulary, one token
+per line (line number = id): what `--model int_model.keras --vocab vocab.txt` explains.
 
 The model (scaled by --dim): TextVectorization(split="character") outside a nested int model
 Embedding -> Dropout -> Conv1D valid stride 3 -> Conv1D valid stride 3 -> GlobalMaxPooling1D
@@ -61,29 +65,47 @@ def main(argv=None):
     p.add_argument("--epochs", type=int_range(1), default=EPOCHS)
     p.add_argument("--limit", type=int_range(1), default=None, help="train on the first N training texts")
     p.add_argument("--dim", type=int_range(1), default=DIM)
+    p.add_argument("--int-out", default=None, help="also save the nested int model (token ids in) here (.keras)")
+    p.add_argument("--vocab-out", default=None, help="also write its vocabulary here, one token per line")
     args = p.parse_args(argv)
     out = os.path.abspath(args.out)
-    if os.path.exists(out):
-        raise UserError(f"refusing to overwrite {out}; give a new --out path")
-    if not out.endswith(".keras"):
-        raise UserError(f"--out must end in .keras (Keras 3's format), got {args.out}")
-    folder = os.path.dirname(out)
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {out}: {folder} is not a writable folder (checked before training)")
+    for path in (args.out, args.int_out, args.vocab_out):
+        if path and os.path.exists(path):
+            raise UserError(f"refusing to overwrite {printable(os.path.abspath(path))}; give a new path")
+    for path in (args.out, args.int_out):
+        if path and not path.endswith(".keras"):
+            raise UserError(f"{printable(path)}: a model file must end in .keras (Keras 3's format)")
+    for path in (args.out, args.int_out, args.vocab_out):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and (not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK)):
+            raise UserError(f"cannot write {printable(path)}: {printable(folder)} is not a writable folder "
+                            "(checked before training)")
     data = load_task(args.task, args.data_dir)
     if len(data.classes) != 2:
         raise UserError(f"task {args.task} has {len(data.classes)} classes; this example is binary")
     texts, labels = data.train.texts[:args.limit], data.train.labels[:args.limit]
-    model, _ = train(texts, labels, epochs=args.epochs, verbose=2, dim=args.dim)
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=os.path.dirname(out))
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, out)   # atomic: a crash never leaves half a file at --out
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    print(f"saved {printable(out)}")
+    model, int_model = train(texts, labels, epochs=args.epochs, verbose=2, dim=args.dim)
+    vectorizer = [l for l in model.layers if l.__class__.__name__ == "TextVectorization"][0]
+    saves = [(model.save, out, ".keras"), (int_model.save, args.int_out, ".keras"),
+             (lambda tmp: write_vocab(vectorizer.get_vocabulary(), tmp), args.vocab_out, ".txt")]
+    for save, path, suffix in saves:
+        if not path:
+            continue
+        path = os.path.abspath(path)
+        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(path))
+        os.close(fd)
+        try:
+            save(tmp)
+            os.replace(tmp, path)   # atomic: a crash never leaves half a file behind
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        print(f"saved {printable(path)}")
+
+
+def write_vocab(vocab, path):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(f"{token}\n" for token in vocab))
 
 
 if __name__ == "__main__":

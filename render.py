@@ -111,19 +111,24 @@ def to_font_html(expl, background=False):
                    for u, c in zip(expl.units, unit_colours(expl, FONT_BASE)))
 
 
+def output_text(value, output_kind):
+    """A probability as a percentage; a raw output (a logit) as a number."""
+    return f"{value:.1%}" if output_kind == "probability" else f"logit {value:.4g}"
+
+
 def caption(expl, with_prediction=True):
     parts = []
     if with_prediction:
         if expl.label is not None:
             parts.append(f"label {expl.label}")
-        parts.append(f"predicted {expl.predicted} ({expl.prob:.1%})")
+        parts.append(f"predicted {expl.predicted} ({output_text(expl.prob, expl.output_kind)})")
     if expl.target != expl.predicted:
-        parts.append(f"explaining {expl.target} ({expl.target_prob:.1%})")
+        parts.append(f"explaining {expl.target} ({output_text(expl.target_prob, expl.output_kind)})")
     method = METHOD_TITLES.get(expl.method, expl.method)
     if expl.steps:
         method += f", {expl.steps} steps, baseline {expl.baseline}, delta {expl.delta:+.1e}"
     if expl.output_kind != "probability":
-        method += f" (explaining the model's {expl.output_kind} output, not a probability)"
+        method += f" (explaining the target class's {expl.output_kind} output (its logit), not a probability)"
     parts.append(method)
     return " · ".join(parts)
 

@@ -36,8 +36,8 @@ class VocabularyTokenizer:
     else words (whitespace if the text has spaces, jieba otherwise). Unknown tokens -> the
     vocabulary's UNK entry (or id 1)."""
 
-    def __init__(self, vocab, level=None):
-        self.vocab = list(vocab)
+    def __init__(self, vocab, level=None, padding="post"):
+        self.vocab, self.padding = list(vocab), padding or "post"
         self.index = {}
         for i, token in enumerate(self.vocab):
             self.index.setdefault(token, i)
@@ -62,7 +62,10 @@ class VocabularyTokenizer:
         out = np.zeros((len(texts), maxlen), np.int32)
         for row, text in enumerate(texts):
             ids = [self.index.get(t, self.unk_id) for t in self.tokenize(text)][:maxlen]
-            out[row, :len(ids)] = ids
+            if self.padding == "pre":      # padded at the start, as keras' pad_sequences does by default
+                out[row, maxlen - len(ids):] = ids
+            else:
+                out[row, :len(ids)] = ids
         return out
 
     def decode(self, token_ids):
@@ -100,6 +103,31 @@ class StringInputTokenizer:
         return VocabularyTokenizer.decode(self, token_ids)
 
 
+class HubTokenizer:
+    """For a KerasHub task saved with its preprocessor: the preprocessor tokenizes, pads and adds
+    the special tokens; tokenize(text) gives the tokens the model sees ([CLS] ... [SEP] for BERT),
+    one per position, and encode(texts) the texts themselves (the explainers preprocess them)."""
+
+    def __init__(self, model, hub):
+        self.model, self.hub = model, hub
+        self.vocab = hub.vocabulary or []
+        self.level = "char" if sum(len(t) == 1 for t in self.vocab) >= 0.5 * max(1, len(self.vocab)) else "word"
+
+    def __len__(self):
+        return len(self.vocab)
+
+    def tokenize(self, text):
+        ids = np.asarray(self.hub.features([clean_text(text)])["token_ids"])[0]
+        real = np.flatnonzero(ids != self.hub.pad_id)
+        return [self.vocab[i] if 0 <= i < len(self.vocab) else "" for i in ids[:real[-1] + 1 if len(real) else 0]]
+
+    def encode(self, texts, maxlen=None):
+        return [clean_text(t) for t in texts]
+
+    def decode(self, token_ids):
+        return VocabularyTokenizer.decode(self, token_ids)
+
+
 @dataclass
 class UserModel:
     model: object
@@ -123,18 +151,65 @@ def read_vocab(path):
     return [line.rstrip("\r") for line in lines]
 
 
-def load_user_model(path, vocab=None, tokenizer=None, classes=None, maxlen=None, task=None, layer=None):
-    """Load `path` (.keras) with its tokenizer (see the top of this file). classes: "a,b" or a list."""
+def import_custom_objects(path):
+    """Import FILE.py, whose import registers the user's layers (@keras.saving.register_keras_serializable)."""
+    import importlib.util
+    if not os.path.isfile(path) or not path.endswith(".py"):
+        raise UserError(f"--custom-objects {path}: give an existing Python file (.py)")
+    spec = importlib.util.spec_from_file_location(f"tig_custom_objects_{abs(hash(os.path.abspath(path)))}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise UserError(f"--custom-objects {path} failed to import ({e.__class__.__name__}: {e})") from None
+    return module
+
+
+def unknown_class(error):
+    """The class name a Keras loading error could not find, or None."""
+    import re
+    text = str(error)
+    for pattern in (r"[Cc]ould not locate (?:class|function) '([^']+)'", r"Unknown (?:layer|object|class)[^']*'([^']+)'"):
+        match = re.search(pattern, text)
+        if match:
+            return match.group(1)
+    return None
+
+
+def position_capacity(model):
+    """(positions, layer name) of the model's position embedding, or (None, None)."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if "PositionEmbedding" in type(layer).__name__ and getattr(layer, "sequence_length", None):
+            return int(layer.sequence_length), layer.name
+    return None, None
+
+
+def load_user_model(path, vocab=None, tokenizer=None, classes=None, maxlen=None, task=None, layer=None,
+                    padding=None, custom_objects=None):
+    """Load `path` (.keras) with its tokenizer (see the top of this file). classes: "a,b" or a list.
+    padding: "pre" or "post" (default) for an int-input model; custom_objects: a .py file to import first."""
+    import warnings
     import keras
     from embedding_split import embedding_layers, output_kind, text_vectorizers
+    from hub_inputs import HubInputs, tokenizer_of
+    # Keras' UserWarnings (compile config not restored, masks destroyed by position embeddings, ...)
+    # are about training and layer internals, not about the explanation: kept off the CLI's output
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(_hub)?(\.|$)")
     if not os.path.exists(path):
         raise UserError(f"model file not found: {path}")
     if vocab and tokenizer:
         raise UserError("give --vocab or --tokenizer, not both")
+    if custom_objects:
+        import_custom_objects(custom_objects)
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        missing = unknown_class(e)
+        if missing:
+            raise UserError(f"cannot load {path}: it uses {missing!r}, which is not registered with Keras; give "
+                            "--custom-objects FILE.py, a module that defines it with "
+                            "@keras.saving.register_keras_serializable()") from None
         raise UserError(f"cannot load {path} as a Keras 3 model ({e.__class__.__name__}: {first})") from None
     if not isinstance(model, keras.Model):
         raise UserError(f"{path} does not hold a Keras model")
@@ -147,7 +222,15 @@ def load_user_model(path, vocab=None, tokenizer=None, classes=None, maxlen=None,
     except (AttributeError, IndexError, TypeError, ValueError):
         input_dtype, input_shape = None, None
     strings = input_dtype == "string"
-    if strings:
+    hub = HubInputs.of(model)
+    if hub is not None and tokenizer_of(model) is not None and not (vocab or tokenizer):
+        strings = True     # a KerasHub task with its preprocessor: texts in, the preprocessor makes the dict
+        tok = HubTokenizer(model, hub)
+        fixed = hub.sequence_length
+        if fixed and maxlen and maxlen != fixed:
+            raise UserError(f"--maxlen {maxlen} does not match the preprocessor's sequence_length {fixed}")
+        maxlen = fixed or maxlen or DEFAULT_MAXLEN
+    elif strings:
         vectorizers = text_vectorizers(model)
         if not vectorizers:
             raise UserError(f"{path}: the model takes strings but has no TextVectorization layer")
@@ -155,7 +238,7 @@ def load_user_model(path, vocab=None, tokenizer=None, classes=None, maxlen=None,
         maxlen = maxlen or vectorizers[0].get_config().get("output_sequence_length") or DEFAULT_MAXLEN
     else:
         if vocab:
-            tok = VocabularyTokenizer(read_vocab(vocab))
+            tok = VocabularyTokenizer(read_vocab(vocab), padding=padding)
         elif tokenizer:
             try:
                 tok = Tokenizer.load(tokenizer)
@@ -171,10 +254,22 @@ def load_user_model(path, vocab=None, tokenizer=None, classes=None, maxlen=None,
         fixed = input_shape[1] if input_shape and len(input_shape) == 2 else None
         if fixed and maxlen and maxlen != fixed:
             raise UserError(f"--maxlen {maxlen} does not match the model's fixed input length {fixed}")
-        maxlen = fixed or maxlen or DEFAULT_MAXLEN
+        capacity, where = position_capacity(model)
+        if capacity and maxlen and maxlen > capacity:
+            raise UserError(f"--maxlen {maxlen} is beyond the model's {capacity} positions (layer {where!r}); "
+                            f"give --maxlen {capacity} or less")
+        maxlen = fixed or maxlen or (min(DEFAULT_MAXLEN, capacity) if capacity else DEFAULT_MAXLEN)
+    if padding and strings:
+        raise UserError("--padding is for a model that takes token ids; this one pads its own inputs")
     kind = output_kind(model)
     example = tok.encode(["a"], maxlen)
-    units = int(np.asarray(model(example, training=False)).reshape(1, -1).shape[-1])
+    if hub is not None:
+        from gradients import class_scores
+        raw = class_scores(model, example)
+        units = 1 if output_kind(model) == "sigmoid" or getattr(model.outputs[0], "shape", (0,))[-1] == 1 \
+            else raw.shape[-1]
+    else:
+        units = int(np.asarray(model(example, training=False)).reshape(1, -1).shape[-1])
     count = 2 if units == 1 else units
     if isinstance(classes, str):
         classes = [c.strip() for c in classes.split(",") if c.strip()]
@@ -183,6 +278,7 @@ def load_user_model(path, vocab=None, tokenizer=None, classes=None, maxlen=None,
         raise UserError(f"{len(classes)} class names given but the model has {count} classes"
                         f"{' (one output unit: class 0 and class 1)' if units == 1 else ''}")
     meta = {"task": task, "arch": "user", "source": os.path.abspath(path), "input": "strings" if strings else "ids",
+            "padding": None if strings else (padding or "post"),
             "output_kind": kind, "maxlen": int(maxlen), "classes": classes,
             "layer": layer if layer is None or isinstance(layer, str) else layer.name}
     return UserModel(model, tok, classes, int(maxlen), meta, os.path.dirname(os.path.abspath(path)))

@@ -77,8 +77,10 @@ def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None
                                 target=target, reduce=reduce, layer=ckpt.meta.get("layer"))
         for row, tokens in enumerate(token_lists):
             seen = tokens[:maxlen]
-            units, scores, unknown = group_units(seen, attribution.scores[row, :len(seen)],
-                                                 attribution.token_ids[row, :len(seen)], tokenizer, level)
+            # a pre-padded pipeline (--padding pre) puts the text at the end of its row
+            first = maxlen - len(seen) if getattr(tokenizer, "padding", "post") == "pre" else 0
+            units, scores, unknown = group_units(seen, attribution.scores[row, first:first + len(seen)],
+                                                 attribution.token_ids[row, first:first + len(seen)], tokenizer, level)
             pred, tgt = int(attribution.probs[row].argmax()), int(attribution.target[row])
             out.append(Explanation(
                 text="".join(tokens), units=units, scores=scores, unknown=unknown, method=name,

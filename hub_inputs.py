@@ -1,0 +1,130 @@
+"""Inputs of KerasHub text classifiers (and any Keras 3 model that takes a dict with a `token_ids`
+entry): what the model is fed, how it travels on the integration path, and which tokens are special.
+
+    hub = HubInputs.of(model)               # None for a model that does not take such a dict
+    features = hub.features(inputs)         # {"token_ids": [B,L], "padding_mask": ..., ...} (tensors)
+    packed = hub.pack(features)             # int32 [B, K, L]: one entry per row of axis 1
+    hub.unpack(packed)                      # the dict again, each entry in the model's input dtype
+
+Accepted inputs: raw strings for a task saved with its preprocessor (`model.preprocessor` makes
+the dict, as `model.predict(texts)` does); a dict of arrays as KerasHub preprocessors produce it;
+or plain token ids [B, L] (padding_mask = ids != the padding id, segment_ids = 0, any other
+entry refused). Only `token_ids` is explained: the attribution is taken at the Embedding layer
+its ids feed (backbone.token_embedding, a ReversibleEmbedding); every other entry is part of the
+context, held fixed on the path, never interpolated. Packing the dict into one int32 tensor lets
+the explainers tile, gather and chunk it like any other context.
+
+Special tokens (Captum's BERT-tutorial convention): the tokenizer's special ids ([CLS], [SEP],
+[PAD], [MASK], ...; `special_token_ids`) keep their own embedding on the whole path and score
+exactly 0.0; without a tokenizer only the padding id does.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from cli import UserError
+
+IDS_KEY = "token_ids"
+MASK_KEY = "padding_mask"
+DEFAULT_PAD_ID = 0
+
+
+def input_names(model):
+    """The keys of a model whose inputs are a dict with a token_ids entry, else None."""
+    struct = getattr(model, "_inputs_struct", None)
+    if isinstance(struct, dict) and IDS_KEY in struct:
+        return list(struct)
+    return None
+
+
+def tokenizer_of(model):
+    preprocessor = getattr(model, "preprocessor", None)
+    return getattr(preprocessor, "tokenizer", None)
+
+
+@dataclass
+class HubInputs:
+    model: object
+    names: list                  # the model's input keys; the order of axis 1 of a packed context
+    dtypes: dict                 # key -> the model's input dtype
+    pad_id: int
+    special_ids: tuple           # ids that keep their embedding on the path and score 0.0
+    vocabulary: list = None      # id -> token (the tokenizer's), or None
+    sequence_length: int = None  # the preprocessor's, or None
+
+    @classmethod
+    def of(cls, model):
+        names = input_names(model)
+        if names is None:
+            return None
+        struct = model._inputs_struct
+        dtypes = {k: str(getattr(struct[k], "dtype", "int32")) for k in names}
+        tokenizer = tokenizer_of(model)
+        pad_id, special, vocabulary = DEFAULT_PAD_ID, (DEFAULT_PAD_ID,), None
+        if tokenizer is not None:
+            pad = getattr(tokenizer, "pad_token_id", None)
+            pad_id = int(pad) if pad is not None else DEFAULT_PAD_ID
+            special = tuple(sorted({int(i) for i in (getattr(tokenizer, "special_token_ids", None) or [])}
+                                   | {pad_id}))
+            try:
+                vocabulary = [str(t) for t in tokenizer.get_vocabulary()]
+            except (AttributeError, NotImplementedError, ValueError):
+                vocabulary = None
+        length = getattr(getattr(model, "preprocessor", None), "sequence_length", None)
+        return cls(model, names, dtypes, pad_id, special, vocabulary, length)
+
+    def features(self, inputs):
+        """User inputs (strings, a dict, or ids [B, L]) -> the model's input dict of tensors."""
+        import tensorflow as tf
+        from gradients import prepare_ids
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "OUS":
+            inputs = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in inputs.reshape(-1)]
+        if isinstance(inputs, tf.Tensor) and inputs.dtype == tf.string:
+            inputs = [t.decode("utf-8") for t in inputs.numpy().reshape(-1)]
+        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
+            preprocessor = getattr(self.model, "preprocessor", None)
+            if preprocessor is None:
+                raise UserError(f"model {self.model.name!r} was saved without its preprocessor, so it cannot take "
+                                f"strings; give token ids or a dict with {', '.join(self.names)}")
+            inputs = preprocessor(tf.constant(list(inputs)))
+        if isinstance(inputs, dict):
+            missing = [k for k in self.names if k not in inputs]
+            if missing:
+                raise UserError(f"model {self.model.name!r} takes {', '.join(self.names)}; the inputs lack "
+                                f"{', '.join(missing)}")
+            ids = prepare_ids(np.asarray(inputs[IDS_KEY]))
+            out = {}
+            for k in self.names:
+                value = np.asarray(inputs[k])
+                value = value[None] if value.ndim == 1 else value
+                if value.shape != ids.shape:
+                    raise UserError(f"input {k!r} has shape {value.shape}, token_ids {ids.shape}")
+                out[k] = tf.constant(value.astype(self.dtypes[k]))
+            return out
+        ids = prepare_ids(inputs)
+        out = {}
+        for k in self.names:
+            if k == IDS_KEY:
+                value = ids
+            elif k == MASK_KEY:
+                value = ids != self.pad_id
+            elif k == "segment_ids":
+                value = np.zeros_like(ids)
+            else:
+                raise UserError(f"model {self.model.name!r} also takes {k!r}; give the inputs as a dict "
+                                f"with {', '.join(self.names)}")
+            out[k] = tf.constant(value.astype(self.dtypes[k]))
+        return out
+
+    def pack(self, features):
+        import tensorflow as tf
+        return tf.stack([tf.cast(features[k], tf.int32) for k in self.names], axis=1)
+
+    def unpack(self, packed):
+        import tensorflow as tf
+        return {k: tf.cast(packed[:, i], self.dtypes[k]) for i, k in enumerate(self.names)}
+
+    def token_ids(self, packed):
+        return packed[:, self.names.index(IDS_KEY)]

@@ -1,0 +1,103 @@
+"""Train a small KerasHub text classifier FROM CONFIG (no preset download) on a task and save it
+with its preprocessor as .keras: a KerasHub model to explain, made the way KerasHub makes them.
+
+    python keras_hub_example.py --task hotel --data-dir ../shared/data --out /tmp/bert.keras
+
+The tokenizer's vocabulary is [PAD] [UNK] [CLS] [SEP] [MASK] and every character of the training
+texts (WordPiece on Chinese splits into characters); the backbone is tiny (--layers, --dim).
+--family bert (BertTextClassifier, default) or distil_bert (DistilBertTextClassifier).
+The task outputs raw logits (KerasHub's default: no activation). Binary and multi-class tasks.
+"""
+import os
+
+from cli import quiet_tensorflow
+
+quiet_tensorflow()
+
+FAMILIES = ("bert", "distil_bert")
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SEQUENCE = 64
+DIM = 32
+LAYERS = 2
+EPOCHS = 3
+LEARNING_RATE = 3e-3
+
+
+def vocabulary(texts):
+    """SPECIALS, then every character of `texts` (sorted)."""
+    return SPECIALS + sorted({c for t in texts for c in t if not c.isspace()} - set(SPECIALS))
+
+
+def build(vocab, classes=2, family="bert", sequence=SEQUENCE, dim=DIM, layers=LAYERS, seed=0):
+    """An untrained KerasHub text classifier of `family` with its preprocessor, from config."""
+    import keras
+    import keras_hub
+    keras.utils.set_random_seed(seed)
+    models = keras_hub.models
+    kinds = {"bert": (models.BertTokenizer, models.BertTextClassifierPreprocessor, models.BertBackbone,
+                      models.BertTextClassifier),
+             "distil_bert": (models.DistilBertTokenizer, models.DistilBertTextClassifierPreprocessor,
+                             models.DistilBertBackbone, models.DistilBertTextClassifier)}
+    tokenizer_cls, preprocessor_cls, backbone_cls, task_cls = kinds[family]
+    tokenizer = tokenizer_cls(vocabulary=list(vocab), lowercase=False)
+    preprocessor = preprocessor_cls(tokenizer, sequence_length=sequence)
+    backbone = backbone_cls(vocabulary_size=len(vocab), num_layers=layers, num_heads=2, hidden_dim=dim,
+                            intermediate_dim=2 * dim, max_sequence_length=sequence)
+    task = task_cls(backbone, num_classes=classes, preprocessor=preprocessor)
+    task.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return task
+
+
+def train(texts, labels, classes=2, epochs=EPOCHS, verbose=0, vocab_texts=(), batch_size=32, **kwargs):
+    """build() on the vocabulary of texts (+ vocab_texts), fitted on (texts, labels)."""
+    import numpy as np
+    task = build(vocabulary(list(texts) + list(vocab_texts)), classes, **kwargs)
+    task.fit(x=list(texts), y=np.asarray(labels), batch_size=batch_size, epochs=epochs, verbose=verbose)
+    return task
+
+
+def main(argv=None):
+    import tempfile
+    import warnings
+    from cli import ArgumentParser, UserError, choice, int_range
+    from dataset import TASKS, load_task
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="hotel", type=choice(TASKS, "task"))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", required=True, help="a new .keras file (an existing path is refused)")
+    p.add_argument("--family", default="bert", type=choice(FAMILIES, "family"))
+    p.add_argument("--epochs", type=int_range(1), default=EPOCHS)
+    p.add_argument("--limit", type=int_range(1), default=None, help="train on the first N training texts")
+    p.add_argument("--dim", type=int_range(2), default=DIM)
+    p.add_argument("--layers", type=int_range(1), default=LAYERS)
+    p.add_argument("--sequence", type=int_range(3), default=SEQUENCE, help="tokens per text, [CLS] and [SEP] included")
+    args = p.parse_args(argv)
+    out = os.path.abspath(args.out)
+    if os.path.exists(out):
+        raise UserError(f"refusing to overwrite {out}; give a new --out path")
+    if not out.endswith(".keras"):
+        raise UserError(f"--out must end in .keras (Keras 3's format), got {args.out}")
+    try:
+        import keras_hub  # noqa: F401
+    except ImportError:
+        raise UserError("keras_hub_example.py needs keras-hub: pip install -r requirements.txt") from None
+    data = load_task(args.task, args.data_dir)
+    texts, labels = data.train.texts[:args.limit], data.train.labels[:args.limit]
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(_hub)?(\.|$)")
+    task = train(texts, labels, len(data.classes), epochs=args.epochs, verbose=2, family=args.family,
+                 sequence=args.sequence, dim=args.dim, layers=args.layers)
+    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=os.path.dirname(out))
+    os.close(fd)
+    try:
+        task.save(tmp)
+        os.replace(tmp, out)   # atomic: a crash never leaves half a file at --out
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    from cli import run
+    run(main)
