@@ -18,12 +18,11 @@ deleted), write x_z for the deleted text and f(z) = F_t(x_z).
                 uniform, as LIME draws them), add z = 1, and fit by closed-form weighted ridge
 
                     (b, w) = argmin  sum_k pi_k (f(z_k) - b - w . z_k)^2 + ridge * |w|^2
-                    pi_k   = exp(-D_k^2 / width^2),  D_k = 100 * (1 - sqrt(|z_k| / n))
+                    pi_k   = sqrt(exp(-D_k^2 / width^2)),  D_k = 100 * (1 - sqrt(|z_k| / n))
 
-                (D: LIME's cosine distance of z_k to the full text, x100; width 25 is LIME's
-                kernel width, and its kernel is this pi's square root applied to the residuals,
-                i.e. these same weights). score_i = w_i: the change of F_t the local linear
-                model gives to token i's presence.
+                (D: LIME's cosine distance of z_k to the full text, x100; pi is LIME's kernel, the
+                sample weight it gives its Ridge, width 25 its default). score_i = w_i: the change of
+                F_t the local linear model gives to token i's presence.
                 complete=True fits the KernelSHAP way instead: b = f(0) and sum_i w_i = f(1) - f(0)
                 exactly (the empty and the full text as constraints), so the scores add up to
                 F_t(x) - F_t(empty text) and `delta` is 0 up to rounding.
@@ -41,6 +40,7 @@ from tokenizer import PAD_ID
 SAMPLES = 1000            # K perturbed texts per text (the surrogate)
 KERNEL_WIDTH = 25.0       # LIME's LimeTextExplainer default
 RIDGE = 1.0               # LIME's default Ridge(alpha=1)
+MAX_RATE = 1.0            # at most this share of a text's tokens deleted per sample (LIME: up to n - 1)
 ROWS_PER_CALL = 4096      # perturbed rows embedded per class_scores call
 
 
@@ -111,20 +111,23 @@ def occlusion(model, inputs, target=None, *, layer=None, vocabulary=None, xla=No
                        output_kind=split.output_kind, layer=getattr(split.layer, "name", None))
 
 
-def sample_masks(n, samples, rng):
+def sample_masks(n, samples, rng, max_rate=1.0):
     """[samples + 1, n] keep-masks: the full text first, then `samples` masks deleting d tokens
-    (d uniform in 1..n-1, or 1 when n = 1) at positions chosen uniformly, as LIME draws them."""
+    (d uniform in 1..n-1, as LIME draws them, capped at max_rate * n; 1 when n = 1) at positions
+    chosen uniformly."""
     if n == 1:
         return np.array([[True]] + [[False]] * samples)
-    deleted = rng.integers(1, n, size=samples)
+    deleted = rng.integers(1, max(2, min(n, int(np.ceil(max_rate * n)) + 1)), size=samples)
     ranks = rng.random((samples, n)).argsort(1).argsort(1)
     return np.concatenate([np.ones((1, n), bool), ranks >= deleted[:, None]])
 
 
 def kernel_weights(keep, width=KERNEL_WIDTH):
-    """LIME's sample weights: exp(-D^2 / width^2), D = 100 * (1 - sqrt(|z| / n))."""
+    """LIME's sample weights: sqrt(exp(-D^2 / width^2)), D = 100 * (1 - sqrt(|z| / n)); width None: all 1."""
+    if width is None:
+        return np.ones(len(keep))
     distance = 100 * (1 - np.sqrt(keep.sum(1) / keep.shape[1]))
-    return np.exp(-distance ** 2 / width ** 2)
+    return np.exp(-distance ** 2 / (2 * width ** 2))
 
 
 def fit_surrogate(keep, y, weights, ridge=RIDGE):
@@ -152,7 +155,7 @@ def fit_complete(keep, y, weights, f_full, f_empty):
 
 
 def deletion_surrogate(model, inputs, target=None, *, samples=SAMPLES, width=KERNEL_WIDTH, ridge=RIDGE,
-                       complete=False, seed=0, layer=None, vocabulary=None, xla=None):
+                       max_rate=MAX_RATE, complete=False, seed=0, layer=None, vocabulary=None, xla=None):
     """A LIME-style local linear surrogate of F_t under token deletion, computed natively.
 
     For each text (n real tokens): K = `samples` keep-masks z_k (d_k ~ U{1..n-1} tokens deleted,
@@ -160,7 +163,7 @@ def deletion_surrogate(model, inputs, target=None, *, samples=SAMPLES, width=KER
     shifted left) for all rows of all texts in large static-shape batches; then per text
 
         w = argmin_{b,w} sum_k pi_k (f(z_k) - b - w . z_k)^2 + ridge |w|^2,
-        pi_k = exp(-D_k^2 / width^2),  D_k = 100 (1 - sqrt(|z_k| / n))      (LIME's kernel)
+        pi_k = sqrt(exp(-D_k^2 / width^2)),  D_k = 100 (1 - sqrt(|z_k| / n))      (LIME's kernel)
 
     and score_i = w_i. complete=True: b = f(empty), sum_i w_i = f(full) - f(empty) exactly (the
     KernelSHAP constraints; `delta` and `baseline_output` are then set, baseline "empty text").
@@ -176,7 +179,7 @@ def deletion_surrogate(model, inputs, target=None, *, samples=SAMPLES, width=KER
     lengths = real_lengths(token_ids)
     masks, rows, owner = [], [], []
     for i, n in enumerate(lengths):
-        keep = sample_masks(n, int(samples), rng) if n else np.zeros((0, 0), bool)
+        keep = sample_masks(n, int(samples), rng, max_rate) if n else np.zeros((0, 0), bool)
         masks.append(keep)
         if n:
             rows.append(delete_tokens(token_ids[i], keep))
