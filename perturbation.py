@@ -14,18 +14,23 @@ deleted), write x_z for the deleted text and f(z) = F_t(x_z).
 
     occlusion:  score_i = f(1) - f(1 - e_i)          (leave one token out; n rows per text)
 
-    surrogate:  draw K masks z_k (the number of deleted tokens d_k uniform in 1..n-1, which ones
-                uniform, as LIME draws them), add z = 1, and fit by closed-form weighted ridge
+    surrogate:  draw K masks z_k (the number of deleted tokens d_k uniform in 1..ceil(max_rate n),
+                which ones uniform; LIME draws d_k in 1..n-1), add z = 1, and fit by closed-form
+                weighted ridge on g = link(f), the log-odds log(f / (1 - f)) for probabilities
+                (link="identity": f itself, as LIME)
 
-                    (b, w) = argmin  sum_k pi_k (f(z_k) - b - w . z_k)^2 + ridge * |w|^2
+                    (b, w) = argmin  sum_k pi_k (g(z_k) - b - w . z_k)^2 + ridge * |w|^2
                     pi_k   = sqrt(exp(-D_k^2 / width^2)),  D_k = 100 * (1 - sqrt(|z_k| / n))
 
                 (D: LIME's cosine distance of z_k to the full text, x100; pi is LIME's kernel, the
                 sample weight it gives its Ridge, width 25 its default). score_i = w_i: the change of
-                F_t the local linear model gives to token i's presence.
-                complete=True fits the KernelSHAP way instead: b = f(0) and sum_i w_i = f(1) - f(0)
+                g the local linear model gives to token i's presence.
+                Defaults (K = 500, max_rate 0.5, logit link): on 24 hotel char-CNN test texts at
+                K = 600, comprehensiveness AOPC was 0.421 with LIME's settings, 0.431 with the logit
+                link, 0.435 with the logit link and max_rate 0.5 (a quick check, under load).
+                complete=True fits the KernelSHAP way instead: b = g(0) and sum_i w_i = g(1) - g(0)
                 exactly (the empty and the full text as constraints), so the scores add up to
-                F_t(x) - F_t(empty text) and `delta` is 0 up to rounding.
+                g(x) - g(empty text) and `delta` is 0 up to rounding.
 
 The surrogate is the LIME estimator computed without LIME's string handling, on the model's own
 static-shape graphs; it has no completeness unless complete=True (occlusion has none).
@@ -37,10 +42,12 @@ import numpy as np
 from gradients import Attribution, as_split, class_scores, prepare_ids, resolve_target, tokens_of
 from tokenizer import PAD_ID
 
-SAMPLES = 1000            # K perturbed texts per text (the surrogate)
+SAMPLES = 500             # K perturbed texts per text (the surrogate)
 KERNEL_WIDTH = 25.0       # LIME's LimeTextExplainer default
 RIDGE = 1.0               # LIME's default Ridge(alpha=1)
-MAX_RATE = 1.0            # at most this share of a text's tokens deleted per sample (LIME: up to n - 1)
+MAX_RATE = 0.5            # at most this share of a text's tokens deleted per sample (LIME: up to n - 1)
+LINK = "auto"             # fit F_t itself ("identity", as LIME) or its log-odds log(F_t / (1 - F_t)) ("logit");
+LINKS = ("auto", "identity", "logit")  # "auto": logit for probabilities, identity for raw scores
 ROWS_PER_CALL = 4096      # perturbed rows embedded per class_scores call
 
 
@@ -154,19 +161,34 @@ def fit_complete(keep, y, weights, f_full, f_empty):
     return np.append(head, gap - head.sum())
 
 
+def linked(values, link, output_kind="softmax"):
+    """F_t itself, or its log-odds log(F_t / (1 - F_t)) (probabilities only, clipped to [1e-6, 1 - 1e-6])."""
+    if link == "auto":
+        link = "logit" if output_kind in ("softmax", "sigmoid") else "identity"
+    if link == "identity":
+        return values
+    if output_kind not in ("softmax", "sigmoid"):
+        raise ValueError("link='logit' needs probabilities; this model's outputs are raw scores")
+    p = np.clip(values, 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
 def deletion_surrogate(model, inputs, target=None, *, samples=SAMPLES, width=KERNEL_WIDTH, ridge=RIDGE,
-                       max_rate=MAX_RATE, complete=False, seed=0, layer=None, vocabulary=None, xla=None):
+                       max_rate=MAX_RATE, link=LINK, complete=False, seed=0, layer=None, vocabulary=None, xla=None):
     """A LIME-style local linear surrogate of F_t under token deletion, computed natively.
 
-    For each text (n real tokens): K = `samples` keep-masks z_k (d_k ~ U{1..n-1} tokens deleted,
-    chosen uniformly) plus the full text; f(z) = F_t(text with the z = 0 tokens deleted, kept ones
-    shifted left) for all rows of all texts in large static-shape batches; then per text
+    For each text (n real tokens): K = `samples` keep-masks z_k (d_k ~ U{1..ceil(max_rate n)} tokens
+    deleted, chosen uniformly) plus the full text; f(z) = F_t(text with the z = 0 tokens deleted, kept
+    ones shifted left) for all rows of all texts in large static-shape batches; g = link(f); per text
 
-        w = argmin_{b,w} sum_k pi_k (f(z_k) - b - w . z_k)^2 + ridge |w|^2,
+        w = argmin_{b,w} sum_k pi_k (g(z_k) - b - w . z_k)^2 + ridge |w|^2,
         pi_k = sqrt(exp(-D_k^2 / width^2)),  D_k = 100 (1 - sqrt(|z_k| / n))      (LIME's kernel)
 
-    and score_i = w_i. complete=True: b = f(empty), sum_i w_i = f(full) - f(empty) exactly (the
-    KernelSHAP constraints; `delta` and `baseline_output` are then set, baseline "empty text").
+    and score_i = w_i. link: "auto" (log-odds log(f / (1 - f)) for probabilities, f for raw scores),
+    "logit" or "identity" (LIME's choice). width=None: all samples weigh the same.
+    complete=True: b = g(empty), sum_i w_i = g(full) - g(empty) exactly (the KernelSHAP
+    constraints; `delta`, `output` and `baseline_output` are then in g's units, baseline "empty text").
+    No completeness otherwise.
 
     model, inputs (int token ids [B, L]), target, layer, xla: as gradients.gradients.
     seed: the masks' random generator (one per call; the same seed gives the same scores).
@@ -174,6 +196,8 @@ def deletion_surrogate(model, inputs, target=None, *, samples=SAMPLES, width=KER
     """
     if int(samples) < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
+    if link not in LINKS:
+        raise ValueError(f"link must be one of {LINKS}, got {link!r}")
     split, token_ids, probs, target = _prepare(model, inputs, target, layer, xla)
     rng = np.random.default_rng(seed)
     lengths = real_lengths(token_ids)
@@ -185,12 +209,14 @@ def deletion_surrogate(model, inputs, target=None, *, samples=SAMPLES, width=KER
             rows.append(delete_tokens(token_ids[i], keep))
             owner += [i] * len(keep)
     output = probs[np.arange(len(target)), target]
+    fx = linked(output, link, split.output_kind)
     empty = None
     if complete:
-        empty = target_scores(split, np.zeros_like(token_ids), target, xla=xla)
+        empty = linked(target_scores(split, np.zeros_like(token_ids), target, xla=xla), link, split.output_kind)
     scores = np.zeros(token_ids.shape, np.float32)
     if rows:
-        y_all = target_scores(split, np.concatenate(rows), target[np.array(owner)], xla=xla)
+        y_all = linked(target_scores(split, np.concatenate(rows), target[np.array(owner)], xla=xla), link,
+                       split.output_kind)
         start = 0
         for i, n in enumerate(lengths):
             if not n:
@@ -199,14 +225,14 @@ def deletion_surrogate(model, inputs, target=None, *, samples=SAMPLES, width=KER
             y = y_all[start:start + len(keep)]
             start += len(keep)
             weights = kernel_weights(keep, width)
-            w = (fit_complete(keep, y, weights, output[i], empty[i]) if complete
+            w = (fit_complete(keep, y, weights, fx[i], empty[i]) if complete
                  else fit_surrogate(keep, y, weights, ridge))
             scores[i, :n] = w
     scores = np.where(token_ids != PAD_ID, scores, 0.0).astype(np.float32)
     extra = {}
     if complete:
-        extra = dict(delta=(output - empty) - scores.astype(np.float64).sum(1), baseline="empty text",
-                     baseline_output=empty)
+        extra = dict(delta=(fx - empty) - scores.astype(np.float64).sum(1), baseline="empty text",
+                     baseline_output=empty)   # in the link's units, as `output` below
     return Attribution(scores=scores, target=target, probs=probs, token_ids=token_ids, method="surrogate",
-                       output=output, tokens=tokens_of(token_ids, vocabulary or split.vocabulary),
+                       output=fx if complete else output, tokens=tokens_of(token_ids, vocabulary or split.vocabulary),
                        output_kind=split.output_kind, layer=getattr(split.layer, "name", None), **extra)

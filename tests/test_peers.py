@@ -64,7 +64,7 @@ def test_the_surrogate_recovers_a_linear_models_weights_exactly():
     model, table = bag_of_characters()
     ids = random_ids()
     for complete in (False, True):
-        a = deletion_surrogate(model, ids, samples=64, ridge=0.0, complete=complete)
+        a = deletion_surrogate(model, ids, samples=64, ridge=0.0, complete=complete, link="identity")
         expected = np.where(ids != 0, table[ids, a.target[:, None]], 0.0)
         np.testing.assert_allclose(a.scores, expected, atol=2e-4)
         assert np.all(a.scores[ids == 0] == 0.0)
