@@ -3,8 +3,9 @@
     python evaluate.py --task hotel --data-dir DIR -n 500
 
 For each method (integrated gradients `ig` with each baseline, gradient x input `gradxinput`,
-the gradient's L2 norm `saliency`, and a seeded `random` order), on the first n texts of the test split, explaining the
-predicted class y with p = p(y | text):
+the gradient's L2 norm `saliency`, and a seeded `random` order; with `--methods all` also leave-one-out
+`occlusion` and the deletion `surrogate` (perturbation.py), and the peers `lime` and `shap` when installed
+(peers.py)), on the first n texts of the test split, explaining the predicted class y with p = p(y | text):
 
   comprehensiveness@k = p(text) - p(text without its top-k% tokens)   higher = more faithful
   sufficiency@k       = p(text) - p(only its top-k% tokens)           lower  = more faithful
@@ -13,6 +14,7 @@ predicted class y with p = p(y | text):
   deletion curve      = mean p as 0..100% of the tokens are removed in ranked order; its area (AUC, lower = better)
   complete            = share of texts with IG's |delta| <= 1% of |F(x) - F(x')|
 
+Each method's seconds per text (this run, all texts explained in one go) are reported beside its scores.
 top-k% is ceil(k% of the text's tokens). "Remove" deletes the characters and re-encodes
 (default); `--removal pad|unk` replaces them in place with PAD or UNK instead.
 Writes a JSON file and a deletion-curve PNG, and prints a Markdown table.
@@ -36,6 +38,7 @@ KS = (1, 5, 10, 20, 50)               # percent of tokens, as in ERASER
 CURVE = tuple(np.round(np.linspace(0, 1, 11), 2))
 STEPS = 50
 METHODS = ("ig", "gradxinput", "saliency", "random")   # render.METHOD_TITLES; "grad" = gradxinput
+NATIVE = METHODS + ("occlusion", "surrogate")          # perturbation.py's, run with --methods all or by name
 BASELINES = ("zero", "pad", "unk", "mask")
 REMOVALS = ("delete", "pad", "unk")
 EXPLAIN_BATCH = 64
@@ -43,12 +46,16 @@ EXPLAIN_BATCH = 64
 
 # --- explanations -------------------------------------------------------------------------
 
-def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progress=False, layer=None):
-    """{name: {"scores": [N,L], "complete": [N] bool or None, "steps": [N] or None}} per method
-    (and per IG baseline); complete: Attribution.complete(), IG's |delta| <= 1% of |F(x) - F(x')|.
+def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progress=False, layer=None,
+                surrogate_samples=None):
+    """{name: {"scores": [N,L], "complete": [N] bool or None, "steps": [N] or None, "seconds": float}}
+    per method (and per IG baseline); complete: Attribution.complete(), |delta| <= 1% of |F(x) - F(x')|
+    (IG, and the surrogate if fitted with completeness). seconds: wall time of the method's explanations.
     layer: the Embedding layer of a user's model (None: found, or this project's split)."""
+    import time
     from gradients import gradients
     from integrated_gradients import integrated_gradients
+    from perturbation import SAMPLES, deletion_surrogate, occlusion
     jobs = []
     for method in methods:
         if method == "ig":
@@ -61,8 +68,13 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
             jobs.append(("gradxinput", lambda ids: gradients(model, ids, layer=layer, times_input=True)))
         elif method == "random":
             jobs.append(("random", None))
+        elif method == "occlusion":
+            jobs.append(("occlusion", lambda ids: occlusion(model, ids, layer=layer)))
+        elif method == "surrogate":
+            jobs.append(("surrogate", lambda ids: deletion_surrogate(model, ids, layer=layer, seed=seed,
+                                                                      samples=surrogate_samples or SAMPLES)))
         else:
-            raise ValueError(f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
+            raise ValueError(f"unknown method {method!r}; choose from: {', '.join(NATIVE)}")
     bar = None
     if progress:
         import keras
@@ -72,20 +84,45 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
         if fn is None:   # a seeded random score per token: the floor every method must beat
             rng = np.random.default_rng(seed)
             results[name] = {"scores": np.where(token_ids != PAD_ID, rng.random(token_ids.shape), 0.0),
-                             "complete": None, "steps": None}
+                             "complete": None, "steps": None, "seconds": 0.0}
             continue
-        scores, gaps, steps_used = [], [], []
+        scores, gaps, steps_used, began = [], [], [], time.perf_counter()
         for start in range(0, len(token_ids), EXPLAIN_BATCH):
             a = fn(token_ids[start:start + EXPLAIN_BATCH])
             scores.append(a.scores)
             if a.delta is not None:
                 gaps.append(a.complete())
+            if a.steps is not None:
                 steps_used.append(a.steps)
             done += len(a.scores)
             if bar:
                 bar.update(done)
         results[name] = {"scores": np.concatenate(scores), "complete": np.concatenate(gaps) if gaps else None,
-                         "steps": np.concatenate(steps_used) if steps_used else None}
+                         "steps": np.concatenate(steps_used) if steps_used else None,
+                         "seconds": time.perf_counter() - began}
+    return results
+
+
+def explain_peers(ckpt, texts, token_ids, target, peers, *, lime_samples, shap_evals, seed=0):
+    """The same dict as explain_all for LIME and shap (peers.py), explaining the model's own
+    function: strings re-tokenised with the checkpoint's tokenizer, run at static shapes."""
+    import time
+    import peers as peer
+    from gradients import class_scores
+    texts = peer.visible_texts(ckpt.tokenizer, texts, ckpt.maxlen)
+
+    def predict(strings):
+        return class_scores(ckpt.model, ckpt.tokenizer.encode(list(strings), ckpt.maxlen),
+                            layer=ckpt.meta.get("layer"))
+    results = {}
+    for name in peers:
+        began = time.perf_counter()
+        if name == "lime":
+            scores = peer.lime_scores(predict, texts, target, token_ids.shape[1], lime_samples, seed)
+        else:
+            scores = peer.shap_scores(predict, texts, target, token_ids.shape[1], shap_evals)
+        results[name] = {"scores": np.where(token_ids != PAD_ID, scores, 0.0), "complete": None, "steps": None,
+                         "seconds": time.perf_counter() - began}
     return results
 
 
@@ -188,15 +225,16 @@ def plot_curves(results, path, title):
 def markdown_table(results):
     first = next(iter(results["methods"]))
     head = ("| method | comp. AOPC ↑ | comp.@20% ↑ | suff. AOPC ↓ | suff.@20% ↓ | log-odds@20% ↓ | deletion AUC ↓ "
-            f"| IG complete (±1%) | top token = {first}'s |")
-    lines = [head, "|" + "---|" * 9]
+            f"| complete (±1%) | top token = {first}'s | s/text |")
+    lines = [head, "|" + "---|" * 10]
     for name, r in results["methods"].items():
         complete = "" if r.get("complete_share") is None else f"{r['complete_share']:.1%}"
         if r.get("mean_steps") and results["steps"] == "auto":
             complete += f" ({r['mean_steps']:.0f} steps)"
         lines.append(f"| {name} | {r['comprehensiveness_aopc']:.3f} | {r['comprehensiveness_20']:.3f} | "
                      f"{r['sufficiency_aopc']:.3f} | {r['sufficiency_20']:.3f} | {r['log_odds_20']:.3f} | "
-                     f"{r['deletion_auc']:.3f} | {complete} | {r['same_top_token_as_first']:.1%} |")
+                     f"{r['deletion_auc']:.3f} | {complete} | {r['same_top_token_as_first']:.1%} | "
+                     f"{r.get('seconds_per_text', 0):.3g} |")
     return "\n".join(lines)
 
 
@@ -211,8 +249,15 @@ def parse_args(argv=None):
     add_model_arguments(p)
     p.add_argument("--data-dir", default=None)
     p.add_argument("-n", type=int_range(1), default=SAMPLES, help="first N texts of the test split")
-    p.add_argument("--methods", default=list(METHODS), type=comma_list(METHODS + ("grad",), "method"),
-                   help="comma list of: " + ",".join(METHODS))
+    from peers import LIME_SAMPLES, PEERS, SHAP_EVALS
+    from perturbation import SAMPLES as SURROGATE_SAMPLES
+    p.add_argument("--methods", default=list(METHODS), type=comma_list(NATIVE + PEERS + ("grad", "all"), "method"),
+                   help="comma list of: " + ",".join(NATIVE + PEERS) + "; 'all' = every native method and every "
+                   "installed peer (default: " + ",".join(METHODS) + ")")
+    p.add_argument("--lime-samples", type=int_range(1), default=LIME_SAMPLES, help="LIME's num_samples per text")
+    p.add_argument("--shap-evals", type=int_range(2), default=SHAP_EVALS, help="shap Partition's max_evals per text")
+    p.add_argument("--surrogate-samples", type=int_range(1), default=SURROGATE_SAMPLES,
+                   help="perturbed texts per text of the deletion surrogate")
     p.add_argument("--baselines", default=list(BASELINES), type=comma_list(BASELINES, "baseline"),
                    help="IG baselines to compare: " + ",".join(BASELINES))
     p.add_argument("--removal", default="delete", choices=REMOVALS)
@@ -221,6 +266,12 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="output folder (default: results/<task>)")
     args = p.parse_args(argv)
     args.methods = list(dict.fromkeys("gradxinput" if m == "grad" else m for m in args.methods))
+    if "all" in args.methods:
+        import peers
+        for name in peers.PEERS:
+            if peers.missing(name):
+                print(f"note: {peers.missing(name)}", file=sys.stderr)
+        args.methods = list(NATIVE) + peers.installed()
     if args.steps != "auto":
         if not (args.steps.isascii() and args.steps.isdigit()) or not 1 <= int(args.steps) <= MAX_STEPS:
             p.error(f"--steps must be an integer from 1 to {MAX_STEPS} or 'auto', got {args.steps!r}")
@@ -234,6 +285,11 @@ def main(argv=None):
     from cli import UserError, atomic_write, prepare_output_dir, resolve_explainable
     from gradients import class_scores, traces
     from dataset import load_task
+    import peers
+    wanted_peers = [m for m in args.methods if m in peers.PEERS]
+    for name in wanted_peers:
+        if peers.missing(name):
+            raise UserError(peers.missing(name))
     ckpt = resolve_explainable(args)
     if ckpt.meta.get("input") == "strings":
         raise UserError("evaluate.py removes tokens by id, so it needs a model that takes token ids; this one "
@@ -256,10 +312,15 @@ def main(argv=None):
 
     probs = predict(token_ids)
     target = probs.argmax(-1)
-    explanations = explain_all(ckpt.model, token_ids, args.methods, baselines, args.steps, args.seed, progress=True,
-                               layer=ckpt.meta.get("layer"))
+    explanations = explain_all(ckpt.model, token_ids, [m for m in args.methods if m not in peers.PEERS], baselines,
+                               args.steps, args.seed, progress=True, layer=ckpt.meta.get("layer"),
+                               surrogate_samples=args.surrogate_samples)
+    if wanted_peers:
+        explanations.update(explain_peers(ckpt, test.texts[:args.n], token_ids, target, wanted_peers,
+                                          lime_samples=args.lime_samples, shap_evals=args.shap_evals, seed=args.seed))
     results = {"task": task, "checkpoint": ckpt.directory, "n": len(token_ids), "removal": args.removal,
-               "steps": args.steps, "ks_percent": list(KS), "curve_fractions": list(CURVE),
+               "steps": args.steps, "lime_samples": args.lime_samples, "shap_evals": args.shap_evals,
+               "surrogate_samples": args.surrogate_samples, "ks_percent": list(KS), "curve_fractions": list(CURVE),
                "accuracy_on_these": float(np.mean(target == test.labels[:len(target)])),
                "command": "python evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv), "methods": {}}
     reference = next(iter(explanations.values()))["scores"]
@@ -269,6 +330,7 @@ def main(argv=None):
         r["complete_share"] = None if complete is None else float(np.mean(complete))
         r["mean_steps"] = None if explained["steps"] is None else float(np.mean(explained["steps"]))
         r["same_top_token_as_first"] = top_token_agreement(scores, reference, token_ids != PAD_ID)
+        r["seconds_per_text"] = explained["seconds"] / len(token_ids)
         results["methods"][name] = r
         print(f"  {name}: comprehensiveness AOPC {r['comprehensiveness_aopc']:.3f}", file=sys.stderr)
     results["seconds"] = round(time.time() - start, 1)

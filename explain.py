@@ -47,6 +47,7 @@ import numpy as np
 
 # defaults, visible in one place
 METHOD = "ig"
+PERTURBATION_METHODS = {"surrogate": "deletion_surrogate", "occlusion": "occlusion"}   # perturbation.py
 STEPS = 50
 SHARD_SIZE = 1000          # texts per shard: the unit of atomic commit and of resume
 BATCH_SIZE = 64            # texts per attribution call
@@ -229,6 +230,9 @@ class Explainer:
         if self.method == "ig":
             return integrated_gradients(self.ckpt.model, token_ids, self.target, baseline=self.baseline,
                                         steps=self.steps)
+        if self.method in PERTURBATION_METHODS:
+            import perturbation
+            return getattr(perturbation, PERTURBATION_METHODS[self.method])(self.ckpt.model, token_ids, self.target)
         return gradients(self.ckpt.model, token_ids, self.target, times_input=True)
 
     def __call__(self, first_id, records):
@@ -598,8 +602,9 @@ def parse_args(argv=None):
     p.add_argument("--split", default="test", type=choice(SPLITS, "split"), help=f"with --task: one of {', '.join(SPLITS)}")
     p.add_argument("--data-dir", default=None, help="data directory for --task")
     p.add_argument("--out", required=True, help="output directory (new, empty, or a previous run of this job)")
-    p.add_argument("--method", default=METHOD, type=choice(("ig", "grad"), "method"),
-                   help="ig (integrated gradients) or grad (gradient x input)")
+    p.add_argument("--method", default=METHOD, type=choice(("ig", "grad", *PERTURBATION_METHODS), "method"),
+                   help="ig (integrated gradients), grad (gradient x input), surrogate (deletion surrogate) or "
+                        "occlusion (leave one character out); perturbation.py")
     p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=STEPS,
                    help=f"integrated gradients steps (Gauss-Legendre), 1 to {MAX_STEPS}")
     p.add_argument("--baseline", default=None, type=choice(BASELINES, "baseline"),

@@ -26,7 +26,8 @@ RED, BLUE, WHITE = (178, 24, 43), (33, 102, 172), (255, 255, 255)
 FONT_BASE = (200, 200, 200)  # <font> colour for ~0: pale, yet still readable on white
 # one vocabulary of attribution methods, shared by visualize.py and evaluate.py
 METHOD_TITLES = {"ig": "integrated gradients", "gradxinput": "gradient x input", "saliency": "gradient (L2 norm)",
-                 "ig-l2": "integrated gradients (L2 norm)", "random": "random order"}
+                 "ig-l2": "integrated gradients (L2 norm)", "random": "random order",
+                 "surrogate": "deletion surrogate", "occlusion": "occlusion (leave one out)"}
 
 
 @dataclass

@@ -28,7 +28,7 @@ STEPS = 50
 BATCH = 32                  # texts explained per call (progress bar granularity)
 FORMATS = ("html", "md", "png", "ansi")
 CLI_METHODS = {"ig": ["ig"], "grad": ["gradxinput"], "gradxinput": ["gradxinput"], "saliency": ["saliency"],
-               "both": ["gradxinput", "ig"]}
+               "both": ["gradxinput", "ig"], "surrogate": ["surrogate"], "occlusion": ["occlusion"]}
 OUTPUT_STEM = "explanations"
 
 
@@ -46,7 +46,14 @@ def attribute(model, inputs, method, *, steps=STEPS, baseline=None, target=None,
         return gradients(model, inputs, target, layer=layer, times_input=True, reduce=reduce)
     if method == "saliency":
         return gradients(model, inputs, target, layer=layer, times_input=False)
-    raise ValueError(f"unknown method {method!r}; choose one of: ig, gradxinput, saliency")
+    if method in ("surrogate", "occlusion"):
+        import perturbation
+        if isinstance(inputs, (list, tuple)):
+            from cli import UserError
+            raise UserError(f"--method {method} deletes token ids: it needs a model that takes token ids")
+        explain_with = perturbation.deletion_surrogate if method == "surrogate" else perturbation.occlusion
+        return explain_with(model, inputs, target, layer=layer)
+    raise ValueError(f"unknown method {method!r}; choose one of: ig, gradxinput, saliency, surrogate, occlusion")
 
 
 def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None, reduce="sum",
@@ -89,7 +96,8 @@ def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None
                 label=None if labels is None else ckpt.classes[labels[start + row]],
                 steps=None if attribution.steps is None else int(attribution.steps[row]),
                 delta=None if attribution.delta is None else float(attribution.delta[row]),
-                truncated=cuts[row] + len("".join(tokens[maxlen:])), signed=name in ("ig", "gradxinput"),
+                truncated=cuts[row] + len("".join(tokens[maxlen:])),
+                signed=name in ("ig", "gradxinput", "surrogate", "occlusion"),
                 baseline=attribution.baseline,
                 output_kind="probability" if attribution.output_kind in ("softmax", "sigmoid") else "raw"))
         if bar:

@@ -111,7 +111,7 @@ def test_evaluate_adaptive_steps(tiny_checkpoints, data_dir, tmp_path, capsys):
 def test_evaluate_cli_bad_input(tmp_path, capsys):
     for args, fragment in (
             (("--checkpoint", str(tmp_path / "missing")), "checkpoint not found"),
-            (("--task", "hotel", "--methods", "lime"), "unknown method"),
+            (("--task", "hotel", "--methods", "limes"), "unknown method"),
             (("--task", "hotel", "--steps", "many"), "--steps must be")):
         assert_clean_failure(in_process(capsys, evaluate.main, *args), fragment)
 
