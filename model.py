@@ -594,7 +594,7 @@ class SparseAdam(keras.optimizers.Adam):
         step = ops.cast(self.iterations + 1, variable.dtype)
         beta_1, beta_2 = ops.cast(self.beta_1, variable.dtype), ops.cast(self.beta_2, variable.dtype)
         alpha = lr * ops.sqrt(1 - ops.power(beta_2, step)) / (1 - ops.power(beta_1, step))
-        if variable.name == "table":   # a HashedNgramEmbedding's rows
+        if re.search(r"(^|/)table(:[0-9]+)?$", variable.name):   # a HashedNgramEmbedding's rows
             alpha = alpha * self.ngram_lr_scale
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]

@@ -39,7 +39,10 @@ SCHEDULE = "constant"   # learning rate: constant, or cosine (decays to 0 over a
 SCHEDULES = ("constant", "cosine")
 # per-architecture defaults that replace the ones above (explicit flags still win)
 ARCH_DEFAULTS = {
-    "fasttext": {},
+    # fastText's own shape (mean of character, bigram and trigram vectors -> softmax), trained with
+    # a cosine decay; 2 x 120k n-gram rows of 100 floats keep the weights under 100 MB (RESULTS.md)
+    "fasttext": {"hidden": 0, "dropout": 0.0, "mask_rate": 0.0, "embed_dim": 100, "ngram_buckets": 120_000,
+                 "schedule": "cosine", "lr": 3e-3, "ngram_lr_scale": 3.0, "batch_size": 256, "epochs": 2},
 }
 
 
@@ -49,7 +52,6 @@ def parse_args(argv=None):
     from distribute import STRATEGIES
     from model import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.set_defaults(**ARCH_DEFAULTS.get(arch_given(argv), {}))
     p.add_argument("--task", required=True, type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--data-dir", default=None, help="data directory (default: $TIG_DATA_DIR, then ./data)")
     p.add_argument("--out", default=None, help="checkpoint folder: new, empty, or a checkpoint to replace "
@@ -91,6 +93,7 @@ def parse_args(argv=None):
     p.add_argument("--patience", type=int_range(1), default=PATIENCE)
     p.add_argument("--verbose", type=int_range(0, 2), default=None,
                    help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)")
+    p.set_defaults(**ARCH_DEFAULTS.get(arch_given(argv), {}))   # after add_argument, or its defaults win
     args = p.parse_args(argv)
     if args.hidden == 0 and args.arch != "fasttext":
         p.error(f"--hidden 0 (no hidden layer) is for --arch fasttext only, not {args.arch}")
