@@ -26,7 +26,7 @@ import numpy as np
 FASTTEXT = {"wordNgrams": 3, "dim": 200, "epoch": 25, "lr": 0.5, "minCount": 1, "loss": "softmax"}
 # the project's side: train.py arguments per task (--task and --data-dir are added)
 TRAIN_ARGS = {
-    "thucnews": "--arch fasttext --dropout 0.5 --batch-size 512 --lr 2e-3 --epochs 4 --patience 1",   # train.py docstring
+    "thucnews": "--arch fasttext",   # its defaults (train.ARCH_DEFAULTS)
 }
 DEFAULT_TRAIN_ARGS = "--arch fasttext --dropout 0.2"
 
@@ -63,6 +63,14 @@ def run_fasttext(data, threads=None, seed=0):
     return float(np.mean(pred == data.test.labels)), seconds
 
 
+def checkpoint_size(directory):
+    """Parameters of the saved model and the size of its file (which may also hold optimizer state)."""
+    from model import MODEL_FILE, current_version, load_checkpoint
+    parameters = load_checkpoint(directory).model.count_params()
+    return {"parameters": int(parameters), "parameter_mb": parameters * 4 / 1e6,
+            "file_mb": os.path.getsize(os.path.join(current_version(directory), MODEL_FILE)) / 1e6}
+
+
 def parse_args(argv=None):
     from cli import ArgumentParser, choice, int_range
     from dataset import TASKS
@@ -81,7 +89,7 @@ def main(argv=None):
     import_fasttext()   # fail before any training when the package is missing
     import train
     from dataset import load_task
-    from model import check_checkpoint_target
+    from model import MODEL_FILE, check_checkpoint_target
     out = args.out or os.path.join("runs", "compare", args.task)
     check_checkpoint_target(out)   # before fastText's minutes, not after
     data = load_task(args.task, args.data_dir)
@@ -94,6 +102,7 @@ def main(argv=None):
     train_argv = ["--task", args.task, "--out", out] + (["--data-dir", args.data_dir] if args.data_dir else []) \
         + train_args
     _, metrics = train.main(train_argv)
+    size = checkpoint_size(out)
 
     ours = "python train.py " + " ".join(shlex.quote(a) for a in train_argv)
     rows = [("fastText (fasttext-wheel, chars, " + ", ".join(f"{k} {v}" for k, v in FASTTEXT.items()) + ")",
@@ -105,8 +114,10 @@ def main(argv=None):
         print(f"| {name} | {acc:.4f} | {seconds:.1f} s |")
     print(f"\naccuracy difference (ours - fastText): {100 * (metrics['test_accuracy'] - ft_acc):+.2f} points; "
           f"fit time ratio (ours / fastText): {metrics['train_seconds'] / ft_seconds:.2f}x")
+    print(f"our checkpoint: {size['parameters']:,} parameters = {size['parameter_mb']:.1f} MB of float32 weights; "
+          f"{MODEL_FILE} {size['file_mb']:.1f} MB")
     result = {"task": args.task, "fasttext": {"params": FASTTEXT, "test_accuracy": ft_acc, "fit_seconds": ft_seconds},
-              "ours": {"command": ours, **metrics}}
+              "ours": {"command": ours, **metrics, **size}}
     print(json.dumps(result, ensure_ascii=False))
     return result
 

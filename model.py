@@ -251,8 +251,11 @@ def build_head(arch, num_classes, embed_dim=EMBED_DIM, dropout=DROPOUT, hidden=H
         x = transformer_encoder(x, mask, embed_dim, hidden)
     else:
         raise UserError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
-    x = layers.Dense(hidden, activation="relu", name="hidden")(x)
-    x = layers.Dropout(dropout)(x)
+    if hidden:   # hidden=0 (fasttext only): the linear fastText head, mean -> softmax
+        x = layers.Dense(hidden, activation="relu", name="hidden")(x)
+        x = layers.Dropout(dropout)(x)
+    elif arch != "fasttext":
+        raise UserError(f"hidden width 0 (no hidden layer) is for --arch fasttext only, not {arch}")
     probs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
     return keras.Model([embeddings, mask], probs, name="head")
 
@@ -284,11 +287,14 @@ def compose(embedder, head, name="classifier"):
     return keras.Model(token_ids, head([embeddings, mask]), name=name)
 
 
-def build_model(arch, vocab_size, num_classes, embed_dim=EMBED_DIM, dropout=DROPOUT, hidden=HIDDEN):
-    """hidden: conv filters (per kernel size), LSTM units (both directions) and dense width."""
+def build_model(arch, vocab_size, num_classes, embed_dim=EMBED_DIM, dropout=DROPOUT, hidden=HIDDEN,
+                ngram_buckets=None):
+    """hidden: conv filters (per kernel size), LSTM units (both directions) and dense width.
+    ngram_buckets: fasttext's hashed rows per n-gram order (default: see build_embedder)."""
     if arch not in ARCHS:
         raise UserError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
-    return compose(build_embedder(vocab_size, embed_dim, arch), build_head(arch, num_classes, embed_dim, dropout, hidden))
+    return compose(build_embedder(vocab_size, embed_dim, arch, ngram_buckets),
+                   build_head(arch, num_classes, embed_dim, dropout, hidden))
 
 
 def split_at_embedding(model, layer=None, inputs=None):
@@ -614,18 +620,36 @@ class SparseAdam(keras.optimizers.Adam):
     Keras 3's Adam turns a sparse embedding gradient into a dense update of the whole table,
     which for the fasttext n-gram tables (2 x NGRAM_BUCKETS rows) costs about a second per
     step on 2 cores. Dense gradients get the usual Adam update.
+
+    row_sgd > 0: embedding rows get plain SGD instead, row -= learning_rate * row_sgd * gradient
+    (fastText's update: a row moves with its gradient, so rare n-grams move little; Adam's
+    per-coordinate normalisation moves them as fast as frequent ones).
     """
+
+    def __init__(self, *args, row_sgd=0.0, ngram_lr_scale=1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.row_sgd = float(row_sgd)
+        self.ngram_lr_scale = float(ngram_lr_scale)
+
+    def get_config(self):
+        return {**super().get_config(), "row_sgd": self.row_sgd, "ngram_lr_scale": self.ngram_lr_scale}
 
     def update_step(self, gradient, variable, learning_rate):
         import tensorflow as tf
         if not isinstance(gradient, tf.IndexedSlices):
             return super().update_step(gradient, variable, learning_rate)
+        if self.row_sgd > 0:
+            scale = ops.cast(learning_rate, variable.dtype) * self.row_sgd
+            return self.assign_sub(variable, tf.IndexedSlices(scale * tf.cast(gradient.values, variable.dtype),
+                                                              gradient.indices, gradient.dense_shape))
         rows, position = tf.unique(gradient.indices)     # a row used twice in a batch: one update
         grad = tf.math.unsorted_segment_sum(tf.cast(gradient.values, variable.dtype), position, tf.shape(rows)[0])
         lr = ops.cast(learning_rate, variable.dtype)
         step = ops.cast(self.iterations + 1, variable.dtype)
         beta_1, beta_2 = ops.cast(self.beta_1, variable.dtype), ops.cast(self.beta_2, variable.dtype)
         alpha = lr * ops.sqrt(1 - ops.power(beta_2, step)) / (1 - ops.power(beta_1, step))
+        if re.search(r"(^|/)table(:[0-9]+)?$", variable.name):   # a HashedNgramEmbedding's rows
+            alpha = alpha * self.ngram_lr_scale
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
         m_rows = beta_1 * tf_gather_rows(m, rows) + (1 - beta_1) * grad
@@ -635,9 +659,12 @@ class SparseAdam(keras.optimizers.Adam):
         self.assign_sub(variable, tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
 
 
-def make_optimizer(arch, learning_rate):
-    """Adam; for fasttext the lazy sparse variant, so a step costs the rows it touches."""
-    return (SparseAdam if arch == "fasttext" else keras.optimizers.Adam)(learning_rate)
+def make_optimizer(arch, learning_rate, row_sgd=0.0, ngram_lr_scale=1.0):
+    """Adam; for fasttext the lazy sparse variant, so a step costs the rows it touches
+    (row_sgd > 0: SGD on the embedding rows, see SparseAdam)."""
+    if arch == "fasttext":
+        return SparseAdam(learning_rate, row_sgd=row_sgd, ngram_lr_scale=ngram_lr_scale)
+    return keras.optimizers.Adam(learning_rate)
 
 
 # --- transfer -----------------------------------------------------------------------

@@ -3,10 +3,9 @@
     python train.py --task reviews                     # offline, no data directory needed
     python train.py --task hotel --data-dir DIR --epochs 4
     python train.py --task hotel --distribute mirrored    # several devices / machines: see distribute.py
-    # THUCNews with hashed character n-grams (--arch fasttext), chosen on the dev split: 91.06-91.07%
-    # test (two runs), like the wide char-CNN; real fastText 92.20-92.25% (compare_fasttext.py)
-    python train.py --task thucnews --data-dir DIR --arch fasttext --dropout 0.5 \
-        --batch-size 512 --lr 2e-3 --epochs 4 --patience 1
+    # THUCNews with hashed character n-grams: --arch fasttext's defaults (ARCH_DEFAULTS below),
+    # side by side with real fastText in compare_fasttext.py (RESULTS.md)
+    python train.py --task thucnews --data-dir DIR --arch fasttext
     # moods (2,000-row subset): start from a weibo checkpoint of the same --arch (macro-F1 0.336
     # vs 0.301 from scratch with the same flags)
     python train.py --task moods --data-dir DIR --init-from checkpoints/weibo \
@@ -37,6 +36,15 @@ MAXLEN_PERCENTILE = 95
 MAXLEN_CAP = 256
 MASK_RATE = 0.1      # share of characters replaced by MASK in training (baseline="mask")
 PATIENCE = 2
+SCHEDULE = "constant"   # learning rate: constant, or cosine (decays to 0 over all --epochs' steps)
+SCHEDULES = ("constant", "cosine")
+# per-architecture defaults that replace the ones above (explicit flags still win)
+ARCH_DEFAULTS = {
+    # fastText's own shape (mean of character, bigram and trigram vectors -> softmax), trained with
+    # a cosine decay; 2 x 120k n-gram rows of 100 floats keep the weights under 100 MB (RESULTS.md)
+    "fasttext": {"hidden": 0, "dropout": 0.0, "mask_rate": 0.0, "embed_dim": 100, "ngram_buckets": 120_000,
+                 "schedule": "cosine", "lr": 3e-3, "ngram_lr_scale": 3.0, "batch_size": 256, "epochs": 2},
+}
 
 
 def parse_args(argv=None):
@@ -68,7 +76,17 @@ def parse_args(argv=None):
                         f"at most {MAXLEN_CAP})")
     p.add_argument("--dropout", type=float_range(0, 1, high_open=True), default=DROPOUT,
                    help="dropout after the embedding and dense layers")
-    p.add_argument("--hidden", type=int_range(1), default=HIDDEN, help="conv filters / LSTM units / dense width")
+    p.add_argument("--hidden", type=int_range(0), default=HIDDEN,
+                   help="conv filters / LSTM units / dense width (fasttext: 0 = no hidden layer)")
+    p.add_argument("--schedule", default=SCHEDULE, type=choice(SCHEDULES, "--schedule"),
+                   help="learning rate: constant, or cosine from --lr to 0 over all the epochs' steps")
+    p.add_argument("--row-lr", type=float_range(0, 1e6), default=0.0,
+                   help="fasttext: the embedding rows learn by plain SGD at this rate (on the batch-mean loss, "
+                        "following --schedule); 0: lazy Adam at --lr like the rest. See model.SparseAdam")
+    p.add_argument("--ngram-lr-scale", type=float_range(0, 1e6, low_open=True), default=1.0,
+                   help="fasttext: the hashed n-gram rows learn at --lr x this")
+    p.add_argument("--ngram-buckets", type=int_range(1), default=None,
+                   help="fasttext: hashed rows per n-gram order (default: model.py's rule)")
     p.add_argument("--embed-dim", type=int_range(1), default=EMBED_DIM)
     p.add_argument("--min-freq", type=int_range(1), default=MIN_FREQ, help="rarer tokens become UNK")
     p.add_argument("--mask-rate", type=float_range(0, 1, high_open=True), default=MASK_RATE,
@@ -78,11 +96,31 @@ def parse_args(argv=None):
     p.add_argument("--patience", type=int_range(1), default=PATIENCE)
     p.add_argument("--verbose", type=int_range(0, 2), default=None,
                    help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)")
+    p.set_defaults(**ARCH_DEFAULTS.get(arch_given(argv), {}))   # after add_argument, or its defaults win
     args = p.parse_args(argv)
+    if args.hidden == 0 and args.arch != "fasttext":
+        p.error(f"--hidden 0 (no hidden layer) is for --arch fasttext only, not {args.arch}")
     args.out = args.out if args.out is not None else os.path.join("checkpoints", args.task)
     if args.verbose is None:
         args.verbose = 1 if sys.stdout.isatty() else 2
     return args
+
+
+def arch_given(argv):
+    """The --arch on the command line (None if absent), read before the full parse so that
+    ARCH_DEFAULTS can set that architecture's defaults."""
+    import argparse
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--arch", default=None)
+    return pre.parse_known_args(sys.argv[1:] if argv is None else argv)[0].arch
+
+
+def learning_rate(args, steps_per_epoch):
+    """--lr, or a cosine decay from it to 0 over --epochs x steps_per_epoch steps."""
+    if args.schedule == "constant":
+        return args.lr
+    import keras
+    return keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=args.epochs * steps_per_epoch, alpha=0.0)
 
 
 def default_maxlen(tokenizer, texts):
@@ -149,7 +187,7 @@ def main(argv=None):
 
     with strategy.scope():   # variables are mirrored on every replica
         model = build_model(args.arch, len(tokenizer), len(data.classes), args.embed_dim, args.dropout,
-                            args.hidden)
+                            args.hidden, args.ngram_buckets)
         if args.init_from:
             init = init_from_checkpoint(model, tokenizer, args.init_from, data.classes)
             print(f"initialised from {printable(init['checkpoint'])}: {init['embedding_rows_mapped']}/{init['vocabulary']} "
@@ -157,7 +195,10 @@ def main(argv=None):
                   file=sys.stderr)
         # jit_compile stays Keras' "auto", which is off on a CPU-only machine: on 2 CPU cores XLA trained
         # 2-8x slower per step (cnn hotel/THUCNews; fasttext at batch 512), see bench_train.py
-        model.compile(optimizer=make_optimizer(args.arch, args.lr), loss="sparse_categorical_crossentropy",
+        steps_per_epoch = -(-len(x_train) // (args.batch_size * replicas))
+        optimizer = make_optimizer(args.arch, learning_rate(args, steps_per_epoch), args.row_lr / args.lr,
+                                   args.ngram_lr_scale)
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
     global_batch = args.batch_size * replicas
     if replicas > 1:
@@ -201,6 +242,7 @@ def main(argv=None):
         "level": tokenizer.level, "seed": args.seed, "mask_rate": args.mask_rate, "dropout": args.dropout,
         "hidden": args.hidden, "embed_dim": args.embed_dim,
         "epochs": args.epochs, "batch_size": args.batch_size, "replicas": int(replicas), "lr": args.lr,
+        "schedule": args.schedule, "row_lr": args.row_lr, "ngram_lr_scale": args.ngram_lr_scale, "ngram_buckets": args.ngram_buckets,
         "min_freq": args.min_freq, "train_size": len(train_texts), "init_from": args.init_from,
         "data_sha256": data.sha256(),
         "data_files": [os.path.basename(f) for f in data.files[:8]],

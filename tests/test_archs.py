@@ -58,6 +58,32 @@ def test_fasttext_character_scores_are_complete(tiny_checkpoints):
         np.testing.assert_allclose(ig.scores.sum(1), total, rtol=1e-2, atol=1e-5)   # the 1% of evaluate.py
 
 
+def test_fasttext_fixture_is_the_default_recipe(tiny_checkpoints):
+    """The tiny fasttext checkpoint that the tests above train, reload and explain (completeness
+    within 1%, exact zeros at PAD) is built by train.py's fasttext defaults: no hidden layer,
+    no dropout, a cosine schedule, the n-gram table size of ARCH_DEFAULTS."""
+    import train
+    defaults = train.ARCH_DEFAULTS["fasttext"]
+    ckpt = load_checkpoint(tiny_checkpoints["fasttext"])
+    assert {k: ckpt.meta[k] for k in ("hidden", "dropout", "schedule")} == \
+        {k: defaults[k] for k in ("hidden", "dropout", "schedule")}
+    head = ckpt.model.get_layer("head")
+    assert [l.name for l in head.layers if l.weights] == ["probs"], "mean -> softmax, nothing between"
+    tables = [l for l in ckpt.model.get_layer("embedder").layers if isinstance(l, HashedNgramEmbedding)]
+    assert [l.buckets for l in tables] == [defaults["ngram_buckets"]] * 2
+
+
+def test_arch_defaults_leave_the_other_architectures_alone():
+    import model
+    import train
+    cnn = train.parse_args(["--task", "hotel"])
+    assert (cnn.hidden, cnn.dropout, cnn.lr, cnn.batch_size, cnn.epochs, cnn.schedule, cnn.mask_rate) == \
+        (model.HIDDEN, model.DROPOUT, train.LEARNING_RATE, train.BATCH_SIZE, train.EPOCHS, "constant", train.MASK_RATE)
+    fast = train.parse_args(["--task", "thucnews", "--arch", "fasttext"])
+    assert {k: getattr(fast, k) for k in train.ARCH_DEFAULTS["fasttext"]} == train.ARCH_DEFAULTS["fasttext"]
+    assert train.parse_args(["--task", "thucnews", "--arch", "fasttext", "--lr", "0.25"]).lr == 0.25, "flags win"
+
+
 def ngram_rows(layer, ids):
     """The hashed n-gram rows of one text, recomputed here in NumPy: {start j: row}."""
     table = np.asarray(layer.table)
@@ -72,10 +98,11 @@ def ngram_rows(layer, ids):
     return rows
 
 
-def test_fasttext_shares_each_ngram_equally_among_its_characters():
+@pytest.mark.parametrize("hidden", [8, 0])   # 0: the linear head of train.py's fasttext defaults
+def test_fasttext_shares_each_ngram_equally_among_its_characters(hidden):
     keras = pytest.importorskip("keras")
     keras.utils.set_random_seed(3)
-    model = build_model("fasttext", vocab_size=30, num_classes=3, embed_dim=6, hidden=8)
+    model = build_model("fasttext", vocab_size=30, num_classes=3, embed_dim=6, hidden=hidden, ngram_buckets=50)
     embedder, head = model.get_layer("embedder"), model.get_layer("head")
     for layer in embedder.layers:   # bigger n-gram rows than the default init: their shares matter
         if isinstance(layer, HashedNgramEmbedding):
