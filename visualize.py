@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from render import METHOD_TITLES, Explanation, to_markdown, to_report_html, to_terminal
+from render import METHOD_TITLES, Explanation, Explanations, to_markdown, to_report_html, to_terminal
 
 STEPS = 50
 BATCH = 32                  # texts explained per call (progress bar granularity)
@@ -51,14 +51,15 @@ def attribute(model, inputs, method, *, steps=STEPS, baseline=None, target=None,
 
 def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None, reduce="sum",
             level="char", labels=None, progress=False):
-    """Explain texts with one method ("ig", "gradxinput" or "saliency"); one Explanation per text.
+    """Explain texts with one method ("ig", "gradxinput" or "saliency"); one Explanation per text, in
+    an Explanations list (a notebook displays the list, or one item, with the CJK font embedded).
 
     ckpt: a model.Checkpoint or a user_model.UserModel (model, tokenizer, classes, maxlen, meta).
     reduce="l2" gives the original project's unsigned view of integrated gradients. level="word"
     sums character scores per jieba word.
     """
     name = "ig-l2" if (method, reduce) == ("ig", "l2") else method
-    out, bar = [], None
+    out, bar = Explanations(), None
     if progress and len(texts) > BATCH:
         import keras
         bar = keras.utils.Progbar(len(texts), unit_name="text")
