@@ -20,7 +20,6 @@ from cli import quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
-import argparse
 import json
 import re
 import shutil
@@ -149,16 +148,17 @@ def bench_thuctc(args):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from cli import ArgumentParser    # defaults in --help, one-line errors
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
     e = sub.add_parser("explain", help="explain.py texts/s and peak RSS per corpus size")
-    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--checkpoint", required=True, help="Checkpoint folder of the model that explains.")
     e.add_argument("--task", required=True, help="source of the texts")
-    e.add_argument("--data-dir", default=None)
+    e.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
     e.add_argument("--sizes", default=SIZES, help="comma list of corpus sizes (texts)")
-    e.add_argument("--steps", type=int, default=STEPS)
+    e.add_argument("--steps", type=int, default=STEPS, help="Integrated gradients steps.")
     t = sub.add_parser("thuctc", help="peak RSS of loading a generated THUCTC tree")
-    t.add_argument("--files", type=int, default=50000)
+    t.add_argument("--files", type=int, default=50000, help="Number of generated THUCTC files.")
     t.add_argument("--body-chars", default="1000,4000", help="comma list of body lengths to compare")
     args = p.parse_args()
     return bench_explain(args) if args.what == "explain" else bench_thuctc(args)

@@ -52,15 +52,15 @@ def train(texts, labels, epochs=EPOCHS, verbose=0, **kwargs):
 
 def main(argv=None):
     import tempfile
-    from cli import ArgumentParser, UserError, choice, int_range
+    from cli import ArgumentParser, UserError, choice, current_umask, int_range
     from dataset import TASKS, load_task
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", default="hotel", type=choice(TASKS, "task"))
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--task", default="hotel", type=choice(TASKS, "task"), help="Task whose training split is used.")
+    p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
     p.add_argument("--out", required=True, help="a new .keras file (an existing path is refused)")
-    p.add_argument("--epochs", type=int_range(1), default=EPOCHS)
+    p.add_argument("--epochs", type=int_range(1), default=EPOCHS, help="Training epochs.")
     p.add_argument("--limit", type=int_range(1), default=None, help="train on the first N training texts")
-    p.add_argument("--dim", type=int_range(1), default=DIM)
+    p.add_argument("--dim", type=int_range(1), default=DIM, help="Embedding and hidden size of the tutorial model.")
     args = p.parse_args(argv)
     out = os.path.abspath(args.out)
     if os.path.exists(out):
@@ -76,6 +76,7 @@ def main(argv=None):
     os.close(fd)
     try:
         model.save(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp made it 0600; files follow the user's umask
         os.replace(tmp, out)   # atomic: a crash never leaves half a file at --out
     finally:
         if os.path.exists(tmp):

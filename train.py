@@ -35,6 +35,11 @@ MAXLEN_PERCENTILE = 95
 MAXLEN_CAP = 256
 MASK_RATE = 0.1      # share of characters replaced by MASK in training (baseline="mask")
 PATIENCE = 2
+# per-task defaults, over the ones above (a flag given on the command line always wins). reviews is
+# the README's quick start: short product reviews, so a shorter maxlen, fewer and faster-learning epochs
+TASK_DEFAULTS = {
+    "reviews": {"maxlen": 128, "epochs": 5, "patience": 5, "lr": 3e-3, "dropout": 0.2},
+}
 
 
 def parse_args(argv=None):
@@ -58,22 +63,28 @@ def parse_args(argv=None):
     p.add_argument("--distribute", default="none", type=choice(STRATEGIES, "--distribute"),
                    help="none, auto, mirrored (devices of this machine) or multiworker (TF_CONFIG); "
                         "see distribute.py")
-    p.add_argument("--lr", type=float_range(0, 10, low_open=True), default=LEARNING_RATE)
+    p.add_argument("--lr", type=float_range(0, 10, low_open=True), default=LEARNING_RATE, help="Adam learning rate.")
     p.add_argument("--maxlen", type=int_range(1), default=None,
                    help=f"tokens per text (default: {MAXLEN_PERCENTILE}th percentile of training lengths, "
                         f"at most {MAXLEN_CAP})")
     p.add_argument("--dropout", type=float_range(0, 1, high_open=True), default=DROPOUT,
                    help="dropout after the embedding and dense layers")
     p.add_argument("--hidden", type=int_range(1), default=HIDDEN, help="conv filters / LSTM units / dense width")
-    p.add_argument("--embed-dim", type=int_range(1), default=EMBED_DIM)
+    p.add_argument("--embed-dim", type=int_range(1), default=EMBED_DIM, help="Size of the token embeddings.")
     p.add_argument("--min-freq", type=int_range(1), default=MIN_FREQ, help="rarer tokens become UNK")
     p.add_argument("--mask-rate", type=float_range(0, 1, high_open=True), default=MASK_RATE,
                    help="share of real tokens replaced by the MASK id during training")
     p.add_argument("--limit", type=int_range(1), default=None, help="use only the first N training texts (quick runs)")
-    p.add_argument("--seed", type=int_range(0), default=0)
-    p.add_argument("--patience", type=int_range(1), default=PATIENCE)
+    p.add_argument("--seed", type=int_range(0), default=0, help="Random seed of weights, shuffling and masking.")
+    p.add_argument("--patience", type=int_range(1), default=PATIENCE,
+                   help="Stop after this many epochs without a better validation accuracy.")
     p.add_argument("--verbose", type=int_range(0, 2), default=None,
                    help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)")
+    p.epilog = "Per-task defaults: " + "; ".join(
+        f"{task}: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
+        for task, values in TASK_DEFAULTS.items()) + "."
+    known, _ = p.parse_known_args(argv)      # the task first: its defaults apply to the flags not given
+    p.set_defaults(**TASK_DEFAULTS.get(known.task, {}))
     args = p.parse_args(argv)
     args.out = args.out if args.out is not None else os.path.join("checkpoints", args.task)
     if args.verbose is None:
@@ -116,7 +127,7 @@ def make_dataset(x, y, batch_size, shuffle=False, mask_rate=0.0, seed=0):
 
 def main(argv=None):
     args = parse_args(argv)
-    from distribute import build_before_fit, is_chief, make_strategy, predict_locally
+    from distribute import build_before_fit, devices_of, is_chief, make_strategy, predict_locally
     strategy, distribute = make_strategy(args.distribute)   # first: before TensorFlow runs any op
     replicas = strategy.num_replicas_in_sync
     import keras
@@ -154,7 +165,8 @@ def main(argv=None):
                       metrics=["accuracy"])
     global_batch = args.batch_size * replicas
     if replicas > 1:
-        print(f"distribute {distribute}: {replicas} replicas, global batch {global_batch}", file=sys.stderr)
+        print(f"distribute {distribute}: {replicas} replicas on {', '.join(devices_of(strategy))}, global batch "
+              f"{global_batch}", file=sys.stderr)
     train_ds = make_dataset(x_train, train_labels, global_batch, shuffle=True, mask_rate=args.mask_rate,
                             seed=args.seed)
     val_ds = make_dataset(x_val, data.val.labels, 256)
@@ -163,6 +175,9 @@ def main(argv=None):
                                          restore_best_weights=True)
     # a NaN loss ends training at once; the check after fit then refuses to save
     callbacks = [stop, keras.callbacks.TerminateOnNaN()]
+    steps = -(-len(x_train) // global_batch)
+    print(f"training {args.arch}: at most {args.epochs} epochs of {steps} steps (batch {global_batch}, lr {args.lr}), "
+          f"stopping early after {args.patience} without a better validation accuracy", file=sys.stderr, flush=True)
     start = time.time()
     history = model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
                         shuffle=False, verbose=args.verbose)  # tf.data already shuffles
