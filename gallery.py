@@ -39,7 +39,7 @@ def main(argv=None):
     for task, directory in directories.items():     # before any work: every checkpoint is there
         if not os.path.isdir(directory):
             raise UserError(f"no checkpoint for task {task!r} at {directory}; train one with: "
-                            f"python train.py --task {task} --out {directory}")
+                            f"python train.py --task {task} --data-dir DIR --out {directory}")
     names = [f"{task}_{method}.png" for task in args.tasks for method in METHODS] + ["gallery.md"]
     prepare_output_dir(args.out, names, args.replace)
     sections = []

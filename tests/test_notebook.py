@@ -1,12 +1,9 @@
 """The README's notebook examples, executed in a real Jupyter kernel (nbclient) and opened in
 Chromium: characters and class names, legible without a system CJK font."""
 import html
-import os
 import re
-import sys
 
 import numpy as np
-import pytest
 
 from conftest import ROOT, skip_or_fail, train_tiny
 from test_visualize import CHROMIUM, screenshot
@@ -41,16 +38,18 @@ def html_outputs(cell):
 
 
 def run_notebook(checkpoint, tmp_path):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
+    try:
+        import ipykernel  # noqa: F401
+        import nbclient
+        import nbformat
+    except ImportError as e:
+        skip_or_fail(f"{e.name} is not installed (pip install -r requirements.txt)")
     cells = [nbformat.v4.new_code_cell(SETUP.format(root=ROOT))]
     for text in TEXTS.values():
         cells += [nbformat.v4.new_code_cell(README_IG.format(checkpoint=checkpoint, text=text)),
                   nbformat.v4.new_code_cell(README_EXPLAIN.format(text=text)),
                   nbformat.v4.new_code_cell("ig")]
     notebook = nbformat.v4.new_notebook(cells=cells)
-    from ipykernel.kernelspec import KernelSpecManager, RESOURCES   # noqa: F401  (the kernel of this Python)
     client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
