@@ -290,7 +290,8 @@ def main(argv=None):
     target = probs.argmax(-1)
     explanations = explain_all(ckpt.model, token_ids, args.methods, baselines, args.steps, args.seed, progress=True,
                                layer=ckpt.meta.get("layer"))
-    results = {"task": task, "checkpoint": ckpt.directory, "model": model_source(ckpt), "n": len(token_ids), "removal": args.removal,
+    results = {"task": task, "checkpoint": ckpt.directory, "model": model_source(ckpt), "n": len(token_ids),
+               "removal": args.removal,
                "steps": args.steps, "ks_percent": list(KS), "curve_fractions": list(CURVE),
                "accuracy_on_these": float(np.mean(target == test.labels[:len(target)])),
                "command": "python evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv), "methods": {}}

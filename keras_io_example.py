@@ -72,6 +72,7 @@ def main(argv=None):
         raise UserError(f"task {args.task} has {len(data.classes)} classes; this example is binary")
     texts, labels = data.train.texts[:args.limit], data.train.labels[:args.limit]
     model, _ = train(texts, labels, epochs=args.epochs, verbose=2, dim=args.dim)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".keras", dir=os.path.dirname(out))
     os.close(fd)
     try:
