@@ -8,7 +8,7 @@ import pytest
 import cli
 
 SCRIPTS = ("train", "visualize", "evaluate", "bench", "bench_train", "bench_corpus", "gallery", "explain",
-           "keras_io_example", "compare_fasttext")
+           "keras_io_example", "compare_fasttext", "checkpoint_sizes")
 
 
 class Captured(Exception):
