@@ -149,17 +149,17 @@ def bench_thuctc(args):
 
 
 def main():
-    from cli import ArgumentParser, int_range
+    from cli import ArgumentParser, int_range    # defaults in --help, one-line errors
     p = ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
     e = sub.add_parser("explain", help="explain.py texts/s and peak RSS per corpus size")
-    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--checkpoint", required=True, help="Checkpoint folder of the model that explains.")
     e.add_argument("--task", required=True, help="source of the texts")
-    e.add_argument("--data-dir", default=None)
+    e.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
     e.add_argument("--sizes", default=SIZES, help="comma list of corpus sizes (texts)")
-    e.add_argument("--steps", type=int_range(1, 1024), default=STEPS)
+    e.add_argument("--steps", type=int_range(1, 1024), default=STEPS, help="Integrated gradients steps.")
     t = sub.add_parser("thuctc", help="peak RSS of loading a generated THUCTC tree")
-    t.add_argument("--files", type=int_range(1), default=50000)
+    t.add_argument("--files", type=int_range(1), default=50000, help="Number of generated THUCTC files.")
     t.add_argument("--body-chars", default="1000,4000", help="comma list of body lengths to compare")
     args = p.parse_args()
     return bench_explain(args) if args.what == "explain" else bench_thuctc(args)

@@ -51,13 +51,13 @@ def parse_args(argv=None):
     p.add_argument("--arch", default="cnn", type=choice(ARCHS, "architecture"), help=f"one of: {', '.join(ARCHS)}")
     p.add_argument("--steps", type=int_range(1), default=STEPS, help="timed batches per repeat and setting")
     p.add_argument("--repeats", type=int_range(1), default=REPEATS, help="timed blocks per setting, alternating")
-    p.add_argument("--batch-size", type=int_range(1), default=BATCH_SIZE)
-    p.add_argument("--lr", type=float_range(0, 10, low_open=True), default=LEARNING_RATE)
+    p.add_argument("--batch-size", type=int_range(1), default=BATCH_SIZE, help="Texts per training step.")
+    p.add_argument("--lr", type=float_range(0, 10, low_open=True), default=LEARNING_RATE, help="Adam learning rate.")
     p.add_argument("--dropout", type=float_range(0, 1, high_open=True), default=DROPOUT,
                    help="as train.py's (0 isolates the cost of XLA's random numbers for dropout on CPU)")
     p.add_argument("--hidden", type=int_range(1), default=HIDDEN, help="as train.py's: conv filters / units / width")
     p.add_argument("--embed-dim", type=int_range(1), default=EMBED_DIM, help="as train.py's")
-    p.add_argument("--seed", type=int_range(0), default=0)
+    p.add_argument("--seed", type=int_range(0), default=0, help="Random seed of the weights.")
     return p.parse_args(argv)
 
 

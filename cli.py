@@ -85,14 +85,60 @@ def run(main):
         sys.exit(f"error: unexpected {e.__class__.__name__}: {printable(first)} (rerun with --debug for details)")
 
 
+class Progress:
+    """Progress of a long loop. On a terminal, Keras' progress bar; elsewhere (a log file, a
+    pipe) a plain line on stderr at most every `every` seconds and at the end, with no colour
+    or cursor codes (Keras' bar writes them whenever the platform is POSIX)."""
+
+    def __init__(self, total, unit, every=10.0, terminal=None):
+        import time
+        self.total, self.unit, self.every, self.clock = total, unit, every, time.monotonic
+        self.start = self.last = self.clock()
+        self.terminal = sys.stdout.isatty() if terminal is None else terminal
+        self.bar = None
+        if self.terminal:
+            import keras
+            self.bar = keras.utils.Progbar(total, unit_name=unit)
+
+    def update(self, done):
+        if self.bar is not None:
+            return self.bar.update(done)
+        now = self.clock()
+        if done >= self.total or now - self.last >= self.every:
+            self.last = now
+            print(f"  {done}/{self.total} {self.unit}s ({done / max(self.total, 1):.0%}), {now - self.start:.0f}s",
+                  file=sys.stderr, flush=True)
+
+
 # --- arguments ----------------------------------------------------------------------------
 
+class HelpFormatter(argparse.HelpFormatter):
+    """--help with each flag's default appended, unless its help already says it or there is none
+    to show (None, False); the description and help are rewrapped as whole sentences."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "default" in text.lower() or default in (None, False, argparse.SUPPRESS)
+                or text == argparse.SUPPRESS):
+            return text
+        if isinstance(default, (list, tuple)):
+            default = ",".join(map(str, default))
+        return f"{text.rstrip()} (default: {str(default).replace('%', '%%')})".lstrip()
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage block) and exit status 2."""
+    """argparse with a one-line error (no usage block) and exit status 2, defaults in --help, and
+    as description the whole first paragraph of the script's docstring when given its first line."""
 
     def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        doc = sys._getframe(1).f_globals.get("__doc__") or ""
+        description = kwargs.get("description")
+        if description and doc.startswith(description):   # __doc__.splitlines()[0] stops mid-sentence
+            kwargs["description"] = " ".join(doc.strip().split("\n\n")[0].split())
         super().__init__(*args, **kwargs)
-        self.add_argument("--debug", action="store_true", help="show tracebacks")
+        self.add_argument("--debug", action="store_true", help="Show tracebacks of errors.")
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -271,6 +317,13 @@ def show_warning(message, category, filename, lineno, file=None, line=None):
         pass
 
 
+def add_replace_argument(p):
+    """--replace: the one way to let a command overwrite files in a folder it did not create."""
+    p.add_argument("--replace", action="store_true",
+                   help="Overwrite files of the same names in an existing --out folder that this project did not "
+                        "create (for example to regenerate asset/); without it such a folder is refused.")
+
+
 def check_folder_path(path):
     """Refuse an empty output path or one that names an existing file (one line each)."""
     if not path or not path.strip():
@@ -279,9 +332,10 @@ def check_folder_path(path):
         raise UserError(f"output folder {path} is an existing file; give a folder")
 
 
-def prepare_output_dir(path, names):
+def prepare_output_dir(path, names, replace=False):
     """Make `path` ready to receive files `names`: created (and marked) if absent; refused if it
-    is a file, or if it would overwrite a file in a folder this project did not create."""
+    is a file, or if it would overwrite a file in a folder this project did not create, unless
+    replace=True (a command's explicit --replace, e.g. to regenerate the files under asset/)."""
     check_folder_path(path)
     if not os.path.exists(path):
         os.makedirs(path)
@@ -289,9 +343,9 @@ def prepare_output_dir(path, names):
         return path
     ours = os.path.exists(os.path.join(path, OUTPUT_MARKER))
     clashes = [name for name in names if os.path.exists(os.path.join(path, name))]
-    if clashes and not ours:
+    if clashes and not ours and not replace:
         raise UserError(f"refusing to overwrite {os.path.join(path, clashes[0])}: {path} was not created by this "
-                        "project; give a new --out folder")
+                        "project; give a new --out folder (or add --replace to overwrite these files)")
     if not os.access(path, os.W_OK):
         raise UserError(f"output folder {path} is not writable")
     return path

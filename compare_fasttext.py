@@ -76,7 +76,7 @@ def parse_args(argv=None):
     from dataset import TASKS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="thucnews", type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
     p.add_argument("--train-args", default=None,
                    help="train.py arguments for the project's model (default: the task's entry in TRAIN_ARGS)")
     p.add_argument("--out", default=None, help="checkpoint of the project's model (default: runs/compare/<task>)")

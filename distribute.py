@@ -81,6 +81,12 @@ def make_strategy(name="auto"):
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options), name
 
 
+def devices_of(strategy):
+    """The devices a strategy computes on (one per replica of this worker), by name."""
+    extended = getattr(strategy, "extended", None)
+    return [str(d) for d in getattr(extended, "worker_devices", ())]
+
+
 def is_chief(strategy):
     """True unless this process is a non-chief worker of a multi-worker run (those must not write)."""
     resolver = getattr(strategy, "cluster_resolver", None)

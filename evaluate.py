@@ -42,6 +42,7 @@ NATIVE = METHODS + ("occlusion", "surrogate")          # perturbation.py's, run 
 BASELINES = ("zero", "pad", "unk", "mask")
 REMOVALS = ("delete", "pad", "unk")
 EXPLAIN_BATCH = 64
+RESULTS_DIR = "results"               # git-ignored; one folder per model (default_out_dir)
 
 
 # --- explanations -------------------------------------------------------------------------
@@ -77,8 +78,8 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
             raise ValueError(f"unknown method {method!r}; choose from: {', '.join(NATIVE)}")
     bar = None
     if progress:
-        import keras
-        bar = keras.utils.Progbar(len(jobs) * len(token_ids), unit_name="explanation")
+        from cli import Progress
+        bar = Progress(sum(fn is not None for _, fn in jobs) * len(token_ids), "explanation")   # random: instant
     results, done = {}, 0
     for name, fn in jobs:
         if fn is None:   # a seeded random score per token: the floor every method must beat
@@ -238,8 +239,31 @@ def markdown_table(results):
     return "\n".join(lines)
 
 
+def model_source(ckpt):
+    """What was evaluated: the checkpoint folder, or the user's model file (absolute)."""
+    return os.path.abspath(ckpt.meta.get("source") or ckpt.directory)
+
+
+def default_out_dir(ckpt, root=RESULTS_DIR):
+    """results/<name>: the checkpoint folder's name, or the model file's; a folder that already
+    holds another model's results gets a numbered sibling (name-2, ...), never that model's files."""
+    source = model_source(ckpt)
+    name = os.path.splitext(os.path.basename(source))[0] or "model"
+    path, n = os.path.join(root, name), 1
+    while os.path.exists(os.path.join(path, "faithfulness.json")):
+        try:
+            with open(os.path.join(path, "faithfulness.json"), encoding="utf-8") as f:
+                if json.load(f).get("model") == source:
+                    return path       # this model's earlier results: updated in place
+        except (OSError, ValueError, AttributeError):
+            pass
+        n += 1
+        path = os.path.join(root, f"{name}-{n}")
+    return path
+
+
 def parse_args(argv=None):
-    from cli import ArgumentParser, add_model_arguments, choice, comma_list, int_range
+    from cli import ArgumentParser, add_model_arguments, add_replace_argument, choice, comma_list, int_range
     from dataset import TASKS
     from integrated_gradients import MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
@@ -247,7 +271,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint folder (default: checkpoints/<task>, else the most recent under checkpoints/)")
     add_model_arguments(p)
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
     p.add_argument("-n", type=int_range(1), default=SAMPLES, help="first N texts of the test split")
     from peers import LIME_SAMPLES, PEERS, SHAP_EVALS
     from perturbation import SAMPLES as SURROGATE_SAMPLES
@@ -260,10 +284,13 @@ def parse_args(argv=None):
                    help="perturbed texts per text of the deletion surrogate")
     p.add_argument("--baselines", default=list(BASELINES), type=comma_list(BASELINES, "baseline"),
                    help="IG baselines to compare: " + ",".join(BASELINES))
-    p.add_argument("--removal", default="delete", choices=REMOVALS)
+    p.add_argument("--removal", default="delete", choices=REMOVALS,
+                   help="How a token is removed: deleted (the text closes up), or replaced by PAD or UNK in place.")
     p.add_argument("--steps", default=str(STEPS), help=f"IG steps (1 to {MAX_STEPS}), or 'auto' (adaptive, 1%%)")
     p.add_argument("--seed", type=int_range(0), default=0, help="seed of the random baseline")
-    p.add_argument("--out", default=None, help="output folder (default: results/<task>)")
+    p.add_argument("--out", default=None, help="Output folder (default: results/<checkpoint folder or model file "
+                                               "name>, one per model).")
+    add_replace_argument(p)
     args = p.parse_args(argv)
     args.methods = list(dict.fromkeys("gradxinput" if m == "grad" else m for m in args.methods))
     if "all" in args.methods:
@@ -297,12 +324,17 @@ def main(argv=None):
     if ckpt.meta.get("task") is None:
         raise UserError("evaluate.py explains a task's test split: give --task with --model")
     task = args.task or ckpt.meta["task"]
-    out = args.out or os.path.join("results", task)
-    prepare_output_dir(out, ["faithfulness.json", "deletion_curve.png"])
+    out = args.out or default_out_dir(ckpt)
+    prepare_output_dir(out, ["faithfulness.json", "deletion_curve.png"], args.replace)
     baselines = list(args.baselines)
     if "mask" in baselines and not ckpt.meta.get("mask_rate"):
-        print("warning: this checkpoint was trained without --mask-rate; skipping the mask baseline", file=sys.stderr)
         baselines.remove("mask")
+        if ckpt.meta.get("arch") != "user":
+            print("warning: this checkpoint was trained without --mask-rate; skipping the mask baseline",
+                  file=sys.stderr)
+        elif args.baselines != list(BASELINES):   # asked for by name: say why it is not run
+            print("note: the mask baseline needs a checkpoint of train.py trained with --mask-rate; skipped for "
+                  "this model", file=sys.stderr)
     test = load_task(task, args.data_dir).test
     token_ids = ckpt.tokenizer.encode(test.texts[:args.n], ckpt.maxlen)
     start, traced_before = time.time(), traces()
@@ -318,7 +350,7 @@ def main(argv=None):
     if wanted_peers:
         explanations.update(explain_peers(ckpt, test.texts[:args.n], token_ids, target, wanted_peers,
                                           lime_samples=args.lime_samples, shap_evals=args.shap_evals, seed=args.seed))
-    results = {"task": task, "checkpoint": ckpt.directory, "n": len(token_ids), "removal": args.removal,
+    results = {"task": task, "checkpoint": ckpt.directory, "model": model_source(ckpt), "n": len(token_ids), "removal": args.removal,
                "steps": args.steps, "lime_samples": args.lime_samples, "shap_evals": args.shap_evals,
                "surrogate_samples": args.surrogate_samples, "ks_percent": list(KS), "curve_fractions": list(CURVE),
                "accuracy_on_these": float(np.mean(target == test.labels[:len(target)])),

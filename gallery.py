@@ -1,8 +1,9 @@
 """The README gallery: gradient x input and integrated gradients PNGs on the same test sentences
 of each task's checkpoint, plus asset/gallery.md with the same rows as <font> spans.
 
-    python gallery.py --data-dir DIR            # reads checkpoints/<task>, writes asset/
+    python gallery.py --data-dir DIR            # reads checkpoints/<task>, writes out/gallery/
     python gallery.py --data-dir DIR --tasks hotel --checkpoints runs --out /tmp/gallery
+    python gallery.py --data-dir DIR --checkpoints runs/gallery --out asset --replace   # the README's
 
 Sentences are the first correctly classified test texts of at most GALLERY_MAXCHARS
 characters, at most ceil(GALLERY_PER_TASK / classes) per true class.
@@ -16,28 +17,31 @@ quiet_tensorflow()
 TASKS = ("thucnews", "weibo", "moods", "hotel")
 PER_TASK = 4
 MAXCHARS = 48       # gallery sentences are short enough to read in a README
+OUT = os.path.join("out", "gallery")   # git-ignored; the README's asset/ is written only when asked
 METHODS = {"grad": "gradxinput", "ig": "ig"}   # file name -> method
 
 
 def main(argv=None):
-    from cli import CHECKPOINTS_DIR, ArgumentParser, UserError, atomic_write, comma_list, prepare_output_dir, \
-        resolve_checkpoint
+    from cli import CHECKPOINTS_DIR, ArgumentParser, UserError, add_replace_argument, atomic_write, comma_list, \
+        prepare_output_dir, resolve_checkpoint
     from plots import to_png
     from render import METHOD_TITLES, to_markdown
     from visualize import STEPS, pick_samples, run_methods
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--tasks", default=list(TASKS), type=comma_list(TASKS, "task"))
+    p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
+    p.add_argument("--tasks", default=list(TASKS), type=comma_list(TASKS, "task"), help="Comma list of tasks to show.")
     p.add_argument("--checkpoints", default=CHECKPOINTS_DIR, help="folder with one checkpoint per task, <folder>/<task>")
-    p.add_argument("--out", default="asset")
+    p.add_argument("--out", default=OUT, help="Output folder for the PNGs and gallery.md (asset/ is the README's "
+                                              "copy: regenerating it takes --out asset --replace).")
+    add_replace_argument(p)
     args = p.parse_args(argv)
     directories = {task: os.path.join(args.checkpoints, task) for task in args.tasks}
     for task, directory in directories.items():     # before any work: every checkpoint is there
         if not os.path.isdir(directory):
             raise UserError(f"no checkpoint for task {task!r} at {directory}; train one with: "
-                            f"python train.py --task {task} --out {directory}")
+                            f"python train.py --task {task} --data-dir DIR --out {directory}")
     names = [f"{task}_{method}.png" for task in args.tasks for method in METHODS] + ["gallery.md"]
-    prepare_output_dir(args.out, names)
+    prepare_output_dir(args.out, names, args.replace)
     sections = []
     for task, directory in directories.items():
         ckpt = resolve_checkpoint(task, checkpoint=directory)
@@ -54,6 +58,7 @@ def main(argv=None):
             print(f"wrote {printable(png)}")
         sections.append("\n".join(section))
     command_checkpoints = "" if args.checkpoints == CHECKPOINTS_DIR else f" --checkpoints {args.checkpoints}"
+    command_checkpoints += "" if args.out == OUT else f" --out {args.out}" + (" --replace" if args.replace else "")
     path = atomic_write(os.path.join(args.out, "gallery.md"),
                         f"# Gallery\n\nMade by `python gallery.py --data-dir DIR{command_checkpoints}` from the "
                         f"checkpoints in {args.checkpoints}/.\n\n" + "\n".join(sections))

@@ -64,6 +64,13 @@ class Attribution:
         from render import attribution_html
         return attribution_html(self)
 
+    def show(self, names=None, classes=None):
+        """For notebooks: the texts as coloured characters with class names, the CJK font embedded.
+        names: a checkpoint (its tokenizer and classes: `ig.show(ckpt)`), a tokenizer or a vocabulary
+        list; classes: class names. Without names, the tokens the Attribution knows are shown."""
+        from render import attribution_explanations
+        return attribution_explanations(self, names, classes)
+
 
 def as_split(model, inputs=None, layer=None):
     """A Split: from a model (model.py's or any Keras model with an Embedding layer), an

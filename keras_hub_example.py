@@ -60,7 +60,7 @@ def train(texts, labels, classes=2, epochs=EPOCHS, verbose=0, vocab_texts=(), ba
 def main(argv=None):
     import tempfile
     import warnings
-    from cli import ArgumentParser, UserError, choice, int_range
+    from cli import ArgumentParser, UserError, choice, current_umask, int_range, printable
     from dataset import TASKS, load_task
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="hotel", type=choice(TASKS, "task"))
@@ -75,9 +75,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = os.path.abspath(args.out)
     if os.path.exists(out):
-        raise UserError(f"refusing to overwrite {out}; give a new --out path")
+        raise UserError(f"refusing to overwrite {printable(out)}; give a new --out path")
     if not out.endswith(".keras"):
-        raise UserError(f"--out must end in .keras (Keras 3's format), got {args.out}")
+        raise UserError(f"--out must end in .keras (Keras 3's format), got {printable(args.out)}")
+    os.makedirs(os.path.dirname(out), exist_ok=True)   # a new folder such as out/ is fine; nothing is replaced
+    if not os.access(os.path.dirname(out), os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {printable(out)}: its folder is not writable (checked before training)")
     try:
         import keras_hub  # noqa: F401
     except ImportError:
@@ -91,11 +94,12 @@ def main(argv=None):
     os.close(fd)
     try:
         task.save(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp made it 0600; files follow the user's umask
         os.replace(tmp, out)   # atomic: a crash never leaves half a file at --out
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    print(f"saved {out}")
+    print(f"saved {printable(out)}")
 
 
 if __name__ == "__main__":

@@ -56,17 +56,17 @@ def train(texts, labels, epochs=EPOCHS, verbose=0, **kwargs):
 
 def main(argv=None):
     import tempfile
-    from cli import ArgumentParser, UserError, choice, int_range
+    from cli import ArgumentParser, UserError, choice, current_umask, int_range
     from dataset import TASKS, load_task
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", default="hotel", type=choice(TASKS, "task"))
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--task", default="hotel", type=choice(TASKS, "task"), help="Task whose training split is used.")
+    p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
     p.add_argument("--out", required=True, help="a new .keras file (an existing path is refused)")
-    p.add_argument("--epochs", type=int_range(1), default=EPOCHS)
+    p.add_argument("--epochs", type=int_range(1), default=EPOCHS, help="Training epochs.")
     p.add_argument("--limit", type=int_range(1), default=None, help="train on the first N training texts")
-    p.add_argument("--dim", type=int_range(1), default=DIM)
-    p.add_argument("--int-out", default=None, help="also save the nested int model (token ids in) here (.keras)")
-    p.add_argument("--vocab-out", default=None, help="also write its vocabulary here, one token per line")
+    p.add_argument("--dim", type=int_range(1), default=DIM, help="Embedding and hidden size of the tutorial model.")
+    p.add_argument("--int-out", default=None, help="Also save the nested int model (token ids in) here (.keras).")
+    p.add_argument("--vocab-out", default=None, help="Also write its vocabulary here, one token per line.")
     args = p.parse_args(argv)
     out = os.path.abspath(args.out)
     for path in (args.out, args.int_out, args.vocab_out):
@@ -77,6 +77,8 @@ def main(argv=None):
             raise UserError(f"{printable(path)}: a model file must end in .keras (Keras 3's format)")
     for path in (args.out, args.int_out, args.vocab_out):
         folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder:
+            os.makedirs(folder, exist_ok=True)   # a new folder such as runs/ is fine; nothing is replaced
         if folder and (not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK)):
             raise UserError(f"cannot write {printable(path)}: {printable(folder)} is not a writable folder "
                             "(checked before training)")
@@ -96,6 +98,7 @@ def main(argv=None):
         os.close(fd)
         try:
             save(tmp)
+            os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp made it 0600; files follow the user's umask
             os.replace(tmp, path)   # atomic: a crash never leaves half a file behind
         finally:
             if os.path.exists(tmp):

@@ -488,7 +488,7 @@ def save_checkpoint(directory, model, tokenizer, meta, metrics=None, replace_dif
     tmp = os.path.join(directory, f".tmp-{os.getpid()}-{secrets.token_hex(4)}")
     os.mkdir(tmp)   # permissions follow the umask (unlike mkdtemp's 0700)
     try:
-        model.save(os.path.join(tmp, MODEL_FILE))
+        save_model_weights_only(model, os.path.join(tmp, MODEL_FILE))
         tokenizer.save(os.path.join(tmp, TOKENIZER_FILE))
         _write_json(os.path.join(tmp, META_FILE), meta)
         if metrics is not None:
@@ -503,6 +503,21 @@ def save_checkpoint(directory, model, tokenizer, meta, metrics=None, replace_dif
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def save_model_weights_only(model, path):
+    """Save the model's architecture and weights, without the optimizer state or compile settings.
+
+    A .keras file of a compiled model carries the optimizer's slots (Adam: two per weight), which
+    for the fasttext n-gram tables tripled the file (1.2 GB); explaining and --init-from need the
+    weights only. Keras 3 ignores include_optimizer for .keras files, so an uncompiled copy of the
+    model is saved instead (the model itself is not touched). Older checkpoints that hold an
+    optimizer still load: load_checkpoint loads with compile=False.
+    """
+    bare = model.__class__.from_config(model.get_config())
+    bare.set_weights(model.get_weights())
+    bare.save(path)
+    return path
 
 
 def _remove_stale(directory, current):

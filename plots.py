@@ -15,6 +15,8 @@ import numpy as np
 from render import BLUE, RED, WHITE, caption, unit_colours
 
 PNG_WIDTH = 28              # full-width characters per line in PNG images
+BAR_BOTTOM, BAR_HEIGHT = 0.26, 0.11   # colour bar, inches from the bottom: room for tick labels with descenders
+BAR_BAND = 1.1              # rows (of the text's units) kept under the text for the colour bar
 FONT_FAMILY = "Noto Sans CJK SC"
 
 
@@ -81,7 +83,7 @@ def to_png(rows, path, width=PNG_WIDTH, title=None):
     charmap = font_charmap()
     signed = all(e.signed for g in rows for e in g)
     blocks = [(e, layout([drawable(u, charmap) for u in e.units], width)) for g in rows for e in g]
-    n_lines = sum(len(lines) + 1.4 for _, lines in blocks) + (1.2 if title else 0) + 2.2
+    n_lines = sum(1.15 * len(lines) + 1.4 for _, lines in blocks) + (1.2 if title else 0) + 0.2 + BAR_BAND
     cell = 0.32   # inches per character cell
     fig = plt.figure(figsize=(width * cell + 0.6, n_lines * cell * 1.35 + 0.2), dpi=150)
     ax = fig.add_axes([0.01, 0.0, 0.98, 1.0])
@@ -105,7 +107,7 @@ def to_png(rows, path, width=PNG_WIDTH, title=None):
         y += 0.3
     cmap = LinearSegmentedColormap.from_list(
         "tig", [np.array(c) / 255 for c in ((BLUE, WHITE, RED) if signed else (WHITE, RED))])
-    bar = fig.add_axes([0.25, 0.6 * cell / fig.get_figheight(), 0.5, 0.35 * cell / fig.get_figheight()])
+    bar = fig.add_axes([0.25, BAR_BOTTOM / fig.get_figheight(), 0.5, BAR_HEIGHT / fig.get_figheight()])
     bar.imshow(np.linspace(0, 1, 256)[None], aspect="auto", cmap=cmap)
     bar.set_yticks([])
     bar.set_xticks([0, 127.5, 255] if signed else [0, 255])

@@ -45,6 +45,11 @@ ARCH_DEFAULTS = {
     "fasttext": {"hidden": 0, "dropout": 0.0, "mask_rate": 0.0, "embed_dim": 100, "ngram_buckets": 120_000,
                  "schedule": "cosine", "lr": 3e-3, "ngram_lr_scale": 3.0, "batch_size": 256, "epochs": 2},
 }
+# per-task defaults, over the ones above and under ARCH_DEFAULTS (a flag given always wins). reviews is
+# the README's quick start: short product reviews, so a shorter maxlen, fewer and faster-learning epochs
+TASK_DEFAULTS = {
+    "reviews": {"maxlen": 128, "epochs": 5, "patience": 5, "lr": 3e-3, "dropout": 0.2},
+}
 
 
 def parse_args(argv=None):
@@ -70,7 +75,7 @@ def parse_args(argv=None):
     p.add_argument("--distribute", default="none", type=choice(STRATEGIES, "--distribute"),
                    help="none, auto, mirrored (devices of this machine) or multiworker (TF_CONFIG); "
                         "see distribute.py")
-    p.add_argument("--lr", type=float_range(0, 10, low_open=True), default=LEARNING_RATE)
+    p.add_argument("--lr", type=float_range(0, 10, low_open=True), default=LEARNING_RATE, help="Adam learning rate.")
     p.add_argument("--maxlen", type=int_range(1, MAX_MAXLEN), default=None,
                    help=f"tokens per text (default: {MAXLEN_PERCENTILE}th percentile of training lengths, "
                         f"at most {MAXLEN_CAP})")
@@ -87,16 +92,21 @@ def parse_args(argv=None):
                    help="fasttext: the hashed n-gram rows learn at --lr x this")
     p.add_argument("--ngram-buckets", type=int_range(1), default=None,
                    help="fasttext: hashed rows per n-gram order (default: model.py's rule)")
-    p.add_argument("--embed-dim", type=int_range(1), default=EMBED_DIM)
+    p.add_argument("--embed-dim", type=int_range(1), default=EMBED_DIM, help="Size of the token embeddings.")
     p.add_argument("--min-freq", type=int_range(1), default=MIN_FREQ, help="rarer tokens become UNK")
     p.add_argument("--mask-rate", type=float_range(0, 1, high_open=True), default=MASK_RATE,
                    help="share of real tokens replaced by the MASK id during training")
     p.add_argument("--limit", type=int_range(1), default=None, help="use only the first N training texts (quick runs)")
-    p.add_argument("--seed", type=int_range(0), default=0)
-    p.add_argument("--patience", type=int_range(1), default=PATIENCE)
+    p.add_argument("--seed", type=int_range(0), default=0, help="Random seed of weights, shuffling and masking.")
+    p.add_argument("--patience", type=int_range(1), default=PATIENCE,
+                   help="Stop after this many epochs without a better validation accuracy.")
     p.add_argument("--verbose", type=int_range(0, 2), default=None,
                    help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)")
-    p.set_defaults(**ARCH_DEFAULTS.get(arch_given(argv), {}))   # after add_argument, or its defaults win
+    p.epilog = "Per-task and per-architecture defaults (a flag given wins): " + "; ".join(
+        f"{name}: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
+        for name, values in {**TASK_DEFAULTS, **ARCH_DEFAULTS}.items()) + "."
+    known, _ = p.parse_known_args(argv)      # task and arch first: their defaults apply to the flags not given
+    p.set_defaults(**{**TASK_DEFAULTS.get(known.task, {}), **ARCH_DEFAULTS.get(known.arch, {})})
     args = p.parse_args(argv)
     if args.hidden == 0 and args.arch != "fasttext":
         p.error(f"--hidden 0 (no hidden layer) is for --arch fasttext only, not {args.arch}")
@@ -104,15 +114,6 @@ def parse_args(argv=None):
     if args.verbose is None:
         args.verbose = 1 if sys.stdout.isatty() else 2
     return args
-
-
-def arch_given(argv):
-    """The --arch on the command line (None if absent), read before the full parse so that
-    ARCH_DEFAULTS can set that architecture's defaults."""
-    import argparse
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--arch", default=None)
-    return pre.parse_known_args(sys.argv[1:] if argv is None else argv)[0].arch
 
 
 def learning_rate(args, steps_per_epoch):
@@ -158,7 +159,7 @@ def make_dataset(x, y, batch_size, shuffle=False, mask_rate=0.0, seed=0):
 
 def main(argv=None):
     args = parse_args(argv)
-    from distribute import build_before_fit, is_chief, make_strategy, predict_locally
+    from distribute import build_before_fit, devices_of, is_chief, make_strategy, predict_locally
     strategy, distribute = make_strategy(args.distribute)   # first: before TensorFlow runs any op
     replicas = strategy.num_replicas_in_sync
     import keras
@@ -202,7 +203,8 @@ def main(argv=None):
                       metrics=["accuracy"])
     global_batch = args.batch_size * replicas
     if replicas > 1:
-        print(f"distribute {distribute}: {replicas} replicas, global batch {global_batch}", file=sys.stderr)
+        print(f"distribute {distribute}: {replicas} replicas on {', '.join(devices_of(strategy))}, global batch "
+              f"{global_batch}", file=sys.stderr)
     train_ds = make_dataset(x_train, train_labels, global_batch, shuffle=True, mask_rate=args.mask_rate,
                             seed=args.seed)
     val_ds = make_dataset(x_val, data.val.labels, 256)
@@ -211,6 +213,9 @@ def main(argv=None):
                                          restore_best_weights=True)
     # a NaN loss ends training at once; the check after fit then refuses to save
     callbacks = [stop, keras.callbacks.TerminateOnNaN()]
+    steps = -(-len(x_train) // global_batch)
+    print(f"training {args.arch}: at most {args.epochs} epochs of {steps} steps (batch {global_batch}, lr {args.lr}), "
+          f"stopping early after {args.patience} without a better validation accuracy", file=sys.stderr, flush=True)
     start = time.time()
     history = model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
                         shuffle=False, verbose=args.verbose)  # tf.data already shuffles

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from render import METHOD_TITLES, Explanation, to_markdown, to_report_html, to_terminal
+from render import METHOD_TITLES, Explanation, Explanations, to_markdown, to_report_html, to_terminal
 
 STEPS = 50
 BATCH = 32                  # texts explained per call (progress bar granularity)
@@ -58,7 +58,8 @@ def attribute(model, inputs, method, *, steps=STEPS, baseline=None, target=None,
 
 def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None, reduce="sum",
             level="char", labels=None, progress=False):
-    """Explain texts with one method ("ig", "gradxinput" or "saliency"); one Explanation per text.
+    """Explain texts with one method ("ig", "gradxinput" or "saliency"); one Explanation per text, in
+    an Explanations list (a notebook displays the list, or one item, with the CJK font embedded).
 
     ckpt: a model.Checkpoint or a user_model.UserModel (model, tokenizer, classes, maxlen, meta).
     reduce="l2" gives the original project's unsigned view of integrated gradients. level="word"
@@ -70,10 +71,10 @@ def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None
     validate.check_choice(method, ("ig", "gradxinput", "saliency"), "method")
     validate.check_labels(labels, len(texts), len(ckpt.classes))
     name = "ig-l2" if (method, reduce) == ("ig", "l2") else method
-    out, bar = [], None
+    out, bar = Explanations(), None
     if progress and len(texts) > BATCH:
-        import keras
-        bar = keras.utils.Progbar(len(texts), unit_name="text")
+        from cli import Progress
+        bar = Progress(len(texts), "text")
     tokenizer, maxlen = ckpt.tokenizer, ckpt.maxlen
     from dataset import cap_text_counted
     for start in range(0, len(texts), BATCH):
@@ -159,12 +160,13 @@ def pick_samples(ckpt, task, data_dir, n, errors=False, max_chars=None, balanced
 
 # --- outputs ------------------------------------------------------------------------
 
-def write_outputs(rows, out, formats, stem=OUTPUT_STEM, title=None, color="auto"):
-    """Write the chosen formats into `out` (each file atomically); print the terminal view."""
+def write_outputs(rows, out, formats, stem=OUTPUT_STEM, title=None, color="auto", replace=False):
+    """Write the chosen formats into `out` (each file atomically); print the terminal view.
+    replace: overwrite same-named files in a folder the project did not create (--replace)."""
     from cli import atomic_write, prepare_output_dir
     from plots import to_png
     files = {"md": f"{stem}.md", "html": f"{stem}.html", "png": f"{stem}.png"}
-    prepare_output_dir(out, [files[f] for f in formats if f in files])
+    prepare_output_dir(out, [files[f] for f in formats if f in files], replace)
     written = []
     if "md" in formats:
         written.append(atomic_write(os.path.join(out, files["md"]), to_markdown(rows)))
@@ -180,7 +182,7 @@ def write_outputs(rows, out, formats, stem=OUTPUT_STEM, title=None, color="auto"
 # --- CLI ----------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    from cli import ArgumentParser, add_model_arguments, choice, comma_list, int_range
+    from cli import ArgumentParser, add_model_arguments, add_replace_argument, choice, comma_list, int_range
     from dataset import TASKS
     from integrated_gradients import BASELINES, MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
@@ -208,6 +210,7 @@ def parse_args(argv=None):
     p.add_argument("--format", default=list(FORMATS), type=comma_list(FORMATS, "format"),
                    help="comma list of: " + ",".join(FORMATS))
     p.add_argument("--color", default="auto", choices=("auto", "always", "never"), help="terminal colours")
+    add_replace_argument(p)
     args = p.parse_args(argv)
     if not (args.text or args.file or args.n):
         p.error("give --text, --file or -n")
@@ -272,7 +275,8 @@ def main(argv=None):
                        baseline=args.baseline, reduce=args.reduce, level=args.level)
     title = f"{ckpt.meta.get('task') or os.path.basename(args.model or '')} · " \
             f"{', '.join(METHOD_TITLES[e.method] for e in rows[0])}"
-    for path in write_outputs(rows, args.out or default_out_dir(), args.format, title=title, color=args.color):
+    for path in write_outputs(rows, args.out or default_out_dir(), args.format, title=title, color=args.color,
+                              replace=args.replace):
         print(f"wrote {printable(path)}")
 
 

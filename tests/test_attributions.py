@@ -221,4 +221,10 @@ def test_an_attribution_displays_inline_in_a_notebook():
     page = ig._repr_html_()
     assert page.count("<span style=\"background:#") == int((IDS != 0).sum())
     assert "字4" in page and "字12" in page and "integrated gradients, 8 steps" in page
-    assert "[4]" in integrated_gradients(linear_model(), IDS, target=1, steps=8)._repr_html_()   # ids without a vocabulary
+    ids_only = integrated_gradients(linear_model(), IDS, target=1, steps=8)
+    note = ids_only._repr_html_()    # ids mean nothing to a reader: the display says how to see characters
+    assert "[4]" not in note and ".show(ckpt)" in note and "<span" not in note
+    shown = ids_only.show(vocabulary, ["neg", "pos"])._repr_html_()
+    assert "字4" in shown and "explaining pos" in shown and "@font-face" in shown
+    with pytest.raises(ValueError, match="show"):
+        ids_only.show()

