@@ -144,6 +144,18 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def steps_or_auto(high):
+    """argparse type: "auto" (integrated gradients' adaptive steps) or an integer from 1 to high."""
+    def parse(text):
+        if text == "auto":
+            return text
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer from 1 to {high} or 'auto', got {text!r}")
+        return int(text)
+    parse.__name__ = "steps"
+    return parse
+
+
 def int_range(low, high=None):
     """argparse type: an integer in [low, high]."""
     def parse(value):
