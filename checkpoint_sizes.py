@@ -12,13 +12,16 @@ from cli import quiet_tensorflow
 
 quiet_tensorflow()
 
+from train import ARCH_DEFAULTS
+
 SETTINGS = {   # name -> (arch, build_model options), as the documented commands (RESULTS.md, train.py)
     "cnn, thucnews wide (256/256)": ("cnn", {"embed_dim": 256, "hidden": 256}),
     "cnn, 512 filters": ("cnn", {"embed_dim": 256, "hidden": 512}),
     "textcnn 3x256": ("textcnn", {"hidden": 256}),
     "bilstm": ("bilstm", {}),
     "mean": ("mean", {}),
-    "fasttext": ("fasttext", {}),
+    "fasttext (train.py's fasttext defaults)": ("fasttext", {k: ARCH_DEFAULTS["fasttext"][k]
+                                                             for k in ("embed_dim", "hidden", "ngram_buckets")}),
     "transformer (64-d)": ("transformer", {"embed_dim": 64, "hidden": 64}),
 }
 
