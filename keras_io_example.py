@@ -76,24 +76,24 @@ def main(argv=None):
         if path and not path.endswith(".keras"):
             raise UserError(f"{printable(path)}: a model file must end in .keras (Keras 3's format)")
     for path in (args.out, args.int_out, args.vocab_out):
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if folder:
-            os.makedirs(folder, exist_ok=True)   # a new folder such as runs/ is fine; nothing is replaced
-        if folder and (not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK)):
-            raise UserError(f"cannot write {printable(path)}: {printable(folder)} is not a writable folder "
-                            "(checked before training)")
+        if path:
+            check_writable_folder(path)
     data = load_task(args.task, args.data_dir)
     if len(data.classes) != 2:
         raise UserError(f"task {args.task} has {len(data.classes)} classes; this example is binary")
     texts, labels = data.train.texts[:args.limit], data.train.labels[:args.limit]
     model, int_model = train(texts, labels, epochs=args.epochs, verbose=2, dim=args.dim)
-    vectorizer = [l for l in model.layers if l.__class__.__name__ == "TextVectorization"][0]
-    saves = [(model.save, out, ".keras"), (int_model.save, args.int_out, ".keras"),
-             (lambda tmp: write_vocab(vectorizer.get_vocabulary(), tmp), args.vocab_out, ".txt")]
+    saves = [(model.save, out, ".keras")]
+    if args.int_out:
+        saves.append((int_model.save, args.int_out, ".keras"))
+    if args.vocab_out:
+        vectorizer = [l for l in model.layers if l.__class__.__name__ == "TextVectorization"][0]
+        saves.append((lambda tmp: write_vocab(vectorizer.get_vocabulary(), tmp), args.vocab_out, ".txt"))
     for save, path, suffix in saves:
         if not path:
             continue
         path = os.path.abspath(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)   # a new folder such as out/ is fine; nothing is replaced
         fd, tmp = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(path))
         os.close(fd)
         try:
@@ -104,6 +104,18 @@ def main(argv=None):
             if os.path.exists(tmp):
                 os.remove(tmp)
         print(f"saved {printable(path)}")
+
+
+def check_writable_folder(path):
+    """Before training: the file's folder, or the nearest folder above it that exists (the rest is
+    created when saving), must be a writable folder."""
+    from cli import UserError
+    folder = existing = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {printable(path)}: {printable(folder)} is not a writable folder "
+                        "(checked before training)")
 
 
 def write_vocab(vocab, path):

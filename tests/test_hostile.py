@@ -334,7 +334,8 @@ def test_bench_corpus_and_explain_flags_are_checked_in_one_line(capsys):
 
 def test_keras_io_example_checks_its_output_folder_before_training(tmp_path, capsys):
     import keras_io_example
-    in_process(capsys, keras_io_example.main, "--out", str(tmp_path / "missing" / "m.keras")).expect(
+    (tmp_path / "a file").write_text("not a folder")   # a missing folder is created; this one cannot be
+    in_process(capsys, keras_io_example.main, "--out", str(tmp_path / "a file" / "sub" / "m.keras")).expect(
         "not a writable folder", 1)
 
 

@@ -36,7 +36,7 @@ def test_split_at_embedding_reproduces_model(tiny_checkpoints, arch):
     ids = ckpt.tokenizer.encode(TEXTS, 20)
     embed, head = split_at_embedding(ckpt.model)
     embeddings, mask = embed(ids)
-    assert embeddings.shape == (3, 20, 128) and embeddings.dtype == "float32"
+    assert embeddings.shape == (3, 20, ckpt.meta["embed_dim"]) and embeddings.dtype == "float32"
     assert mask.dtype == bool and np.array_equal(np.asarray(mask), ids != 0)
     assert np.all(np.asarray(embeddings)[ids == 0] == 0)
     np.testing.assert_allclose(head(embeddings, mask), ckpt.model(ids), atol=1e-6)
