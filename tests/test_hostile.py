@@ -12,16 +12,7 @@ import pytest
 
 from conftest import write_csv
 from test_cli import in_process
-
-
-def snapshot(folder):
-    out = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, folder)] = f.read()
-    return out
+from test_safety import snapshot
 
 
 @pytest.fixture(scope="module")
