@@ -4,7 +4,7 @@
 
 For each method (integrated gradients `ig` with each baseline, gradient x input `gradxinput`,
 the gradient's L2 norm `saliency`, and a seeded `random` order; with `--methods all` also leave-one-out
-`occlusion` and the deletion `surrogate` (perturbation.py), and the peers `lime` and `shap` when installed
+`occlusion`, the deletion `surrogate` and `deletion-ig`, IG averaged over random deletions (perturbation.py), and the peers `lime` and `shap` when installed
 (peers.py)), on the first n texts of the test split, explaining the predicted class y with p = p(y | text):
 
   comprehensiveness@k = p(text) - p(text without its top-k% tokens)   higher = more faithful
@@ -38,7 +38,7 @@ KS = (1, 5, 10, 20, 50)               # percent of tokens, as in ERASER
 CURVE = tuple(np.round(np.linspace(0, 1, 11), 2))
 STEPS = 50
 METHODS = ("ig", "gradxinput", "saliency", "random")   # render.METHOD_TITLES; "grad" = gradxinput
-NATIVE = METHODS + ("occlusion", "surrogate")          # perturbation.py's, run with --methods all or by name
+NATIVE = METHODS + ("occlusion", "surrogate", "deletion-ig")   # perturbation.py's, run with --methods all or by name
 BASELINES = ("zero", "pad", "unk", "mask")
 REMOVALS = ("delete", "pad", "unk")
 EXPLAIN_BATCH = 64
@@ -56,7 +56,7 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
     import time
     from gradients import gradients
     from integrated_gradients import integrated_gradients
-    from perturbation import SAMPLES, deletion_surrogate, occlusion
+    from perturbation import SAMPLES, deletion_ig, deletion_surrogate, occlusion
     jobs = []
     for method in methods:
         if method == "ig":
@@ -74,6 +74,8 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
         elif method == "surrogate":
             jobs.append(("surrogate", lambda ids: deletion_surrogate(model, ids, layer=layer, seed=seed,
                                                                       samples=surrogate_samples or SAMPLES)))
+        elif method == "deletion-ig":
+            jobs.append(("deletion-ig", lambda ids: deletion_ig(model, ids, layer=layer, seed=seed)))
         else:
             raise ValueError(f"unknown method {method!r}; choose from: {', '.join(NATIVE)}")
     bar = None

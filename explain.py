@@ -47,7 +47,7 @@ import numpy as np
 
 # defaults, visible in one place
 METHOD = "ig"
-PERTURBATION_METHODS = {"surrogate": "deletion_surrogate", "occlusion": "occlusion"}   # perturbation.py
+PERTURBATION_METHODS = {"surrogate": "deletion_surrogate", "occlusion": "occlusion", "deletion-ig": "deletion_ig"}   # perturbation.py
 STEPS = 50
 SHARD_SIZE = 1000          # texts per shard: the unit of atomic commit and of resume
 BATCH_SIZE = 64            # texts per attribution call
@@ -603,8 +603,9 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=None, help="data directory for --task")
     p.add_argument("--out", required=True, help="output directory (new, empty, or a previous run of this job)")
     p.add_argument("--method", default=METHOD, type=choice(("ig", "grad", *PERTURBATION_METHODS), "method"),
-                   help="ig (integrated gradients), grad (gradient x input), surrogate (deletion surrogate) or "
-                        "occlusion (leave one character out); perturbation.py")
+                   help="ig (integrated gradients), grad (gradient x input), surrogate (deletion surrogate), "
+                        "occlusion (leave one character out) or deletion-ig (IG averaged over random deletions); "
+                        "perturbation.py")
     p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=STEPS,
                    help=f"integrated gradients steps (Gauss-Legendre), 1 to {MAX_STEPS}")
     p.add_argument("--baseline", default=None, type=choice(BASELINES, "baseline"),

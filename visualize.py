@@ -28,9 +28,10 @@ STEPS = 50
 BATCH = 32                  # texts explained per call (progress bar granularity)
 FORMATS = ("html", "md", "png", "ansi")
 CLI_METHODS = {"ig": ["ig"], "grad": ["gradxinput"], "gradxinput": ["gradxinput"], "saliency": ["saliency"],
-               "both": ["gradxinput", "ig"], "surrogate": ["surrogate"], "occlusion": ["occlusion"]}
+               "both": ["gradxinput", "ig"], "surrogate": ["surrogate"], "occlusion": ["occlusion"],
+               "deletion-ig": ["deletion-ig"]}
 OUTPUT_STEM = "explanations"
-METHODS = ("ig", "gradxinput", "saliency", "surrogate", "occlusion")   # what attribute() computes
+METHODS = ("ig", "gradxinput", "saliency", "surrogate", "occlusion", "deletion-ig")   # what attribute() computes
 
 
 # --- explaining ---------------------------------------------------------------------
@@ -47,12 +48,13 @@ def attribute(model, inputs, method, *, steps=STEPS, baseline=None, target=None,
         return gradients(model, inputs, target, layer=layer, times_input=True, reduce=reduce)
     if method == "saliency":
         return gradients(model, inputs, target, layer=layer, times_input=False)
-    if method in ("surrogate", "occlusion"):
+    if method in ("surrogate", "occlusion", "deletion-ig"):
         import perturbation
         if isinstance(inputs, (list, tuple)):
             from cli import UserError
             raise UserError(f"--method {method} deletes token ids: it needs a model that takes token ids")
-        explain_with = perturbation.deletion_surrogate if method == "surrogate" else perturbation.occlusion
+        explain_with = {"surrogate": perturbation.deletion_surrogate, "occlusion": perturbation.occlusion,
+                        "deletion-ig": perturbation.deletion_ig}[method]
         return explain_with(model, inputs, target, layer=layer)
     raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
 
@@ -99,7 +101,7 @@ def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None
                 steps=None if attribution.steps is None else int(attribution.steps[row]),
                 delta=None if attribution.delta is None else float(attribution.delta[row]),
                 truncated=cuts[row] + len("".join(tokens[maxlen:])),
-                signed=name in ("ig", "gradxinput", "surrogate", "occlusion"),
+                signed=name in ("ig", "gradxinput", "surrogate", "occlusion", "deletion-ig"),
                 baseline=attribution.baseline,
                 output_kind="probability" if attribution.output_kind in ("softmax", "sigmoid") else "raw"))
         if bar:
