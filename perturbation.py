@@ -243,7 +243,7 @@ def deletion_surrogate(model, inputs, target=None, *, samples=SAMPLES, width=KER
                        output_kind=split.output_kind, layer=getattr(split.layer, "name", None), **extra)
 
 
-DELETION_SAMPLES = 50     # random deletion contexts per text (deletion_ig)
+DELETION_SAMPLES = 100    # random deletion contexts per text (deletion_ig)
 DELETION_STEPS = 2        # Gauss-Legendre IG steps in each context
 DELETION_MAX_RATE = 1.0   # contexts delete d tokens, d stratified over 1..min(n - 1, ceil(max_rate n))
 DELETION_ROWS_PER_CALL = 512   # deleted texts embedded at a time (their embeddings and gradients in memory)
@@ -294,15 +294,21 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
     Each context's IG is complete for that context (sum_j IG_j(x_k) = F_t(x_k) - F_t(0) up to the
     quadrature error of `steps` points); the average is not complete for x: no completeness.
 
-    Defaults (K = 50, 2 steps, max_rate 1: 51 x 2 gradient rows per text), measured with
-    evaluate.py's comprehensiveness AOPC on the first 24 hotel test texts (RESULTS.md):
-      char-CNN:    0.469 vs LIME-2000 0.467 at 0.16x LIME's seconds per text (IG 50 steps 0.389,
-                   the deletion surrogate with 500 samples 0.435);
-      transformer: 0.426-0.430 (seeds 0, 1) vs LIME-2000 0.422 at 0.15-0.3x its time (IG 0.414).
-    Measured alternatives: gradient x input instead of IG in each context (log-odds units) matches
-    on the CNN (0.470) but not on the transformer (0.418 at K = 100, where gradient x input alone is
-    weak); contexts deleting at most half the text lose the large-deletion bins (CNN 0.445-0.450);
-    4 steps x 25 contexts 0.465 / 0.424.
+    Defaults (K = 100 contexts, 2 steps, max_rate 1: 101 x 2 gradient rows per text, no forward
+    rows: integrate_path alone, without integrated_gradients' per-row F(x), F(0) and split check,
+    which cost about as much again), measured with evaluate.py's comprehensiveness AOPC on the first
+    24 hotel test texts (runs/exp, RESULTS.md; LIME-2000 0.467 on the char-CNN, 0.422 on the transformer):
+      char-CNN:    K = 100: 0.467, 0.467, 0.469 (seeds 0-2); K = 50: 0.469, 0.459; K = 200: 0.472;
+                   4 steps x 100: 0.470, 0.464; IG (50 steps, whole text) 0.389;
+      transformer: K = 50: 0.426, 0.430, 0.427; K = 100: 0.428; IG 0.414; 0.17-0.19 s/text at K = 50
+                   where the deletion surrogate (500 samples) took 0.61 and LIME-2000 about 2.
+    Measured alternatives (same texts): 1 step (the gradient at the path's midpoint) matches on the
+    CNN (0.467) but not on the transformer (0.419-0.423 at K = 100); plain gradient x input in each
+    context, in log-odds units, the same on the CNN (0.470) and 0.418 on the transformer; contexts
+    deleting at most half the text lose the large-deletion bins (CNN 0.445-0.450), max_rate 0.75
+    0.466; weighting contexts by LIME's kernel (width 50) 0.468; disjoint same-size context pairs
+    0.464; the deletion surrogate with this method as its prior, or z-scored sums of the two, no
+    better than this method alone (0.453-0.471).
 
     model, inputs (int token ids [B, L]), target, layer, xla: as gradients.gradients.
     seed: the masks' random generator (one per call; the same seed gives the same scores).
