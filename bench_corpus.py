@@ -69,7 +69,7 @@ def write_corpus(path, texts, n):
 def ig_floor_rate(checkpoint, texts, steps):
     """texts/s of one integrated_gradients call on BATCH texts (best of 3, after a warm-up call)."""
     from integrated_gradients import integrated_gradients
-    from model import load_checkpoint
+    from checkpoint import load_checkpoint
     ckpt = load_checkpoint(checkpoint)
     ids = ckpt.tokenizer.encode(texts[:BATCH], ckpt.maxlen)
     integrated_gradients(ckpt.model, ids, steps=steps)
@@ -138,7 +138,7 @@ def bench_thuctc(args):
                     % (ROOT, tmp))
             status, stdout, stderr, wall, rss = run_measured(["-c", code])
             if status != 0:
-                from cli import UserError
+                from errors import UserError
                 raise UserError(f"loading failed: {stderr.strip().splitlines()[-1][:300] if stderr.strip() else status}")
             texts = json.loads(stdout)["texts"]
             results.append({"files": args.files, "body_chars": body, "corpus_mb": round(size), "texts": texts,
@@ -149,7 +149,7 @@ def bench_thuctc(args):
 
 
 def main():
-    from cli import ArgumentParser, int_range    # defaults in --help, one-line errors
+    from cli import ArgumentParser, int_range  # defaults in --help, one-line errors
     p = ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
     e = sub.add_parser("explain", help="explain.py texts/s and peak RSS per corpus size")

@@ -34,7 +34,8 @@ def main(argv=None):
     import numpy as np
     from cli import ArgumentParser
     from dataset import load_task
-    from model import build_model, current_version, make_optimizer, save_checkpoint
+    from model import build_model, make_optimizer
+    from checkpoint import current_version, save_checkpoint
     from tokenizer import Tokenizer
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")

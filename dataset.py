@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from cli import UserError
+from errors import UserError
 from tokenizer import clean_text
 
 TASKS = ("thucnews", "weibo", "moods", "hotel", "reviews")
@@ -296,7 +296,7 @@ def read_tsv(path, num_classes):
 def check_classes(classes, where):
     if len(classes) < 2:
         raise DataError(f"{where}: {len(classes)} class(es); a classifier needs at least 2")
-    from cli import has_control, printable
+    from errors import has_control, printable
     unprintable = [c for c in classes if has_control(c)]
     if unprintable:
         raise DataError(f"{where}: class name {printable(unprintable[0])!r} holds control or bidirectional "

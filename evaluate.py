@@ -21,7 +21,8 @@ Writes a JSON file and a deletion-curve PNG, and prints a Markdown table.
 """
 import os
 
-from cli import printable, quiet_tensorflow
+from errors import printable
+from cli import quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
@@ -309,8 +310,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import time
-    from cli import UserError, atomic_write, prepare_output_dir, resolve_explainable
-    from gradients import class_scores, traces
+    from errors import UserError
+    from files import atomic_write, prepare_output_dir
+    from cli import resolve_explainable
+    from engine import ENGINE
+    from gradients import class_scores
     from dataset import load_task
     import peers
     wanted_peers = [m for m in args.methods if m in peers.PEERS]
@@ -337,7 +341,7 @@ def main(argv=None):
                   "this model", file=sys.stderr)
     test = load_task(task, args.data_dir).test
     token_ids = ckpt.tokenizer.encode(test.texts[:args.n], ckpt.maxlen)
-    start, traced_before = time.time(), traces()
+    start, traced_before = time.time(), ENGINE.traces()
 
     def predict(ids):     # the explanations' own static-shape graphs (no retracing per batch)
         return class_scores(ckpt.model, ids, layer=ckpt.meta.get("layer"))
@@ -366,7 +370,7 @@ def main(argv=None):
         results["methods"][name] = r
         print(f"  {name}: comprehensiveness AOPC {r['comprehensiveness_aopc']:.3f}", file=sys.stderr)
     results["seconds"] = round(time.time() - start, 1)
-    results["graphs_traced"] = traces() - traced_before
+    results["graphs_traced"] = ENGINE.traces() - traced_before
     atomic_write(os.path.join(out, "faithfulness.json"), json.dumps(results, ensure_ascii=False, indent=1))
     png = plot_curves(results, os.path.join(out, "deletion_curve.png"),
                       f"{task}: deletion curves, {len(token_ids)} test texts, removal={args.removal}")

@@ -27,7 +27,9 @@ same Explainer on the same shards, so they write the same attributions.
 """
 import os
 
-from cli import UserError, atomic_write, check_folder_path, printable, quiet_tensorflow
+from errors import UserError, printable
+from files import atomic_write, check_folder_path
+from cli import quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
@@ -61,7 +63,7 @@ MANIFEST = "explain.json"
 JOB_KEYS = ("checkpoint", "model_sha256", "input", "method", "steps", "baseline", "target", "shard_size")
 # every name explain.py may create inside --out; anything else there means the folder is someone else's
 OWN_FILES = re.compile(r"^(\.?explain\.json|\.?summary\.(csv|png|html)|shards|shards/\.?part-\d{5,}\.jsonl)"
-                       r"(\.tmp-\d+-[a-z0-9_]+)?$")   # with cli.atomic_write's temporary names
+                       r"(\.tmp-\d+-[a-z0-9_]+)?$")   # with files.atomic_write's temporary names
 
 
 # --- input: sources that can be read from any offset (a Ray worker reads only its shard) -------------
@@ -212,10 +214,10 @@ class Explainer:
                  model_sha256=None):
         quiet_tensorflow()
         from integrated_gradients import DEFAULT_BASELINE
-        from model import load_checkpoint
+        from checkpoint import load_checkpoint
         self.ckpt = load_checkpoint(checkpoint)
         if model_sha256 is not None:   # a checkpoint replaced mid-job would mix two models in one output
-            from model import MODEL_FILE
+            from checkpoint import MODEL_FILE
             found = file_sha256(os.path.join(self.ckpt.files, MODEL_FILE))
             if found != model_sha256:
                 raise UserError(f"checkpoint {checkpoint} changed since this job started (its model.keras sha256 "
@@ -294,13 +296,13 @@ def foreign_files(out):
     return found
 
 
-TEMP_OF = re.compile(r"\.tmp-(\d+)-[a-z0-9_]+$")   # cli.atomic_write's temp names carry the writer's pid
+TEMP_OF = re.compile(r"\.tmp-(\d+)-[a-z0-9_]+$")   # files.atomic_write's temp names carry the writer's pid
 
 
 def remove_dead_temps(folder):
     """Delete the temp files of our runs that are no longer alive (a live run on the same --out keeps
     its own)."""
-    from model import _alive
+    from checkpoint import _alive
     for name in os.listdir(folder):
         match = TEMP_OF.search(name)
         if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
@@ -628,7 +630,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from cli import class_index
-    from model import MODEL_FILE, current_version, load_checkpoint
+    from checkpoint import MODEL_FILE, current_version, load_checkpoint
     ckpt = load_checkpoint(args.checkpoint)
     source = FileSource(args.input) if args.input else TaskSource(args.task, args.split, args.data_dir)
     shards, n_texts, input_sha = plan_shards(source, args.shard_size, args.limit)

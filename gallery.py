@@ -10,7 +10,8 @@ characters, at most ceil(GALLERY_PER_TASK / classes) per true class.
 """
 import os
 
-from cli import printable, quiet_tensorflow
+from errors import printable
+from cli import quiet_tensorflow
 
 quiet_tensorflow()
 
@@ -22,8 +23,9 @@ METHODS = {"grad": "gradxinput", "ig": "ig"}   # file name -> method
 
 
 def main(argv=None):
-    from cli import CHECKPOINTS_DIR, ArgumentParser, UserError, add_replace_argument, atomic_write, comma_list, \
-        prepare_output_dir, resolve_checkpoint
+    from errors import UserError
+    from files import atomic_write, prepare_output_dir
+    from cli import CHECKPOINTS_DIR, ArgumentParser, add_replace_argument, comma_list, resolve_checkpoint
     from plots import to_png
     from render import METHOD_TITLES, to_markdown
     from visualize import STEPS, pick_samples, run_methods

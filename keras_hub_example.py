@@ -60,7 +60,9 @@ def train(texts, labels, classes=2, epochs=EPOCHS, verbose=0, vocab_texts=(), ba
 def main(argv=None):
     import tempfile
     import warnings
-    from cli import ArgumentParser, UserError, choice, current_umask, int_range, printable
+    from errors import UserError, printable
+    from files import current_umask
+    from cli import ArgumentParser, choice, int_range
     from dataset import TASKS, load_task
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="hotel", type=choice(TASKS, "task"))

@@ -39,8 +39,9 @@ and the surrogate with ridge=0 recovers each token's weight exactly (tests/test_
 """
 import numpy as np
 
-from gradients import Attribution, as_split, class_scores, prepare_ids, resolve_target, tokens_of
+from gradients import Attribution, class_scores, resolve_target, split_of, tokens_of
 from tokenizer import PAD_ID
+from validate import prepare_ids
 
 SAMPLES = 500             # K perturbed texts per text (the surrogate)
 KERNEL_WIDTH = 25.0       # LIME's LimeTextExplainer default
@@ -84,7 +85,7 @@ def _prepare(model, inputs, target, layer, xla):
     if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
         raise ValueError("perturbation methods delete token ids: give int token ids [B, L], not strings")
     token_ids = prepare_ids(inputs)
-    split = as_split(model, token_ids, layer)
+    split = split_of(model, token_ids, layer)
     probs = class_scores(split, token_ids, xla=xla)
     return split, token_ids, probs, resolve_target(target, probs)
 

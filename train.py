@@ -18,7 +18,8 @@ files of the same names) for the same task and --arch; another task's or arch's 
 """
 import os
 
-from cli import printable, quiet_tensorflow
+from errors import printable
+from cli import quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
@@ -167,12 +168,13 @@ def main(argv=None):
     strategy, distribute = make_strategy(args.distribute)   # first: before TensorFlow runs any op
     replicas = strategy.num_replicas_in_sync
     import keras
-    from cli import UserError
+    from errors import UserError
     from dataset import load_task
-    from model import build_model, init_from_checkpoint, make_optimizer, save_checkpoint
+    from model import build_model, make_optimizer
+    from checkpoint import init_from_checkpoint, save_checkpoint
     from tokenizer import Tokenizer
 
-    from model import check_checkpoint_target
+    from checkpoint import check_checkpoint_target
     check_checkpoint_target(args.out, args.task, args.arch, args.replace_different)   # refuse a bad --out before spending minutes on training
     keras.utils.set_random_seed(args.seed)
     data = load_task(args.task, args.data_dir)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cli import UserError
+from errors import UserError
 from tokenizer import Tokenizer, clean_text, decode_ids
 
 DEFAULT_MAXLEN = 256           # for an int-input model with no fixed length and no --maxlen
@@ -191,7 +191,7 @@ def load_user_model(path, vocab=None, tokenizer=None, classes=None, maxlen=None,
     import warnings
     import keras
     from embedding_split import embedding_layers, output_kind, text_vectorizers
-    from hub_inputs import HubInputs, tokenizer_of
+    from model_io import HubInputs, tokenizer_of
     # Keras' UserWarnings (compile config not restored, masks destroyed by position embeddings, ...)
     # are about training and layer internals, not about the explanation: kept off the CLI's output
     warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(_hub)?(\.|$)")

@@ -13,7 +13,8 @@ runs the command line.
 """
 import os
 
-from cli import printable, quiet_tensorflow
+from errors import printable
+from cli import quiet_tensorflow
 
 quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
@@ -50,7 +51,7 @@ def attribute(model, inputs, method, *, steps=STEPS, baseline=None, target=None,
     if method in ("surrogate", "occlusion"):
         import perturbation
         if isinstance(inputs, (list, tuple)):
-            from cli import UserError
+            from errors import UserError
             raise UserError(f"--method {method} deletes token ids: it needs a model that takes token ids")
         explain_with = perturbation.deletion_surrogate if method == "surrogate" else perturbation.occlusion
         return explain_with(model, inputs, target, layer=layer)
@@ -164,7 +165,7 @@ def pick_samples(ckpt, task, data_dir, n, errors=False, max_chars=None, balanced
 def write_outputs(rows, out, formats, stem=OUTPUT_STEM, title=None, color="auto", replace=False):
     """Write the chosen formats into `out` (each file atomically); print the terminal view.
     replace: overwrite same-named files in a folder the project did not create (--replace)."""
-    from cli import atomic_write, prepare_output_dir
+    from files import atomic_write, prepare_output_dir
     from plots import to_png
     files = {"md": f"{stem}.md", "html": f"{stem}.html", "png": f"{stem}.png"}
     prepare_output_dir(out, [files[f] for f in formats if f in files], replace)
@@ -226,7 +227,7 @@ def parse_args(argv=None):
 
 
 def read_texts(args):
-    from cli import UserError
+    from errors import UserError
     from tokenizer import clean_text
     texts = list(args.text)
     if args.file:
@@ -256,7 +257,8 @@ def default_out_dir():
 
 
 def main(argv=None):
-    from cli import UserError, class_index, resolve_explainable
+    from errors import UserError
+    from cli import class_index, resolve_explainable
     args = parse_args(argv)
     texts = read_texts(args)
     ckpt = resolve_explainable(args)

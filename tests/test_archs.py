@@ -8,7 +8,8 @@ import tensorflow as tf
 from conftest import train_tiny
 from gradients import gradients
 from integrated_gradients import integrated_gradients, quadrature
-from model import CheckpointError, HashedNgramEmbedding, build_model, init_from_checkpoint, load_checkpoint
+from model import HashedNgramEmbedding, build_model
+from checkpoint import CheckpointError, init_from_checkpoint, load_checkpoint
 from tokenizer import Tokenizer
 
 NEW_ARCHS = ("fasttext", "transformer")
@@ -181,7 +182,7 @@ def test_init_from_refuses_an_incompatible_checkpoint(tiny_checkpoints, data_dir
 
 def test_comparison_without_fasttext_is_one_clear_line(monkeypatch):
     import compare_fasttext
-    from cli import UserError
+    from errors import UserError
     monkeypatch.setitem(sys.modules, "fasttext", None)    # import fasttext now raises ImportError
     with pytest.raises(UserError, match="pip install fasttext-wheel"):
         compare_fasttext.main(["--task", "hotel"])

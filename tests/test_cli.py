@@ -78,7 +78,7 @@ def test_train_cli_end_to_end(data_dir, tmp_path):
                  "--maxlen", "16", "--min-freq", "1", "--verbose", "0")
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout
-    from model import current_version
+    from checkpoint import current_version
     assert sorted(os.listdir(current_version(str(out)))) == ["meta.json", "metrics.json", "model.keras",
                                                              "tokenizer.json"]
     assert "oneDNN" not in result.stderr and "absl" not in result.stderr
@@ -114,7 +114,7 @@ def test_visualize_misclassified_samples(tiny_checkpoints, data_dir, tmp_path, c
     assert len(captions) == 3 and all(label != predicted for label, predicted in captions)
     # on the true labels: where the tiny model is right on every test text there is nothing to show,
     # and the run says so in one line
-    from model import load_checkpoint
+    from checkpoint import load_checkpoint
     result = in_process(capsys, visualize.main, "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir,
                         "--task", "hotel", "-n", "3", "--errors", "--out", str(tmp_path / "none"))
     if load_checkpoint(tiny_checkpoints["cnn"]).metrics["test_accuracy"] == 1.0:

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, SHARED_DATA
 
 import explain
-from cli import UserError
+from errors import UserError
 
 N_TEXTS = 1000
 SHARD = 100
@@ -77,7 +77,7 @@ def test_one_line_per_text_in_input_order_and_completeness(hotel, full_run):
 
 def test_lines_match_integrated_gradients_called_directly(hotel, full_run):
     from integrated_gradients import integrated_gradients
-    from model import load_checkpoint
+    from checkpoint import load_checkpoint
     ckpt = load_checkpoint(hotel["ckpt"])
     _, lines = read_out(full_run)
     picked = [lines[i] for i in (0, 1, 399, 777, N_TEXTS - 1)]
@@ -144,7 +144,8 @@ def test_ray_engine_writes_the_same_attributions(hotel, full_run):
 def marker_checkpoint(directory, marker, alphabet):
     """A 'mean' model whose only route to class 1 is the marker's embedding dimension 0; every other
     character has a small random embedding in the other dimensions."""
-    from model import build_model, save_checkpoint
+    from model import build_model
+    from checkpoint import save_checkpoint
     from tokenizer import RESERVED, Tokenizer
     tokenizer = Tokenizer(RESERVED + [marker] + alphabet)
     dim = 4

@@ -15,7 +15,7 @@ from keras import layers, ops
 
 import keras_io_example
 from conftest import SHARED_DATA, skip_or_fail
-from cli import UserError
+from errors import UserError
 from gradients import gradients
 from integrated_gradients import integrated_gradients, quadrature
 
@@ -250,13 +250,13 @@ def test_traces_per_exact_length_are_bounded(monkeypatch):
     """Other models run at their exact length (no bucketing: their padding invariance is
     unknown): one trace per length (rows left open) for EXACT_LENGTHS_PER_MODEL lengths, then one
     None-dim graph per kind, with the same numbers; a repeat traces nothing new."""
-    import gradients as gradients_module
-    monkeypatch.setattr(gradients_module, "EXACT_LENGTHS_PER_MODEL", 2)
+    from embedding_split import none_dim_graphs, split_at_embedding
+    from engine import ENGINE
+    monkeypatch.setattr(ENGINE, "exact_lengths", 2)
     model, _ = original_layout()
 
     def traces():
-        return {kind: fn.experimental_get_tracing_count()
-                for (key, kind), fn in gradients_module._TRACED.items() if isinstance(key, tuple) and key[0] is model}
+        return ENGINE.traces_by_kind(split_at_embedding(model, token_ids()))
 
     calls = [(seed, length, batch) for seed, length, batch in ((1, 12, 3), (2, 31, 7), (3, 8, 1), (4, 25, 2))]
     results = {}
@@ -271,9 +271,7 @@ def test_traces_per_exact_length_are_bounded(monkeypatch):
     assert {kind[1] for kind in counts} == {"static", "none dims"} and not any(kind[2:] == (True,) for kind in counts)
     for kind, count in counts.items():
         assert count <= (1 if kind[1] == "none dims" else 2), (kind, count)   # EXACT_LENGTHS_PER_MODEL
-    from gradients import none_dim_graphs
-    from model import split_at_embedding
-    reference = none_dim_graphs(split_at_embedding(model, inputs=token_ids()))
+    reference = none_dim_graphs(split_at_embedding(model, token_ids()))
     for seed, length, batch in calls[:2]:          # the static graphs give the None-dim numbers
         ids = token_ids(seed, batch, length)
         ig, grad = results[seed]
