@@ -25,8 +25,6 @@ import os
 
 from cli import quiet_tensorflow
 
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
-
 import json
 import resource
 import subprocess
@@ -264,7 +262,7 @@ def print_extras(r):
 def main():
     import argparse
     from cli import ArgumentParser, float_range, int_range
-    from integrated_gradients import MAX_STEPS
+    from validate import MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="checkpoints/hotel", help="Checkpoint folder whose model is timed.")
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
@@ -285,6 +283,7 @@ def main():
     p.add_argument("--task", default="hotel", help="with --model: the task whose test texts are explained")
     p.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     if args.samples is None:
         args.samples = SAMPLES if args.full else QUICK_SAMPLES
     if args.min_seconds is None:

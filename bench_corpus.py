@@ -18,8 +18,6 @@ import os
 
 from cli import quiet_tensorflow
 
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
-
 import json
 import re
 import shutil
@@ -162,6 +160,7 @@ def main():
     t.add_argument("--files", type=int_range(1), default=50000, help="Number of generated THUCTC files.")
     t.add_argument("--body-chars", default="1000,4000", help="comma list of body lengths to compare")
     args = p.parse_args()
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     return bench_explain(args) if args.what == "explain" else bench_thuctc(args)
 
 

@@ -10,8 +10,6 @@ the time ratio auto / 50. The last line is all of it as JSON.
 """
 from cli import quiet_tensorflow
 
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
-
 import json
 
 import numpy as np
@@ -48,6 +46,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     from bench import best_times, load_inputs
     ckpt, token_ids = load_inputs(args)
     variants = {"auto": lambda: explain_all(ckpt.model, token_ids, "auto"),

@@ -23,8 +23,6 @@ without a ratio). A bad flag or missing data is one line and a non-zero exit, as
 """
 from cli import quiet_tensorflow
 
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
-
 import json
 import os
 import time
@@ -43,7 +41,7 @@ VAL_BATCH_SIZE = 256       # train.py's validation batch
 def parse_args(argv=None):
     from cli import ArgumentParser, choice, float_range, int_range
     from dataset import TASKS
-    from model import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
+    from defaults import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
     from train import BATCH_SIZE, LEARNING_RATE
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default=TASK, type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
@@ -173,6 +171,7 @@ def print_results(results):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     data, tokenizer, maxlen, x_train, x_val = prepare(args)
     print(f"task {args.task}, arch {args.arch}, dropout {args.dropout}: {len(x_train)} train texts, maxlen {maxlen}, "
           f"vocabulary {len(tokenizer)}, batch {args.batch_size}; {args.repeats} x {args.steps} timed steps per "

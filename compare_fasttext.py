@@ -12,8 +12,6 @@ import os
 
 from cli import quiet_tensorflow
 
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
-
 import json
 import shlex
 import sys
@@ -86,6 +84,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     import_fasttext()   # fail before any training when the package is missing
     import train
     from dataset import load_task

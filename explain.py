@@ -31,13 +31,10 @@ from errors import UserError, printable
 from files import atomic_write, check_folder_path
 from cli import quiet_tensorflow
 
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
-
 import base64
 import csv
 import functools
 import hashlib
-import html
 import io
 import itertools
 import json
@@ -49,7 +46,6 @@ import numpy as np
 
 # defaults, visible in one place
 METHOD = "ig"
-PERTURBATION_METHODS = {"surrogate": "deletion_surrogate", "occlusion": "occlusion"}   # perturbation.py
 STEPS = 50
 SHARD_SIZE = 1000          # texts per shard: the unit of atomic commit and of resume
 BATCH_SIZE = 64            # texts per attribution call
@@ -193,18 +189,6 @@ def short(values):
     return [float(f"{v:.8g}") for v in np.asarray(values, np.float64).ravel()]
 
 
-def jieba_words(tokens, scores):
-    """Characters -> jieba words of the same text, with the characters' scores summed per word."""
-    import jieba
-    jieba.setLogLevel(60)
-    words, word_scores, pos = [], [], 0
-    for word in jieba.lcut("".join(tokens), HMM=True):
-        words.append(word)
-        word_scores.append(float(np.sum(scores[pos:pos + len(word)])))
-        pos += len(word)
-    return words, word_scores
-
-
 class Explainer:
     """Loads a checkpoint once; then turns lists of (text, label) into output lines (dicts).
 
@@ -213,7 +197,6 @@ class Explainer:
     def __init__(self, checkpoint, method=METHOD, steps=STEPS, baseline=None, target=None, batch_size=BATCH_SIZE,
                  model_sha256=None):
         quiet_tensorflow()
-        from integrated_gradients import DEFAULT_BASELINE
         from checkpoint import load_checkpoint
         self.ckpt = load_checkpoint(checkpoint)
         if model_sha256 is not None:   # a checkpoint replaced mid-job would mix two models in one output
@@ -223,47 +206,30 @@ class Explainer:
                 raise UserError(f"checkpoint {checkpoint} changed since this job started (its model.keras sha256 "
                                 f"is {found[:12]}..., the job's {model_sha256[:12]}...); explain into a new --out")
         self.method, self.steps, self.batch_size = method, steps, batch_size
-        self.baseline, self.target = baseline or DEFAULT_BASELINE, target
+        self.baseline, self.target = baseline, target   # None: integrated gradients' default (zero)
         self.attribution_seconds = 0.0   # time inside the attribution calls: the floor of the loop
 
-    def attribute(self, token_ids):
-        from gradients import gradients
-        from integrated_gradients import integrated_gradients
-        if self.method == "ig":
-            return integrated_gradients(self.ckpt.model, token_ids, self.target, baseline=self.baseline,
-                                        steps=self.steps)
-        if self.method in PERTURBATION_METHODS:
-            import perturbation
-            return getattr(perturbation, PERTURBATION_METHODS[self.method])(self.ckpt.model, token_ids, self.target)
-        return gradients(self.ckpt.model, token_ids, self.target, times_input=True)
-
     def __call__(self, first_id, records):
-        ckpt, lines = self.ckpt, []
-        for start in range(0, len(records), self.batch_size):
-            chunk = records[start:start + self.batch_size]
-            token_lists = [ckpt.tokenizer.tokenize(text) for text, *_ in chunk]   # once: jieba is slow
-            token_ids = np.zeros((len(chunk), ckpt.maxlen), np.int32)         # PAD = 0, as Tokenizer.encode
-            for row, tokens in enumerate(token_lists):
-                ids = ckpt.tokenizer.ids(tokens[:ckpt.maxlen])
-                token_ids[row, :len(ids)] = ids
-            start_call = time.perf_counter()
-            a = self.attribute(token_ids)
-            self.attribution_seconds += time.perf_counter() - start_call
-            for row, ((text, label, *cut), tokens) in enumerate(zip(chunk, token_lists)):
-                seen = tokens[:ckpt.maxlen]
-                scores = a.scores[row, :len(seen)]
-                words, word_scores = (seen, scores) if ckpt.tokenizer.level == "word" else jieba_words(seen, scores)
-                pred, tgt = int(a.probs[row].argmax()), int(a.target[row])
-                line = {"id": first_id + start + row, "text": text, "label": label, "tokens": seen,
-                        "truncated": (cut[0] if cut else 0) + len("".join(tokens[ckpt.maxlen:])), "scores": short(scores),
-                        "predicted": ckpt.classes[pred], "probs": short(a.probs[row]), "target": ckpt.classes[tgt],
-                        "method": self.method, "output": short(a.output[row])[0],
-                        "baseline_output": None, "delta": None, "steps": None,
-                        "words": list(words), "word_scores": short(word_scores)}
-                if a.delta is not None:
-                    line.update(baseline_output=short(a.baseline_output[row])[0], delta=short(a.delta[row])[0],
-                                steps=int(a.steps[row]), baseline=a.baseline)
-                lines.append(line)
+        """(text, label, characters cut at read) records -> output lines (methods.explain_texts)."""
+        from methods import explain_texts
+        ckpt, timer = self.ckpt, []
+        explained = explain_texts(ckpt, [text for text, *_ in records], self.method, target=self.target,
+                                  steps=self.steps, baseline=self.baseline, texts_per_call=self.batch_size,
+                                  timer=timer)
+        self.attribution_seconds += sum(timer)
+        lines = []
+        for row, ((text, label, *cut), r) in enumerate(zip(records, explained)):
+            words, word_scores = r.words(word_level=ckpt.tokenizer.level == "word")
+            line = {"id": first_id + row, "text": text, "label": label, "tokens": r.tokens,
+                    "truncated": (cut[0] if cut else 0) + r.truncated, "scores": short(r.scores),
+                    "predicted": ckpt.classes[r.predicted], "probs": short(r.probs), "target": ckpt.classes[r.target],
+                    "method": self.method, "output": short(r.output)[0],
+                    "baseline_output": None, "delta": None, "steps": None,
+                    "words": list(words), "word_scores": short(word_scores)}
+            if r.delta is not None:
+                line.update(baseline_output=short(r.baseline_output)[0], delta=short(r.delta)[0],
+                            steps=r.steps, baseline=r.baseline)
+            lines.append(line)
         return lines
 
 
@@ -595,7 +561,8 @@ def write_summary(out, manifest, min_count=MIN_COUNT, top=TOP_K):
 def parse_args(argv=None):
     from cli import ArgumentParser, choice, float_range, int_range
     from dataset import TASKS
-    from integrated_gradients import BASELINES, MAX_STEPS
+    from methods import NAMES, describe
+    from validate import BASELINES, MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint directory written by train.py")
     p.add_argument("--input", default=None, help="a .txt (one text per line), .csv or .jsonl file")
@@ -604,9 +571,7 @@ def parse_args(argv=None):
     p.add_argument("--split", default="test", type=choice(SPLITS, "split"), help=f"with --task: one of {', '.join(SPLITS)}")
     p.add_argument("--data-dir", default=None, help="data directory for --task")
     p.add_argument("--out", required=True, help="output directory (new, empty, or a previous run of this job)")
-    p.add_argument("--method", default=METHOD, type=choice(("ig", "grad", *PERTURBATION_METHODS), "method"),
-                   help="ig (integrated gradients), grad (gradient x input), surrogate (deletion surrogate) or "
-                        "occlusion (leave one character out); perturbation.py")
+    p.add_argument("--method", default=METHOD, type=choice(NAMES, "method"), help=describe())
     p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=STEPS,
                    help=f"integrated gradients steps (Gauss-Legendre), 1 to {MAX_STEPS}")
     p.add_argument("--baseline", default=None, type=choice(BASELINES, "baseline"),
@@ -629,6 +594,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     from cli import class_index
     from checkpoint import MODEL_FILE, current_version, load_checkpoint
     ckpt = load_checkpoint(args.checkpoint)

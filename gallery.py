@@ -13,8 +13,6 @@ import os
 from errors import printable
 from cli import quiet_tensorflow
 
-quiet_tensorflow()
-
 TASKS = ("thucnews", "weibo", "moods", "hotel")
 PER_TASK = 4
 MAXCHARS = 48       # gallery sentences are short enough to read in a README
@@ -37,6 +35,7 @@ def main(argv=None):
                                               "copy: regenerating it takes --out asset --replace).")
     add_replace_argument(p)
     args = p.parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     directories = {task: os.path.join(args.checkpoints, task) for task in args.tasks}
     for task, directory in directories.items():     # before any work: every checkpoint is there
         if not os.path.isdir(directory):

@@ -27,10 +27,9 @@ from engine import ENGINE
 from errors import UserError
 from gradients import COMPLETENESS_TOLERANCE, Attribution, reduce_scores, resolve_target, split_of, tokens_of
 from tokenizer import MASK_ID, PAD_ID, UNK_ID
-from validate import MAX_STEPS
+from validate import BASELINES, MAX_STEPS  # noqa: F401  (the API's names: integrated_gradients.BASELINES)
 
 RULES = ("gausslegendre", "left", "right", "middle", "trapezoid")   # quadrature rules (`method`)
-BASELINES = ("zero", "pad", "unk", "mask")
 DEFAULT_BASELINE = "zero"
 AUTO_STEPS = (16, 32, 64, 128, 256, 512)     # schedule of steps="auto"
 AUTO_TOLERANCE = COMPLETENESS_TOLERANCE      # steps="auto" stops where Attribution.complete() holds

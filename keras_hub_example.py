@@ -12,8 +12,6 @@ import os
 
 from cli import quiet_tensorflow
 
-quiet_tensorflow()
-
 FAMILIES = ("bert", "distil_bert")
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 SEQUENCE = 64
@@ -75,6 +73,7 @@ def main(argv=None):
     p.add_argument("--layers", type=int_range(1), default=LAYERS)
     p.add_argument("--sequence", type=int_range(3), default=SEQUENCE, help="tokens per text, [CLS] and [SEP] included")
     args = p.parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     out = os.path.abspath(args.out)
     if os.path.exists(out):
         raise UserError(f"refusing to overwrite {printable(out)}; give a new --out path")

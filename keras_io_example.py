@@ -16,8 +16,6 @@ import os
 from errors import printable
 from cli import quiet_tensorflow
 
-quiet_tensorflow()
-
 MAX_TOKENS = 5000
 SEQUENCE = 256
 DIM = 64
@@ -71,6 +69,7 @@ def main(argv=None):
     p.add_argument("--int-out", default=None, help="Also save the nested int model (token ids in) here (.keras).")
     p.add_argument("--vocab-out", default=None, help="Also write its vocabulary here, one token per line.")
     args = p.parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     out = os.path.abspath(args.out)
     for path in (args.out, args.int_out, args.vocab_out):
         if path and os.path.exists(path):

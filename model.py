@@ -36,13 +36,10 @@ import re
 import keras
 from keras import layers, ops
 
+from defaults import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
 from errors import UserError
 from tokenizer import PAD_ID
 
-ARCHS = ("cnn", "textcnn", "bilstm", "mean", "fasttext", "transformer")
-EMBED_DIM = 128
-HIDDEN = 128
-DROPOUT = 0.5
 NGRAM_BUCKETS = 400_000       # fasttext: hashed rows per n-gram order (bigrams, trigrams), at most
 NGRAM_ROWS_PER_TOKEN = 100    # ... and at most this many per vocabulary entry (small vocab, small table)
 NGRAM_ORDERS = (2, 3)

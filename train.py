@@ -21,8 +21,6 @@ import os
 from errors import printable
 from cli import quiet_tensorflow
 
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
-
 import sys
 import time
 
@@ -58,7 +56,7 @@ def parse_args(argv=None):
     from cli import MAX_MAXLEN, ArgumentParser, choice, float_range, int_range
     from dataset import TASKS
     from distribute import STRATEGIES
-    from model import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
+    from defaults import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", required=True, type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--data-dir", default=None, help="data directory (default: $TIG_DATA_DIR, then ./data)")
@@ -164,6 +162,7 @@ def make_dataset(x, y, batch_size, shuffle=False, mask_rate=0.0, seed=0):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     from distribute import build_before_fit, devices_of, is_chief, make_strategy, predict_locally
     strategy, distribute = make_strategy(args.distribute)   # first: before TensorFlow runs any op
     replicas = strategy.num_replicas_in_sync

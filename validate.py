@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 MAX_STEPS = 1024   # integrated gradients' quadrature nodes at most (Gauss-Legendre's set-up grows as steps^2)
+BASELINES = ("zero", "pad", "unk", "mask")   # integrated gradients' named baselines (make_baseline)
 
 
 def is_int(value):

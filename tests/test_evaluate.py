@@ -132,7 +132,7 @@ def test_evaluate_cli_bad_input(tmp_path, capsys):
     for args, fragment in (
             (("--checkpoint", str(tmp_path / "missing")), "checkpoint not found"),
             (("--task", "hotel", "--methods", "limes"), "unknown method"),
-            (("--task", "hotel", "--steps", "many"), "--steps must be")):
+            (("--task", "hotel", "--steps", "many"), "--steps: must be an integer from 1 to")):
         assert_clean_failure(in_process(capsys, evaluate.main, *args), fragment)
 
 
