@@ -211,7 +211,7 @@ def load_inputs(args):
     from cli import resolve_checkpoint
     from dataset import load_task
     ckpt = resolve_checkpoint(checkpoint=args.checkpoint)
-    texts = load_task(ckpt.meta["task"], args.data_dir).test.texts[:args.samples]
+    texts = load_task(ckpt.meta["task"], args.data_dir).test.texts[:args.n]
     return ckpt, ckpt.tokenizer.encode(texts, ckpt.maxlen)
 
 
@@ -239,7 +239,7 @@ def checkpoint_extras(args, ckpt, ids):
     memory = {}
     for s in (steps, 6 * steps):
         out = subprocess.run([sys.executable, __file__, "--child-memory", "--checkpoint", args.checkpoint,
-                              "--samples", str(n), "--steps", str(s)] +
+                              "-n", str(n), "--steps", str(s)] +
                              (["--data-dir", args.data_dir] if args.data_dir else []),
                              capture_output=True, text=True, check=True)
         memory[s] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -266,7 +266,7 @@ def main():
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="checkpoints/hotel", help="Checkpoint folder whose model is timed.")
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
-    p.add_argument("--samples", type=int_range(1), default=None,
+    p.add_argument("-n", type=int_range(1), default=None,
                    help=f"Test texts explained per timed run (default: {QUICK_SAMPLES}; {SAMPLES} with --full).")
     p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=STEPS,
                    help=f"IG steps (memory is also measured at 6x this, so at most {MAX_STEPS // 6})")
@@ -284,8 +284,8 @@ def main():
     p.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
-    if args.samples is None:
-        args.samples = SAMPLES if args.full else QUICK_SAMPLES
+    if args.n is None:
+        args.n = SAMPLES if args.full else QUICK_SAMPLES
     if args.min_seconds is None:
         args.min_seconds = MIN_SECONDS if args.full else QUICK_MIN_SECONDS
     if args.child_memory:
@@ -297,7 +297,7 @@ def main():
         from dataset import load_task
         from user_model import load_user_model
         ckpt = load_user_model(args.model, vocab=args.vocab, tokenizer=args.tokenizer, maxlen=args.maxlen)
-        inputs = ckpt.tokenizer.encode(load_task(args.task, args.data_dir).test.texts[:args.samples], ckpt.maxlen)
+        inputs = ckpt.tokenizer.encode(load_task(args.task, args.data_dir).test.texts[:args.n], ckpt.maxlen)
         name = f"model {args.model} ({ckpt.meta['input']} input, {ckpt.meta['output_kind']} output)"
     else:
         ckpt, inputs = load_inputs(args)

@@ -38,7 +38,7 @@ def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="Checkpoint folder of the model to explain.")
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
-    p.add_argument("--samples", type=int_range(1), default=SAMPLES, help="Test texts explained.")
+    p.add_argument("-n", type=int_range(1), default=SAMPLES, help="Test texts explained.")
     p.add_argument("--min-seconds", type=float_range(0, 3600), default=MIN_SECONDS,
                    help="Each variant is timed at least 3 times and at least this many seconds in total.")
     return p.parse_args(argv)

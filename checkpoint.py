@@ -21,9 +21,8 @@ from dataclasses import dataclass, field, fields
 
 import keras
 
-from files import atomic_write
-
 from errors import UserError, has_control
+from files import atomic_write, process_alive
 from model import HashedNgramEmbedding
 from tokenizer import Tokenizer
 
@@ -31,7 +30,7 @@ MODEL_FILE, TOKENIZER_FILE, META_FILE, METRICS_FILE = "model.keras", "tokenizer.
 
 
 class CheckpointError(UserError):
-    pass
+    """A checkpoint that is missing, incomplete, or whose parts do not belong together."""
 
 
 # --- metadata -------------------------------------------------------------------------
@@ -95,20 +94,13 @@ class Meta:
 
     def get(self, name, default=None):
         """A field or an extra key by name (meta.get("layer")), as on the JSON object."""
-        value = getattr(self, name) if name in self.__dataclass_fields__ and name != "extra" else \
-            self.extra.get(name, default)
-        return default if value is None else value
+        return self.to_dict().get(name, default)
 
     def __getitem__(self, name):
-        value = self.get(name)
-        if value is None:
-            raise KeyError(name)
-        return value
+        return self.to_dict()[name]
 
 
-def validate_meta(meta, where):
-    """meta (a dict or a Meta) as a checked Meta; CheckpointError otherwise."""
-    return Meta.from_dict(meta, where)
+validate_meta = Meta.from_dict    # meta (a dict or a Meta) -> a checked Meta; CheckpointError otherwise
 
 
 # --- storage ------------------------------------------------------------------------
@@ -148,11 +140,6 @@ class Checkpoint:
             return {}
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-
-
-def is_checkpoint_dir(path):
-    """A folder written by save_checkpoint (or the older flat layout), verified: see checkpoint_meta."""
-    return checkpoint_meta(path) is not None
 
 
 def checkpoint_meta(path):
@@ -228,16 +215,6 @@ def check_checkpoint_target(directory, task=None, arch=None, replace_different=F
     return directory
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _write_json(path, obj):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, ensure_ascii=False, indent=2)
@@ -276,14 +253,10 @@ def save_checkpoint(directory, model, tokenizer, meta, metrics=None, replace_dif
 
 
 def save_model_weights_only(model, path):
-    """Save the model's architecture and weights, without the optimizer state or compile settings.
-
-    A .keras file of a compiled model carries the optimizer's slots (Adam: two per weight), which
-    for the fasttext n-gram tables tripled the file (1.2 GB); explaining and --init-from need the
-    weights only. Keras 3 ignores include_optimizer for .keras files, so an uncompiled copy of the
-    model is saved instead (the model itself is not touched). Older checkpoints that hold an
-    optimizer still load: load_checkpoint loads with compile=False.
-    """
+    """Save the model's architecture and weights, without the optimizer state (Adam's two slots per
+    weight tripled the fasttext file to 1.2 GB). Keras 3 ignores include_optimizer for .keras files,
+    so an uncompiled copy is saved (the model is not touched); older files with an optimizer still
+    load (compile=False)."""
     bare = model.__class__.from_config(model.get_config())
     bare.set_weights(model.get_weights())
     bare.save(path)
@@ -296,7 +269,7 @@ def _remove_stale(directory, current):
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
         temp = TEMP_NAME.fullmatch(name)
-        if ((VERSION_NAME.fullmatch(name) and name != current) or (temp and not _alive(int(temp.group(1))))
+        if ((VERSION_NAME.fullmatch(name) and name != current) or (temp and not process_alive(int(temp.group(1))))
                 or POINTER_TEMP.fullmatch(name)):   # under the lock, no live writer owns a pointer temp
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         elif name in CHECKPOINT_FILES and os.path.isfile(path):

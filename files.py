@@ -3,6 +3,7 @@
 Outputs are written to a temporary name and renamed, into folders the program created or that
 hold only its own outputs: nothing a user had on disk is deleted or overwritten.
 """
+import hashlib
 import os
 import tempfile
 
@@ -63,3 +64,24 @@ def current_umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def files_sha256(*paths):
+    """sha256 hex digest of the files' bytes, read in 1 MB blocks, in the order given."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def process_alive(pid):
+    """Whether process `pid` exists (a temporary name carries its writer's pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

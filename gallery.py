@@ -17,7 +17,7 @@ TASKS = ("thucnews", "weibo", "moods", "hotel")
 PER_TASK = 4
 MAXCHARS = 48       # gallery sentences are short enough to read in a README
 OUT = os.path.join("out", "gallery")   # git-ignored; the README's asset/ is written only when asked
-METHODS = {"grad": "gradxinput", "ig": "ig"}   # file name -> method
+SHOWN = ("grad", "ig")   # methods shown (methods.py names; also the PNG file names)
 
 
 def main(argv=None):
@@ -25,6 +25,7 @@ def main(argv=None):
     from files import atomic_write, prepare_output_dir
     from cli import CHECKPOINTS_DIR, ArgumentParser, add_replace_argument, comma_list, resolve_checkpoint
     from plots import to_png
+    from methods import canonical
     from render import METHOD_TITLES, to_markdown
     from visualize import STEPS, pick_samples, run_methods
     p = ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,7 +42,7 @@ def main(argv=None):
         if not os.path.isdir(directory):
             raise UserError(f"no checkpoint for task {task!r} at {directory}; train one with: "
                             f"python train.py --task {task} --data-dir DIR --out {directory}")
-    names = [f"{task}_{method}.png" for task in args.tasks for method in METHODS] + ["gallery.md"]
+    names = [f"{task}_{method}.png" for task in args.tasks for method in SHOWN] + ["gallery.md"]
     prepare_output_dir(args.out, names, args.replace)
     sections = []
     for task, directory in directories.items():
@@ -51,7 +52,8 @@ def main(argv=None):
         section = [f"### {task}", "", f"<sub>checkpoint {directory} ({ckpt.meta.get('arch')}), "
                                     f"test accuracy {metrics.get('test_accuracy', float('nan')):.4f}, "
                                     f"macro-F1 {metrics.get('test_macro_f1', float('nan')):.4f}</sub>", ""]
-        for short, method in METHODS.items():
+        for short in SHOWN:
+            method = canonical(short)
             rows = run_methods(ckpt, texts, [method], labels=labels, steps=STEPS)
             png = to_png(rows, os.path.join(args.out, f"{task}_{short}.png"),
                          title=f"{task} · {METHOD_TITLES[method]}")

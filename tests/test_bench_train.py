@@ -8,7 +8,7 @@ import numpy as np
 from test_cli import assert_clean_failure, in_process, run
 
 # the fixture's 136 hotel training rows in 8 batches of 17: one batch shape, so XLA compiles once
-TINY = ("--task", "hotel", "--steps", "3", "--repeats", "2", "--batch-size", "17", "--hidden", "8", "--embed-dim", "8")
+TINY = ("--task", "hotel", "--timed-steps", "3", "--repeats", "2", "--batch-size", "17", "--hidden", "8", "--embed-dim", "8")
 
 
 def test_bench_train_times_both_settings_in_one_run(capsys, data_dir):
@@ -38,5 +38,5 @@ def test_bench_train_bad_input_is_one_line(capsys, data_dir, tmp_path):
     result = run("bench_train.py", "--task", "tweets", "--data-dir", data_dir)   # the real __main__ path
     assert_clean_failure(result, "unknown task 'tweets'")
     assert result.returncode == 2
-    in_process(capsys, bench_train.main, *TINY, "--steps", "0").expect("--steps", 2)
+    in_process(capsys, bench_train.main, *TINY, "--timed-steps", "0").expect("--timed-steps", 2)
     in_process(capsys, bench_train.main, "--task", "weibo", "--data-dir", str(tmp_path)).expect("not found", 1)

@@ -125,7 +125,7 @@ def test_visualize_misclassified_samples(tiny_checkpoints, data_dir, tmp_path, c
 
 def test_bench_runs_and_reports_every_number(tiny_checkpoints, data_dir):
     import json
-    result = run("bench.py", "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir, "--samples", "4",
+    result = run("bench.py", "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir, "-n", "4",
                  "--steps", "4", "--min-seconds", "0", "--full")
     assert result.returncode == 0, result.stderr
     # progress on stderr, no warnings; results are measurements, not goals that read like failures

@@ -128,7 +128,7 @@ def test_ray_engine_writes_the_same_attributions(hotel, full_run):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
     try:
-        explain.main(job_args(hotel, out, "--engine", "ray", "--limit", str(2 * SHARD)))
+        explain.main(job_args(hotel, out, "--engine", "ray", "-n", str(2 * SHARD)))
     finally:
         ray.shutdown()
     _, ray_lines = read_out(out)

@@ -171,7 +171,7 @@ def test_wrote_lines_print_paths_sanitised(small_checkpoint, tmp_path, capsys):
 
 def test_explain_refuses_an_unclosed_quote_like_the_loaders(tmp_path):
     from errors import UserError
-    from explain import FileSource, plan_shards
+    from corpus import FileSource, plan_shards
     path = tmp_path / "texts.csv"
     path.write_text('text,label\n好的,1\n"没有关上的引号,0\n第三行,1\n第四行,0\n', encoding="utf-8")
     with pytest.raises(UserError, match="unclosed quote"):
@@ -180,7 +180,7 @@ def test_explain_refuses_an_unclosed_quote_like_the_loaders(tmp_path):
 
 def test_visualize_and_explain_split_lines_and_drop_a_bom_the_same_way(tmp_path):
     import argparse
-    from explain import FileSource
+    from corpus import FileSource
     from visualize import read_texts
     body = "\ufeff第一行\u2028还是第一行\x0c也是\n第二行\r\n\n第三行\r还是第三行\n"
     for name in ("texts.txt", "texts.jsonl"):
@@ -198,7 +198,8 @@ def test_visualize_and_explain_split_lines_and_drop_a_bom_the_same_way(tmp_path)
 
 
 def test_a_huge_text_reports_the_same_truncation_everywhere(small_checkpoint, tmp_path):
-    from explain import Explainer, FileSource, read_shard
+    from corpus import FileSource, read_shard
+    from explain import Explainer
     from checkpoint import load_checkpoint
     from render import to_terminal
     from visualize import explain

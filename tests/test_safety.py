@@ -388,7 +388,7 @@ def test_evaluate_and_bench_bad_arguments(tiny_checkpoints, tmp_path, capsys):
     ckpt = tiny_checkpoints["cnn"]
     one_line(in_process(capsys, evaluate.main, "--checkpoint", ckpt, "--methods", ","), "--methods", status=2)
     one_line(in_process(capsys, evaluate.main, "--checkpoint", ckpt, "--steps", "99999"), "--steps", status=2)
-    one_line(in_process(capsys, bench.main, "--checkpoint", ckpt, "--samples", "0"), "--samples", status=2)
+    one_line(in_process(capsys, bench.main, "--checkpoint", ckpt, "-n", "0"), "-n", status=2)
     one_line(in_process(capsys, bench.main, "--checkpoint", ckpt, "--steps", "-1"), "--steps", status=2)
     one_line(in_process(capsys, bench.main, "--checkpoint", str(tmp_path / "none")), "checkpoint not found", status=1)
 
