@@ -9,7 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, SHARED_DATA
+
+from conftest import ROOT, SHARED_DATA, skip_or_fail
 
 import explain
 from errors import UserError
@@ -32,7 +33,7 @@ def read_out(out):
 def hotel(tmp_path_factory):
     """A tiny char-CNN trained on 3,000 real hotel reviews, and a JSONL file of N_TEXTS other reviews."""
     if not os.path.exists(os.path.join(SHARED_DATA, "ChnSentiCorp_htl_all.csv")):
-        pytest.skip(f"no real data at {SHARED_DATA} (set $TIG_DATA_DIR)")
+        skip_or_fail(f"no real data at {SHARED_DATA} (set $TIG_DATA_DIR)")
     import train
     from dataset import load_task
     root = tmp_path_factory.mktemp("explain")

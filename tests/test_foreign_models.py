@@ -319,7 +319,10 @@ def test_keras_io_model_from_file(keras_io_file):
     # tokens are what the TextVectorization produced, one per position
     vocabulary = [l for l in model._flatten_layers() if isinstance(l, layers.TextVectorization)][0].get_vocabulary()
     assert ig.tokens[0] == [vocabulary[i] for i in ids[0][ids[0] != 0]]
-    assert "".join(ig.tokens[0]).replace("[UNK]", "?")[:5] == texts[0].lower()[:5] or len(ig.tokens[0]) > 0
+    # character tokens of this very text: in order, each a character of it (the layer lowercases and
+    # strips ASCII punctuation) or [UNK] (the 3,000-token vocabulary lacks it)
+    characters = iter(texts[0].lower())
+    assert len(ig.tokens[0]) >= 10 and all(token == "[UNK]" or token in characters for token in ig.tokens[0])
 
     int_model = [l for l in model.layers if isinstance(l, keras.Model)][0]
     table = [l for l in int_model.layers if isinstance(l, layers.Embedding)][0].embeddings.numpy()

@@ -128,3 +128,27 @@ def test_traces_stay_bounded_over_many_calls(monkeypatch):
     for kind, count in counts.items():
         assert count <= len(lengths) * (len(path_shapes) if kind[2] else 1), (kind, count)
     assert counts == first, "a repeat of the same shapes traced again"
+
+
+@pytest.mark.parametrize("kind", ["own", "foreign"])
+def test_the_engine_does_not_keep_models_alive(kind):
+    """Graphs and Splits live with their model: a model no one uses any more is freed, with them."""
+    import gc
+    import weakref
+
+    import keras
+    if kind == "own":
+        model = build_model("cnn", 30, 2, embed_dim=8, hidden=8)
+    else:
+        ids_in = keras.Input((None,), dtype="int32")
+        x = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(30, 8)(ids_in))
+        model = keras.Model(ids_in, keras.layers.Dense(2, activation="softmax")(x))
+    ids = np.array([[3, 4, 5, 6]], np.int32)
+    integrated_gradients(model, ids, steps=4)
+    gradients(model, ids)
+    split = weakref.ref(split_at_embedding(model, ids))
+    assert ENGINE.traces_by_kind(split()), "graphs were traced for this model"
+    model_ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert model_ref() is None and split() is None      # and so the engine's entry for it is gone
