@@ -1,11 +1,11 @@
-"""What every command line of the project shares: errors, argument checks, TensorFlow start-up,
-task and checkpoint resolution, safe output files.
+"""What every command line of the project shares: exit codes for errors, argument types,
+TensorFlow start-up, task and checkpoint resolution.
 
 Contract of every script: a usage error (a bad flag or value) prints one line and exits 2; a
-runtime error (a missing file, a bad checkpoint, a full disk) prints one line and exits 1;
-neither prints a traceback unless `--debug` is given or TIG_DEBUG=1 is set. Outputs are
-written to a temporary name and renamed, into folders the program created or that hold only
-its own outputs: nothing a user had on disk is deleted or overwritten.
+runtime error (errors.UserError: a missing file, a bad checkpoint; or a full disk) prints one line
+and exits 1; neither prints a traceback unless `--debug` is given or TIG_DEBUG=1 is set. Every
+script parses its arguments before importing TensorFlow, so --help and usage errors are instant.
+Outputs go through files.py (atomic writes into folders the program owns).
 """
 import argparse
 import glob

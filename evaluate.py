@@ -30,7 +30,7 @@ import sys
 
 import numpy as np
 
-from methods import METHODS as ALL_METHODS
+from methods import METHODS
 from tokenizer import PAD_ID
 from validate import BASELINES
 
@@ -38,8 +38,8 @@ SAMPLES = 500
 KS = (1, 5, 10, 20, 50)               # percent of tokens, as in ERASER
 CURVE = tuple(np.round(np.linspace(0, 1, 11), 2))
 STEPS = 50
-METHODS = ("ig", "gradxinput", "saliency", "random")   # the default; every name of methods.py, and the peers
-NATIVE = METHODS + tuple(m for m in ALL_METHODS if m not in METHODS)   # --methods all: these, and every peer
+DEFAULT_METHODS = ("ig", "gradxinput", "saliency", "random")   # any name of methods.py, "random", or a peer
+NATIVE = DEFAULT_METHODS + tuple(m for m in METHODS if m not in DEFAULT_METHODS)   # --methods all: and every peer
 REMOVALS = ("delete", "pad", "unk")
 EXPLAIN_BATCH = 64
 RESULTS_DIR = "results"               # git-ignored; one folder per model (default_out_dir)
@@ -266,10 +266,10 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
     p.add_argument("-n", type=int_range(1), default=SAMPLES, help="first N texts of the test split")
     from peers import LIME_SAMPLES, PEERS, SHAP_EVALS
-    p.add_argument("--methods", default=list(METHODS), type=comma_list(NATIVE + tuple(ALIASES) + PEERS + ("all",),
+    p.add_argument("--methods", default=list(DEFAULT_METHODS), type=comma_list(NATIVE + tuple(ALIASES) + PEERS + ("all",),
                                                                        "method"),
                    help="comma list of: " + ",".join(NATIVE + PEERS) + "; 'all' = every native method and every "
-                   "installed peer (default: " + ",".join(METHODS) + ")")
+                   "installed peer (default: " + ",".join(DEFAULT_METHODS) + ")")
     p.add_argument("--lime-samples", type=int_range(1), default=LIME_SAMPLES, help="LIME's num_samples per text")
     p.add_argument("--shap-evals", type=int_range(2), default=SHAP_EVALS, help="shap Partition's max_evals per text")
     p.add_argument("--surrogate-samples", type=int_range(1), default=None,

@@ -6,8 +6,8 @@ PNG images and terminal colours.
     python visualize.py --method grad --task hotel --data-dir DIR -n 5 --errors
     python visualize.py --method ig --model my_model.keras --text "..."  # your own Keras 3 model
 
-Methods: `ig` integrated gradients, `grad` gradient x input (signed), `saliency` the gradient's
-L2 norm (unsigned), `both` = grad and ig on the same texts. Rendering lives in render.py
+Methods (methods.py): `ig` integrated gradients, `grad` gradient x input (signed), `saliency` the
+gradient's L2 norm (unsigned), `occlusion`, `surrogate` (perturbation.py), `both` = grad and ig. Rendering lives in render.py
 (HTML, Markdown, terminal) and plots.py (PNG); this file turns texts into Explanations and
 runs the command line.
 """
@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from methods import METHODS, NAMES, TEXTS_PER_CALL, canonical, explain_texts, word_sums
+from methods import METHODS, NAMES, TEXTS_PER_CALL, canonical, describe, explain_texts, word_sums
 from render import METHOD_TITLES, Explanation, Explanations, to_markdown, to_report_html, to_terminal
 
 STEPS = 50
@@ -139,7 +139,7 @@ def parse_args(argv=None):
     from validate import BASELINES, MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", default="ig", type=choice(tuple(CLI_METHODS), "method"),
-                   help="ig, grad (gradient x input), saliency (gradient L2 norm) or both (grad and ig)")
+                   help=describe() + "; both = grad and ig on the same texts")
     p.add_argument("--task", default=None, type=choice(TASKS, "task"),
                    help=f"one of: {', '.join(TASKS)} (checkpoint checkpoints/<task>)")
     p.add_argument("--checkpoint", default=None,
