@@ -17,6 +17,7 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 import keras
@@ -39,9 +40,10 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
-class Meta:
+class Meta(Mapping):
     """meta.json, typed. task, classes and maxlen are required; other keys train.py records
-    (epochs, data_dir, ...) are kept in `extra` and written back unchanged."""
+    (epochs, data_dir, ...) are kept in `extra` and written back unchanged. Read-only, it also
+    works as the JSON object it is written as (meta["task"], meta.get("layer"), {**meta, ...})."""
     task: str
     classes: list
     maxlen: int
@@ -92,12 +94,14 @@ class Meta:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         return {**{k: v for k, v in out.items() if v is not None}, **self.extra}
 
-    def get(self, name, default=None):
-        """A field or an extra key by name (meta.get("layer")), as on the JSON object."""
-        return self.to_dict().get(name, default)
-
     def __getitem__(self, name):
         return self.to_dict()[name]
+
+    def __iter__(self):
+        return iter(self.to_dict())
+
+    def __len__(self):
+        return len(self.to_dict())
 
 
 validate_meta = Meta.from_dict    # meta (a dict or a Meta) -> a checked Meta; CheckpointError otherwise
@@ -110,11 +114,10 @@ validate_meta = Meta.from_dict    # meta (a dict or a Meta) -> a checked Meta; C
 #     <dir>/CURRENT              the name of the current version (replaced atomically)
 #     <dir>/v-<time>-<pid>/      model.keras, tokenizer.json, meta.json, metrics.json
 #
-# Saving writes a new version under a temporary name, renames it, then replaces CURRENT, all
-# under a lock; so at every instant CURRENT names a complete version (a crash or a kill leaves
-# the previous one loadable), and two concurrent writers end with one complete checkpoint.
-# Stale versions and the temporary folders of dead processes are removed by the next save.
-# Folders in the older flat layout (the four files directly in <dir>) still load.
+# Saving writes a new version under a temporary name, renames it, then replaces CURRENT, under a
+# lock: CURRENT always names a complete version (a crash leaves the previous one loadable), two
+# concurrent writers end with one complete checkpoint, and the next save removes stale versions
+# and dead processes' temporary folders. The older flat layout (files directly in <dir>) loads.
 
 POINTER_FILE, LOCK_FILE = "CURRENT", ".lock"
 CHECKPOINT_FILES = (MODEL_FILE, TOKENIZER_FILE, META_FILE, METRICS_FILE)
@@ -347,12 +350,11 @@ def load_checkpoint(directory):
 def init_from_checkpoint(model, tokenizer, directory, classes):
     """Start `model` (just built for `tokenizer` and `classes`) from checkpoint `directory`.
 
-    Embedding rows are mapped token by token through the two vocabularies (tokens the source
-    never saw keep their fresh rows); every other layer of the same name and weight shapes is
-    copied, except the output layer when the classes differ (a new task gets a new one).
-    Hashed n-gram rows are keyed by token ids, so they are copied only when both vocabularies
-    are identical. Refuses, with a CheckpointError, a checkpoint of another architecture,
-    token level or embedding size. Returns a summary dict; the source model is not modified.
+    Embedding rows are mapped token by token through the two vocabularies (tokens the source never
+    saw keep their fresh rows); every other layer of the same name and weight shapes is copied,
+    except the output layer when the classes differ (a new task gets a new one). Hashed n-gram rows
+    are keyed by token ids: copied only when both vocabularies are identical. Refuses (CheckpointError)
+    another architecture, token level or embedding size. Returns a summary; the source is not modified.
     """
     source = load_checkpoint(directory)
     src_embedder, dst_embedder = source.model.get_layer("embedder"), model.get_layer("embedder")
@@ -371,15 +373,13 @@ def init_from_checkpoint(model, tokenizer, directory, classes):
     if problems:
         raise CheckpointError(f"cannot initialise from {directory}: it has " + "; ".join(problems))
 
-    weights = dst_table.get_weights()[0].copy()
-    source_rows = src_table.get_weights()[0]
-    mapped = 0
-    for row, token in enumerate(tokenizer.vocab):
-        src_row = source.tokenizer.index.get(token)
-        if src_row is not None:
-            weights[row] = source_rows[src_row]
-            mapped += 1
+    weights, source_rows = dst_table.get_weights()[0].copy(), src_table.get_weights()[0]
+    pairs = [(row, source.tokenizer.index[token]) for row, token in enumerate(tokenizer.vocab)
+             if token in source.tokenizer.index]
+    for row, src_row in pairs:
+        weights[row] = source_rows[src_row]
     dst_table.set_weights([weights])
+    mapped = len(pairs)
     copied, fresh = ["embedding"], []
     for layer in dst_embedder.layers:
         if isinstance(layer, HashedNgramEmbedding):
