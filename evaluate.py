@@ -306,6 +306,7 @@ def main(argv=None):
     from gradients import class_scores
     from dataset import load_task
     import peers
+    import perturbation
     wanted_peers = [m for m in args.methods if m in peers.PEERS]
     for name in wanted_peers:
         if peers.missing(name):
@@ -345,7 +346,7 @@ def main(argv=None):
                                           lime_samples=args.lime_samples, shap_evals=args.shap_evals, seed=args.seed))
     results = {"task": task, "checkpoint": ckpt.directory, "model": model_source(ckpt), "n": len(token_ids), "removal": args.removal,
                "steps": args.steps, "lime_samples": args.lime_samples, "shap_evals": args.shap_evals,
-               "surrogate_samples": args.surrogate_samples, "ks_percent": list(KS), "curve_fractions": list(CURVE),
+               "surrogate_samples": args.surrogate_samples or perturbation.SAMPLES, "ks_percent": list(KS), "curve_fractions": list(CURVE),
                "accuracy_on_these": float(np.mean(target == test.labels[:len(target)])),
                "command": "python evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv), "methods": {}}
     reference = next(iter(explanations.values()))["scores"]
