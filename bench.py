@@ -9,7 +9,7 @@ Prints, measured in this one run on the same N test texts x S steps (64 x 50 wit
 a quick look: 16 texts, 1 s per variant, no memory or per-alpha loop):
   - IG as it runs now (graphs traced per length; this project's models run each text at the bucket of its own
     length) with XLA (xla=True, compiled by a warm-up call) and without (xla=False);
-  - before: IG on one None-dim graph at the padded length in 32 MB chunks (gradients.none_dim_graphs,
+  - before: IG on one None-dim graph at the padded length in 32 MB chunks (embedding_split.none_dim_graphs,
     the path every model took before static shapes) and the after/before throughput;
   - the floors: one forward+backward over exactly the interpolated inputs IG runs (same lengths,
     same chunks, built in advance) through a None-dim graph, a graph per length with the number of
@@ -24,8 +24,6 @@ The last line is all of it as JSON.
 import os
 
 from cli import quiet_tensorflow
-
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
 
 import json
 import resource
@@ -87,7 +85,7 @@ def interpolated_chunks(split, inputs, steps, pad=False):
     nodes), built in advance: per length group, x' + a_k (x - x') for every (text, node) pair at
     the group's length, cut into IG's chunks (pad: padded to IG's two chunk sizes, as with XLA)."""
     import tensorflow as tf
-    from gradients import chunk_cap, chunks, length_groups, pad_rows
+    from engine import chunk_cap, chunks, length_groups, pad_rows
     from integrated_gradients import make_baseline, quadrature
     x, context, token_ids = split.lookup(inputs)
     context = np.asarray(context)
@@ -109,7 +107,7 @@ def floors(split, inputs, steps):
     on every chunk's exact shape, and the same with XLA (on the padded chunks IG runs with XLA):
     {name: a function that runs it} (XLA cannot run string ops)."""
     import tensorflow as tf
-    from gradients import gradient_of_target
+    from engine import gradient_of_target
     work = {pad: interpolated_chunks(split, inputs, steps, pad) for pad in (False, True)}
 
     def one_graph_per_shape(jit, open_rows=False):   # (a tf.function retracing per shape would warn)
@@ -133,27 +131,27 @@ def floors(split, inputs, steps):
 
 def time_ig(model, inputs, steps, min_seconds=MIN_SECONDS):
     """IG now (with and without XLA), IG before static shapes, the floors; one dict of numbers."""
-    from gradients import none_dim_graphs
+    from embedding_split import none_dim_graphs, split_at_embedding
     from integrated_gradients import integrated_gradients
-    from model import split_at_embedding
-    split = split_at_embedding(model, inputs=inputs)
+    split = split_at_embedding(model, inputs)
+    before = none_dim_graphs(split)   # one Split, so its graphs are traced once
     n = len(inputs)
     r = {"texts": n, "steps": steps, "padded_length": int(np.shape(split.lookup(inputs[:1])[0])[1])}
     now = {xla: integrated_gradients(model, inputs, steps=steps, xla=xla).scores for xla in (True, False)}
     r["xla_max_relative_difference"] = float(np.abs(now[True] - now[False]).max() / max(np.abs(now[False]).max(), 1e-30))
     before_chunk = max(1, BEFORE_FLOATS_PER_CHUNK // int(np.prod(split.lookup(inputs[:1])[0].shape[1:])))
     times = best_times({
-        "ig_seconds": lambda: integrated_gradients(model, inputs, steps=steps, xla=split.own),
+        "ig_seconds": lambda: integrated_gradients(model, inputs, steps=steps, xla=split.padding_invariant),
         "ig_seconds_without_xla": lambda: integrated_gradients(model, inputs, steps=steps, xla=False),
-        "before_seconds": lambda: integrated_gradients(none_dim_graphs(split), inputs, steps=steps,
-                                                       batch_size=before_chunk),
+        "before_seconds": lambda: integrated_gradients(before, inputs, steps=steps,
+                                                       internal_batch_size=before_chunk),
         **floors(split, inputs, steps)}, min_seconds=min_seconds)
     r.update((name, times.pop(name)) for name in ("ig_seconds", "ig_seconds_without_xla", "before_seconds"))
     r["floors_seconds"] = {name.split()[1]: seconds for name, seconds in times.items()}
     fastest = min(t for t in r["floors_seconds"].values() if t)
     r.update(texts_per_second=n / r["ig_seconds"], before_texts_per_second=n / r["before_seconds"],
              after_over_before_throughput=r["before_seconds"] / r["ig_seconds"],
-             ratio_to_fastest_floor=r["ig_seconds"] / fastest, xla=split.own)
+             ratio_to_fastest_floor=r["ig_seconds"] / fastest, xla=split.padding_invariant)
     return r
 
 
@@ -213,7 +211,7 @@ def load_inputs(args):
     from cli import resolve_checkpoint
     from dataset import load_task
     ckpt = resolve_checkpoint(checkpoint=args.checkpoint)
-    texts = load_task(ckpt.meta["task"], args.data_dir).test.texts[:args.samples]
+    texts = load_task(ckpt.meta["task"], args.data_dir).test.texts[:args.n]
     return ckpt, ckpt.tokenizer.encode(texts, ckpt.maxlen)
 
 
@@ -241,7 +239,7 @@ def checkpoint_extras(args, ckpt, ids):
     memory = {}
     for s in (steps, 6 * steps):
         out = subprocess.run([sys.executable, __file__, "--child-memory", "--checkpoint", args.checkpoint,
-                              "--samples", str(n), "--steps", str(s)] +
+                              "-n", str(n), "--steps", str(s)] +
                              (["--data-dir", args.data_dir] if args.data_dir else []),
                              capture_output=True, text=True, check=True)
         memory[s] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -264,11 +262,11 @@ def print_extras(r):
 def main():
     import argparse
     from cli import ArgumentParser, float_range, int_range
-    from integrated_gradients import MAX_STEPS
+    from validate import MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="checkpoints/hotel", help="Checkpoint folder whose model is timed.")
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
-    p.add_argument("--samples", type=int_range(1), default=None,
+    p.add_argument("-n", type=int_range(1), default=None,
                    help=f"Test texts explained per timed run (default: {QUICK_SAMPLES}; {SAMPLES} with --full).")
     p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=STEPS,
                    help=f"IG steps (memory is also measured at 6x this, so at most {MAX_STEPS // 6})")
@@ -285,8 +283,9 @@ def main():
     p.add_argument("--task", default="hotel", help="with --model: the task whose test texts are explained")
     p.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.samples is None:
-        args.samples = SAMPLES if args.full else QUICK_SAMPLES
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
+    if args.n is None:
+        args.n = SAMPLES if args.full else QUICK_SAMPLES
     if args.min_seconds is None:
         args.min_seconds = MIN_SECONDS if args.full else QUICK_MIN_SECONDS
     if args.child_memory:
@@ -298,7 +297,7 @@ def main():
         from dataset import load_task
         from user_model import load_user_model
         ckpt = load_user_model(args.model, vocab=args.vocab, tokenizer=args.tokenizer, maxlen=args.maxlen)
-        inputs = ckpt.tokenizer.encode(load_task(args.task, args.data_dir).test.texts[:args.samples], ckpt.maxlen)
+        inputs = ckpt.tokenizer.encode(load_task(args.task, args.data_dir).test.texts[:args.n], ckpt.maxlen)
         name = f"model {args.model} ({ckpt.meta['input']} input, {ckpt.meta['output_kind']} output)"
     else:
         ckpt, inputs = load_inputs(args)

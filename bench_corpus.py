@@ -18,8 +18,6 @@ import os
 
 from cli import quiet_tensorflow
 
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
-
 import json
 import re
 import shutil
@@ -69,7 +67,7 @@ def write_corpus(path, texts, n):
 def ig_floor_rate(checkpoint, texts, steps):
     """texts/s of one integrated_gradients call on BATCH texts (best of 3, after a warm-up call)."""
     from integrated_gradients import integrated_gradients
-    from model import load_checkpoint
+    from checkpoint import load_checkpoint
     ckpt = load_checkpoint(checkpoint)
     ids = ckpt.tokenizer.encode(texts[:BATCH], ckpt.maxlen)
     integrated_gradients(ckpt.model, ids, steps=steps)
@@ -138,7 +136,7 @@ def bench_thuctc(args):
                     % (ROOT, tmp))
             status, stdout, stderr, wall, rss = run_measured(["-c", code])
             if status != 0:
-                from cli import UserError
+                from errors import UserError
                 raise UserError(f"loading failed: {stderr.strip().splitlines()[-1][:300] if stderr.strip() else status}")
             texts = json.loads(stdout)["texts"]
             results.append({"files": args.files, "body_chars": body, "corpus_mb": round(size), "texts": texts,
@@ -149,7 +147,7 @@ def bench_thuctc(args):
 
 
 def main():
-    from cli import ArgumentParser, int_range    # defaults in --help, one-line errors
+    from cli import ArgumentParser, int_range  # defaults in --help, one-line errors
     p = ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
     e = sub.add_parser("explain", help="explain.py texts/s and peak RSS per corpus size")
@@ -162,6 +160,7 @@ def main():
     t.add_argument("--files", type=int_range(1), default=50000, help="Number of generated THUCTC files.")
     t.add_argument("--body-chars", default="1000,4000", help="comma list of body lengths to compare")
     args = p.parse_args()
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     return bench_explain(args) if args.what == "explain" else bench_thuctc(args)
 
 

@@ -10,8 +10,6 @@ the time ratio auto / 50. The last line is all of it as JSON.
 """
 from cli import quiet_tensorflow
 
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
-
 import json
 
 import numpy as np
@@ -40,7 +38,7 @@ def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="Checkpoint folder of the model to explain.")
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
-    p.add_argument("--samples", type=int_range(1), default=SAMPLES, help="Test texts explained.")
+    p.add_argument("-n", type=int_range(1), default=SAMPLES, help="Test texts explained.")
     p.add_argument("--min-seconds", type=float_range(0, 3600), default=MIN_SECONDS,
                    help="Each variant is timed at least 3 times and at least this many seconds in total.")
     return p.parse_args(argv)
@@ -48,6 +46,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     from bench import best_times, load_inputs
     ckpt, token_ids = load_inputs(args)
     variants = {"auto": lambda: explain_all(ckpt.model, token_ids, "auto"),

@@ -23,8 +23,6 @@ without a ratio). A bad flag or missing data is one line and a non-zero exit, as
 """
 from cli import quiet_tensorflow
 
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
-
 import json
 import os
 import time
@@ -43,13 +41,13 @@ VAL_BATCH_SIZE = 256       # train.py's validation batch
 def parse_args(argv=None):
     from cli import ArgumentParser, choice, float_range, int_range
     from dataset import TASKS
-    from model import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
+    from defaults import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
     from train import BATCH_SIZE, LEARNING_RATE
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default=TASK, type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--data-dir", default=None, help="data directory (default: $TIG_DATA_DIR, then ./data)")
     p.add_argument("--arch", default="cnn", type=choice(ARCHS, "architecture"), help=f"one of: {', '.join(ARCHS)}")
-    p.add_argument("--steps", type=int_range(1), default=STEPS, help="timed batches per repeat and setting")
+    p.add_argument("--timed-steps", type=int_range(1), default=STEPS, help="timed batches per repeat and setting")
     p.add_argument("--repeats", type=int_range(1), default=REPEATS, help="timed blocks per setting, alternating")
     p.add_argument("--batch-size", type=int_range(1), default=BATCH_SIZE, help="Texts per training step.")
     p.add_argument("--lr", type=float_range(0, 10, low_open=True), default=LEARNING_RATE, help="Adam learning rate.")
@@ -122,7 +120,7 @@ def time_blocks(args, runs):
     """--repeats blocks of --steps batches per setting, alternating off, on, off, on, ..."""
     for _ in range(args.repeats):
         for run in runs.values():
-            seconds, loss = timed_fit(run["model"], run["data"], args.steps)
+            seconds, loss = timed_fit(run["model"], run["data"], args.timed_steps)
             run["block_seconds"].append(seconds)
             run["losses"].append(loss)
 
@@ -131,11 +129,11 @@ def summarize(args, runs, data, maxlen, x_train, x_val):
     """Every number of the run, as one JSON-ready dict."""
     from train import make_dataset
     results = {"task": args.task, "arch": args.arch, "dropout": args.dropout, "hidden": args.hidden,
-               "embed_dim": args.embed_dim, "maxlen": maxlen, "batch_size": args.batch_size, "steps": args.steps,
+               "embed_dim": args.embed_dim, "maxlen": maxlen, "batch_size": args.batch_size, "steps": args.timed_steps,
                "repeats": args.repeats, "train_texts": len(x_train), "cpu_cores": os.cpu_count()}
     val_ds = make_dataset(x_val, data.val.labels, VAL_BATCH_SIZE)
     for jit, run in runs.items():
-        per_step = np.array(run["block_seconds"]) / args.steps
+        per_step = np.array(run["block_seconds"]) / args.timed_steps
         val_loss, val_accuracy = run["model"].evaluate(val_ds, verbose=0)
         results["xla" if jit else "no_xla"] = {
             "seconds_per_step": per_step.tolist(), "best_seconds_per_step": float(per_step.min()),
@@ -144,7 +142,7 @@ def summarize(args, runs, data, maxlen, x_train, x_val):
             # first-epoch overhead: the warm-up's cost beyond its steps at the compiled speed
             "first_epoch_overhead_seconds": run["warmup_seconds"] - run["warmup_steps"] * float(np.median(per_step)),
             "final_train_loss": run["losses"][-1], "val_loss": float(val_loss), "val_accuracy": float(val_accuracy),
-            "trained_steps": run["warmup_steps"] + args.steps * args.repeats}
+            "trained_steps": run["warmup_steps"] + args.timed_steps * args.repeats}
     if len(runs) == 2:
         pairs = [on / off for off, on in zip(runs[False]["block_seconds"], runs[True]["block_seconds"])]
         results.update(
@@ -173,9 +171,10 @@ def print_results(results):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     data, tokenizer, maxlen, x_train, x_val = prepare(args)
     print(f"task {args.task}, arch {args.arch}, dropout {args.dropout}: {len(x_train)} train texts, maxlen {maxlen}, "
-          f"vocabulary {len(tokenizer)}, batch {args.batch_size}; {args.repeats} x {args.steps} timed steps per "
+          f"vocabulary {len(tokenizer)}, batch {args.batch_size}; {args.repeats} x {args.timed_steps} timed steps per "
           f"setting, {os.cpu_count()} CPU cores")
     runs = warm_up(args, data, tokenizer, x_train)
     time_blocks(args, runs)

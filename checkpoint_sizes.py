@@ -10,8 +10,6 @@ import os
 
 from cli import quiet_tensorflow
 
-quiet_tensorflow()
-
 from train import ARCH_DEFAULTS
 
 SETTINGS = {   # name -> (arch, build_model options), as the documented commands (RESULTS.md, train.py)
@@ -31,15 +29,18 @@ def folder_bytes(path):
 
 
 def main(argv=None):
-    import numpy as np
     from cli import ArgumentParser
-    from dataset import load_task
-    from model import build_model, current_version, make_optimizer, save_checkpoint
-    from tokenizer import Tokenizer
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
     p.add_argument("--out", default=os.path.join("runs", "checkpoint-sizes"), help="Folder for the checkpoints.")
     args = p.parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
+    import numpy as np
+
+    from checkpoint import current_version, save_checkpoint
+    from dataset import load_task
+    from model import build_model, make_optimizer
+    from tokenizer import Tokenizer
     data = load_task("thucnews", args.data_dir)
     tokenizer = Tokenizer.fit(data.train.texts, min_freq=2)
     ids, labels = tokenizer.encode(data.train.texts[:64], 32), np.asarray(data.train.labels[:64])

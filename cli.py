@@ -1,11 +1,11 @@
-"""What every command line of the project shares: errors, argument checks, TensorFlow start-up,
-task and checkpoint resolution, safe output files.
+"""What every command line of the project shares: exit codes for errors, argument types,
+TensorFlow start-up, task and checkpoint resolution.
 
 Contract of every script: a usage error (a bad flag or value) prints one line and exits 2; a
-runtime error (a missing file, a bad checkpoint, a full disk) prints one line and exits 1;
-neither prints a traceback unless `--debug` is given or TIG_DEBUG=1 is set. Outputs are
-written to a temporary name and renamed, into folders the program created or that hold only
-its own outputs: nothing a user had on disk is deleted or overwritten.
+runtime error (errors.UserError: a missing file, a bad checkpoint; or a full disk) prints one line
+and exits 1; neither prints a traceback unless `--debug` is given or TIG_DEBUG=1 is set. Every
+script parses its arguments before importing TensorFlow, so --help and usage errors are instant.
+Outputs go through files.py (atomic writes into folders the program owns).
 """
 import argparse
 import glob
@@ -13,15 +13,11 @@ import math
 import os
 import re
 import sys
-import tempfile
+
+from errors import UserError, printable
 
 CHECKPOINTS_DIR = "checkpoints"
-OUTPUT_MARKER = ".tig-output"   # marks a folder this project created for its outputs
 MAX_MAXLEN = 2048               # tokens per text at most: dataset.MAX_TEXT_CHARS, where every text is cut
-
-
-class UserError(Exception):
-    """A problem with the user's input or files; printed as one line, exit status 1."""
 
 
 # --- start-up ---------------------------------------------------------------------------
@@ -215,7 +211,7 @@ def choice(choices, name):
 
 def latest_checkpoint(root=CHECKPOINTS_DIR):
     """The most recently written checkpoint under root, or None."""
-    from model import checkpoint_time
+    from checkpoint import checkpoint_time
     found = [(checkpoint_time(path), path) for path in glob.glob(os.path.join(root, "*"))]
     found = [(t, path) for t, path in found if t is not None]
     return max(found)[1] if found else None
@@ -226,7 +222,7 @@ def resolve_checkpoint(task=None, checkpoint=None, announce=True):
 
     With both a task and a checkpoint, the checkpoint must have been trained for that task.
     """
-    from model import load_checkpoint
+    from checkpoint import load_checkpoint
     if checkpoint is None and task is not None:
         checkpoint = os.path.join(CHECKPOINTS_DIR, task)
         if not os.path.exists(checkpoint):
@@ -300,23 +296,6 @@ def class_index(target, classes):
 
 # --- safe outputs ------------------------------------------------------------------------
 
-# control characters (ESC, BEL, CR, LF, ...), bidirectional overrides, embeddings, isolates and marks,
-# and the line/paragraph separators: none may reach a terminal or a report as itself
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text):
-    """The one sanitiser for every string that reaches a terminal or a report (texts, class names,
-    paths, messages, library warnings): control characters and bidirectional controls become U+FFFD,
-    so a line stays one line and shows what it holds. Tabs are kept."""
-    return _CONTROL.sub("\ufffd", str(text))
-
-
-def has_control(text):
-    """True when printable(text) would change it."""
-    return bool(_CONTROL.search(str(text)))
-
-
 def show_warning(message, category, filename, lineno, file=None, line=None):
     """warnings.showwarning through the sanitiser: a library warning quoting a text (matplotlib's
     "Glyph ... missing") prints no raw control character."""
@@ -334,57 +313,3 @@ def add_replace_argument(p):
     p.add_argument("--replace", action="store_true",
                    help="Overwrite files of the same names in an existing --out folder that this project did not "
                         "create (for example to regenerate asset/); without it such a folder is refused.")
-
-
-def check_folder_path(path):
-    """Refuse an empty output path or one that names an existing file (one line each)."""
-    if not path or not path.strip():
-        raise UserError("the output folder must not be empty")
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"output folder {path} is an existing file; give a folder")
-
-
-def prepare_output_dir(path, names, replace=False):
-    """Make `path` ready to receive files `names`: created (and marked) if absent; refused if it
-    is a file, or if it would overwrite a file in a folder this project did not create, unless
-    replace=True (a command's explicit --replace, e.g. to regenerate the files under asset/)."""
-    check_folder_path(path)
-    if not os.path.exists(path):
-        os.makedirs(path)
-        open(os.path.join(path, OUTPUT_MARKER), "w").close()
-        return path
-    ours = os.path.exists(os.path.join(path, OUTPUT_MARKER))
-    clashes = [name for name in names if os.path.exists(os.path.join(path, name))]
-    if clashes and not ours and not replace:
-        raise UserError(f"refusing to overwrite {os.path.join(path, clashes[0])}: {path} was not created by this "
-                        "project; give a new --out folder (or add --replace to overwrite these files)")
-    if not os.access(path, os.W_OK):
-        raise UserError(f"output folder {path} is not writable")
-    return path
-
-
-def atomic_write(path, data):
-    """Write text, bytes, or what `data(f)` writes to a text file, into a temporary file beside
-    `path`; fsync it, then rename it into place: readers see all of it or nothing."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-{os.getpid()}-", dir=folder)
-    os.close(fd)
-    try:
-        binary = isinstance(data, bytes)
-        with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
-            data(f) if callable(data) else f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-def current_umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -12,8 +12,6 @@ import os
 
 from cli import quiet_tensorflow
 
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
-
 import json
 import shlex
 import sys
@@ -32,7 +30,7 @@ DEFAULT_TRAIN_ARGS = "--arch fasttext --dropout 0.2"
 
 
 def import_fasttext():
-    from cli import UserError
+    from errors import UserError
     try:
         import fasttext
     except ImportError:
@@ -65,7 +63,7 @@ def run_fasttext(data, threads=None, seed=0):
 
 def checkpoint_size(directory):
     """Parameters of the saved model and the size of its file (which may also hold optimizer state)."""
-    from model import MODEL_FILE, current_version, load_checkpoint
+    from checkpoint import MODEL_FILE, current_version, load_checkpoint
     parameters = load_checkpoint(directory).model.count_params()
     return {"parameters": int(parameters), "parameter_mb": parameters * 4 / 1e6,
             "file_mb": os.path.getsize(os.path.join(current_version(directory), MODEL_FILE)) / 1e6}
@@ -86,10 +84,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     import_fasttext()   # fail before any training when the package is missing
     import train
     from dataset import load_task
-    from model import MODEL_FILE, check_checkpoint_target
+    from checkpoint import MODEL_FILE, check_checkpoint_target
     out = args.out or os.path.join("runs", "compare", args.task)
     check_checkpoint_target(out)   # before fastText's minutes, not after
     data = load_task(args.task, args.data_dir)

@@ -17,7 +17,6 @@ error naming file and line; an empty text is skipped and counted.
 import csv
 import glob
 import gzip
-import hashlib
 import os
 import socket
 import sys
@@ -26,7 +25,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from cli import UserError
+from errors import UserError
 from tokenizer import clean_text
 
 TASKS = ("thucnews", "weibo", "moods", "hotel", "reviews")
@@ -51,22 +50,15 @@ WHERE_TO_GET = {
              "the file is on a cloud drive linked from its README)",
 }
 _GH = "https://raw.githubusercontent.com"
+_THUC = f"{_GH}/649453932/Chinese-Text-Classification-Pytorch/master/THUCNews/data"
 DOWNLOADS = {  # relative path in the data dir -> (url, sha256)
     "ChnSentiCorp_htl_all.csv": (
         f"{_GH}/SophonPlus/ChineseNlpCorpus/master/datasets/ChnSentiCorp_htl_all/ChnSentiCorp_htl_all.csv",
         "1d414b9c65caf3a836abdb4efded621968502ad3338e1a9d885ae131c86083f0"),
-    "thucnews/train.txt": (
-        f"{_GH}/649453932/Chinese-Text-Classification-Pytorch/master/THUCNews/data/train.txt",
-        "ba6fcbbb8fb809a9eb2be443b6b4db533c147861d94ebe0931b8c6092d8abe94"),
-    "thucnews/dev.txt": (
-        f"{_GH}/649453932/Chinese-Text-Classification-Pytorch/master/THUCNews/data/dev.txt",
-        "6ed73aa2c57ee1560c8f76570d48735c4b1c29ae4983fe3523d56e115813e175"),
-    "thucnews/test.txt": (
-        f"{_GH}/649453932/Chinese-Text-Classification-Pytorch/master/THUCNews/data/test.txt",
-        "ebecc8c896635ad69730083ca7b81d37c42c9a5779bc05c9d2479d894e34f026"),
-    "thucnews/class.txt": (
-        f"{_GH}/649453932/Chinese-Text-Classification-Pytorch/master/THUCNews/data/class.txt",
-        "005e8813ad639c219e5902dc84889202b4a717b4238497d26c3fbd5e43927a86"),
+    "thucnews/train.txt": (f"{_THUC}/train.txt", "ba6fcbbb8fb809a9eb2be443b6b4db533c147861d94ebe0931b8c6092d8abe94"),
+    "thucnews/dev.txt": (f"{_THUC}/dev.txt", "6ed73aa2c57ee1560c8f76570d48735c4b1c29ae4983fe3523d56e115813e175"),
+    "thucnews/test.txt": (f"{_THUC}/test.txt", "ebecc8c896635ad69730083ca7b81d37c42c9a5779bc05c9d2479d894e34f026"),
+    "thucnews/class.txt": (f"{_THUC}/class.txt", "005e8813ad639c219e5902dc84889202b4a717b4238497d26c3fbd5e43927a86"),
 }
 
 
@@ -123,7 +115,7 @@ class DataError(UserError):
 
 
 @dataclass
-class Split:
+class LabelledTexts:
     texts: list
     labels: np.ndarray
 
@@ -132,9 +124,9 @@ class Split:
 class TaskData:
     task: str
     classes: list
-    train: Split
-    val: Split
-    test: Split
+    train: LabelledTexts
+    val: LabelledTexts
+    test: LabelledTexts
     files: list = field(default_factory=list)   # source files, for the checksum in meta.json
     skipped: int = 0                             # rows dropped (empty text)
 
@@ -146,12 +138,8 @@ class TaskData:
                 "test_texts_also_in_train": sum(t in train for t in self.test.texts)}
 
     def sha256(self):
-        digest = hashlib.sha256()
-        for path in sorted(self.files):
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-        return digest.hexdigest()
+        from files import files_sha256
+        return files_sha256(*sorted(self.files))
 
 
 def resolve_data_dir(data_dir=None):
@@ -296,7 +284,7 @@ def read_tsv(path, num_classes):
 def check_classes(classes, where):
     if len(classes) < 2:
         raise DataError(f"{where}: {len(classes)} class(es); a classifier needs at least 2")
-    from cli import has_control, printable
+    from errors import has_control, printable
     unprintable = [c for c in classes if has_control(c)]
     if unprintable:
         raise DataError(f"{where}: class name {printable(unprintable[0])!r} holds control or bidirectional "
@@ -334,7 +322,7 @@ def load_thucnews_split(folder):
         if not os.path.exists(path):
             raise DataError(f"THUCNews split file not found: expected {path}")
         texts, labels, n = read_tsv(path, len(classes))
-        parts[name], skipped = Split(texts, labels), skipped + n
+        parts[name], skipped = LabelledTexts(texts, labels), skipped + n
         files.append(path)
     return TaskData("thucnews", classes, parts["train"], parts["dev"], parts["test"], files, skipped)
 
@@ -405,5 +393,5 @@ def split_task(task, classes, texts, labels, files, skipped=0):
     splits = {}
     for name, idx in parts.items():
         idx = rng.permutation(np.array(idx, dtype=np.int64))
-        splits[name] = Split([texts[i] for i in idx], labels[idx])
+        splits[name] = LabelledTexts([texts[i] for i in idx], labels[idx])
     return TaskData(task, classes, splits["train"], splits["val"], splits["test"], files, skipped)

@@ -1,21 +1,25 @@
-"""Split any Keras 3 text classifier at an Embedding layer, so the explainers can feed it
-points of their own (the integration path) in place of the vectors the layer looks up.
+"""Split a Keras 3 text classifier at its Embedding layer: the one place models are cut, so the
+explainers can feed points of their own (the integration path) in place of the vectors it looks up.
 
-    split = split_model(model, layer=None)
+    split = split_at_embedding(model, inputs, layer=None)
     x, context, token_ids = split.lookup(inputs)     # x: the Embedding layer's output [B,L,D]
     outputs = split.head(x, context)                 # == model(inputs), as [B, C] scores
 
-This is the hook approach of Captum's LayerIntegratedGradients: while a tf.function is being
-traced, the chosen Embedding layer's `call` is replaced on that one layer object by a function
-that returns the given tensor (and, for `lookup`, records the ids it received), and it is put
-back right after the trace. Keras still computes the layer's mask from the real ids, so
-`mask_zero=True` models keep masking. No weight is read into or written to a copy; nothing is
-traced again on later calls (one trace per model, layer and input kind, with None dims).
+Two constructors, one Split:
+  - this project's models (model.py: sub-models "embedder" and "head"): the head is called on
+    the embedder's output directly (own_split, no interception; padding-invariant, so the
+    engine runs each text at the bucket of its own length);
+  - any other Keras 3 model (intercepted_split): Sequential, functional, subclassed and nested
+    models, int token-id inputs, string inputs through a TextVectorization layer inside the
+    model, and KerasHub tasks (dict inputs, hub_inputs.py). This is the hook approach of
+    Captum's LayerIntegratedGradients: while a tf.function is being traced, the chosen
+    Embedding layer's `call` is replaced on that one layer object by a function that returns
+    the given tensor (and, for `lookup`, records the ids it received), and it is put back right
+    after the trace. The layer's own mask is kept (path_point). No weight is read into or
+    written to a copy.
 
-Models built by model.py keep their own, faster split (model.split_at_embedding, which returns
-the same Split object); every other model goes through `split_model` here:
-Sequential, functional, subclassed and nested models, int token-id inputs, and string inputs
-through a TextVectorization layer inside the model.
+A model's Splits are kept on the model object (one per layer and input kind), so they live and
+die with it, and so do the graphs the engine traced for them (engine.py).
 
 Which Embedding: `layer=None` runs the model once and keeps the Embedding layers whose input is
 the token ids (the model's int input, or a TextVectorization output); exactly one must remain
@@ -25,9 +29,12 @@ asks for `layer="name"` (or pass the layer object).
 Outputs, as `output_kind`: "softmax" (one probability per class), "sigmoid" (one unit p,
 explained as two classes [1 - p, p]), "raw" (no activation on the last layer: the raw scores
 are explained; a single raw unit z is a binary logit, explained as [-z, z]).
+
+verify_split checks, on every batch explained, that the split at alpha = 1 computes the model's
+own outputs: an explanation is of the model's own function or it is refused.
 """
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -35,18 +42,18 @@ import tensorflow as tf
 import keras
 from keras.src.backend import get_keras_mask, set_keras_mask   # Keras 3's mask on a tensor
 
-from cli import UserError
-from hub_inputs import HubInputs
-from tokenizer import PAD_ID, UNK_ID  # noqa: F401  (0 and 1 are also TextVectorization's padding and OOV ids)
+from errors import UserError
+from model_io import HubInputs, as_classes, model_scores, output_kind, prepare_inputs
+from tokenizer import PAD_ID
+from validate import prepare_ids
 
 OUTPUT_KINDS = ("softmax", "sigmoid", "raw")
 
 
-@dataclass
+@dataclass(eq=False)    # compared and hashed by identity: the engine keys its graphs by the Split
 class Split:
-    """A model cut at its embedding. Unpacks as (embed, head) like model.split_at_embedding did.
+    """A model cut at its embedding.
 
-    embed(inputs) -> (embeddings [B,L,D] float32, context)
     head(embeddings, context) -> outputs [B,C] (softmax probabilities, [1-p, p], or raw scores)
     lookup(inputs) -> (embeddings np [B,L,D], context tf tensor, token_ids np int32 [B,L])
     embed_ids(token_ids) -> the Embedding layer's vectors for other ids (for pad/unk baselines)
@@ -55,24 +62,22 @@ class Split:
         TextVectorization inside the model makes them. Tiled along the batch axis
         on the integration path, so its first axis is the batch.
     """
-    embed: Callable
     head: Callable
     lookup: Callable
     embed_ids: Callable
     layer: object                        # the Embedding layer explained
-    key: object                          # traced functions are cached by this
-    context_spec: tf.TensorSpec
     output_kind: str = "softmax"
     vocabulary: list = None              # id -> token, when the model carries one (TextVectorization)
-    own: bool = False                    # built by model.py
-    none_dims: bool = False              # run on one graph with None dims (gradients.none_dim_graphs)
-    prepare: Callable = None             # user inputs -> context tensor
+    padding_invariant: bool = False      # PAD columns change nothing (model.py's models): length buckets
+    none_dims: bool = False              # run on one graph with None dims (none_dim_graphs)
     reference: Callable = None           # user inputs -> the model's own [B, C] scores (verify_split)
     fixed_ids: tuple = (PAD_ID,)         # ids that keep their embedding on the path and score 0.0
-    extra: dict = field(default_factory=dict)
 
-    def __iter__(self):
-        return iter((self.embed, self.head))
+
+def none_dim_graphs(split):
+    """The same split run on one None-dim graph per kind, at the given lengths, without XLA: the
+    path every model took before static shapes (bench.py's "before", the tests' reference)."""
+    return replace(split, padding_invariant=False, none_dims=True)
 
 
 # --- call interception -------------------------------------------------------------
@@ -189,38 +194,6 @@ def choose_layer(model, context, layer, hub=None):
     return layer, fed_by(layer)[1]
 
 
-def output_kind(model):
-    """softmax, sigmoid or raw, from the activation of the layer that produces the output."""
-    last = model
-    for _ in range(50):
-        if isinstance(last, keras.Sequential) and last.layers:
-            last = last.layers[-1]
-        elif isinstance(last, keras.Model) and getattr(last, "_outputs", None) and \
-                hasattr(last.outputs[0], "_keras_history"):
-            last = last.outputs[0]._keras_history.operation
-        elif isinstance(last, keras.Model) and last.layers:      # subclassed: the last layer it tracks
-            last = last.layers[-1]
-        else:
-            break
-    activation = getattr(last, "activation", None)
-    name = getattr(activation, "__name__", "") if activation is not None else "linear"
-    if isinstance(last, keras.layers.Softmax):
-        name = "softmax"
-    return {"softmax": "softmax", "sigmoid": "sigmoid"}.get(name, "raw")
-
-
-def as_classes(outputs, kind):
-    """Model outputs -> [B, C] scores: a single sigmoid unit p -> [1-p, p], a single raw unit z -> [-z, z]."""
-    outputs = tf.cast(outputs, tf.float32)
-    if outputs.shape.rank == 1:
-        outputs = outputs[:, None]
-    if outputs.shape[-1] == 1:
-        if kind == "sigmoid":
-            return tf.concat([1 - outputs, outputs], axis=-1)
-        return tf.concat([-outputs, outputs], axis=-1)
-    return outputs
-
-
 def path_point(original, ids, embeddings, layer, *args, **kwargs):
     """What the intercepted Embedding layer returns: the path point `embeddings`, carrying the Keras
     mask the layer itself gives the real ids. The original call runs on the real ids (one lookup,
@@ -243,19 +216,6 @@ def path_point(original, ids, embeddings, layer, *args, **kwargs):
 # --- the check: the split explains the model's own function ---------------------------
 
 SPLIT_RTOL = 1e-5       # relative, and the same times max(1, |output|) absolute, per class score
-REFERENCE_ROWS = 256    # the model's own forward pass on the explained batch, this many rows at a time
-
-
-def model_scores(model, inputs, kind, rows=REFERENCE_ROWS):
-    """The model's own outputs on its own inputs (a tensor or array [N, ...], or a dict of them),
-    as [N, C] class scores, in eager calls of `rows` rows."""
-    first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
-    parts = []
-    for start in range(0, int(first.shape[0]), rows):
-        part = ({k: v[start:start + rows] for k, v in inputs.items()} if isinstance(inputs, dict)
-                else inputs[start:start + rows])
-        parts.append(np.asarray(as_classes(model(part, training=False), kind)))
-    return np.concatenate(parts)
 
 
 def verify_split(split, inputs, outputs):
@@ -286,50 +246,71 @@ def verify_split(split, inputs, outputs):
 
 # --- the split ------------------------------------------------------------------------
 
-_SPLITS = {}     # (id(model), layer, input dtype) -> (model, Split); the model is kept alive with it
+CACHE_ATTRIBUTE = "_tig_splits"   # {(layer, input kind): Split} on the model object itself
 
 
-def model_input_rank(model):
+def cached(model, key, make):
+    """The model's Split for `key`, made once. Kept on the model (not in a global table), so a
+    model no one uses any more is freed with its Splits and the engine's graphs for them."""
+    splits = model.__dict__.get(CACHE_ATTRIBUTE)
+    if splits is None:
+        splits = {}
+        object.__setattr__(model, CACHE_ATTRIBUTE, splits)   # past Keras' attribute tracking
+    if key not in splits:
+        splits[key] = make()
+    return splits[key]
+
+
+def own_parts(model):
+    """(embedder, head, embedding layer) of a model built by model.py, else None."""
     try:
-        return len(model.inputs[0].shape)
-    except (AttributeError, IndexError, TypeError, ValueError):
+        embedder, head = model.get_layer("embedder"), model.get_layer("head")
+        return embedder, head, embedder.get_layer("embedding")
+    except (ValueError, AttributeError):
         return None
 
 
-def prepare_inputs(model, inputs):
-    """User inputs -> the tensor the model takes: a list of strings, or int token ids [B, L];
-    for a model that takes a dict with token_ids (KerasHub tasks), that dict packed (hub_inputs.py)."""
-    hub = HubInputs.of(model)
-    if hub is not None:
-        return hub.pack(hub.features(inputs))
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "OUS":
-        inputs = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in inputs.reshape(-1)]
-    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
-        texts = np.asarray(inputs, dtype=object)
-        rank = model_input_rank(model) or 1
-        return tf.constant(texts.reshape((-1,) + (1,) * (rank - 1)), tf.string)
-    if isinstance(inputs, tf.Tensor) and inputs.dtype == tf.string:
-        return inputs
-    from gradients import prepare_ids
-    return tf.constant(prepare_ids(inputs))
+def split_at_embedding(model, inputs=None, layer=None):
+    """The Split of `model` at its Embedding layer: this project's models by their own parts
+    (own_split), any other Keras 3 model by interception (intercepted_split), which needs example
+    `inputs` to find the Embedding layer fed by the token ids."""
+    parts = own_parts(model)
+    if parts is not None and layer in (None, "embedding", parts[2]):
+        return cached(model, ("own",), lambda: own_split(model, *parts))
+    if inputs is None:
+        raise UserError(f"model {getattr(model, 'name', model)!r} has no 'embedder'/'head' sub-models; "
+                        "build it with model.build_model or model.compose, or pass inputs to find its Embedding")
+    return intercepted_split(model, layer, inputs)
 
 
-def split_model(model, layer=None, inputs=None):
-    """The Split of any Keras 3 model at an Embedding layer (see the top of this file).
-    inputs: example inputs used once to find the Embedding layer fed by the token ids."""
+def own_split(model, embedder, head, embedding):
+    """model.py's models: embedder(ids) -> (embeddings, PAD mask), head([embeddings, mask]) -> softmax."""
+    def run_head(embeddings, mask):
+        return head([embeddings, mask], training=False)
+
+    def lookup(inputs):
+        token_ids = prepare_ids(inputs)
+        embeddings, mask = embedder(tf.constant(token_ids), training=False)
+        return np.asarray(embeddings, np.float32), tf.constant(np.asarray(mask)), token_ids
+
+    return Split(head=run_head, lookup=lookup, embed_ids=lambda ids: lookup(ids)[0], layer=embedding,
+                 output_kind="softmax", padding_invariant=True,
+                 reference=lambda inputs: model_scores(model, tf.constant(prepare_ids(inputs)), "softmax"))
+
+
+def intercepted_split(model, layer, inputs):
+    """The Split of any Keras 3 model at an Embedding layer, by interception (see the top of this
+    file). inputs: example inputs used once to find the Embedding layer fed by the token ids."""
     hub = HubInputs.of(model)
     if hub is None and isinstance(model, keras.Model) and len(getattr(model, "_inputs", None) or [None]) > 1:
         raise UserError(f"model {model.name!r} takes {len(model.inputs)} inputs; only single-input text "
                         "classifiers can be explained")
-    if inputs is None:
-        raise ValueError("split_model needs example inputs to find the Embedding layer fed by the token ids")
     context = prepare_inputs(model, inputs)
-    cache_key = (id(model), layer if layer is None or isinstance(layer, str) else id(layer), context.dtype.name,
-                 context.shape.rank)
-    if cache_key in _SPLITS:
-        return _SPLITS[cache_key][1]
+    key = (layer if layer is None or isinstance(layer, str) else id(layer), context.dtype.name, context.shape.rank)
+    return cached(model, key, lambda: build_intercepted(model, layer, context, hub))
+
+
+def build_intercepted(model, layer, context, hub):
     chosen, vectorizer = choose_layer(model, context, layer, hub)
     kind = output_kind(model)
     # None batch (and length, for ids); a string input keeps its trailing dims ([B, 1] for keras.Input((1,)))
@@ -342,13 +323,12 @@ def split_model(model, layer=None, inputs=None):
     # the token ids as its context and that layer hands them over instead of re-tokenizing every
     # interpolated copy of the texts (the model gets empty strings of the right shape).
     strings_by_ids = context.dtype == tf.string and vectorizer is not None
-    head_spec = tf.TensorSpec([None, None], tf.int32) if strings_by_ids else spec
     trailing = [int(d) for d in context.shape[1:]]
 
     def run_head(embeddings, context):
-        def replace(original, ids, *args, **kwargs):
+        def to_path_point(original, ids, *args, **kwargs):
             return path_point(original, ids, embeddings, chosen, *args, **kwargs)
-        replacements = {chosen: replace}
+        replacements = {chosen: to_path_point}
         model_input = context
         if strings_by_ids:
             replacements[vectorizer] = lambda original, *args, **kwargs: tf.cast(context, tf.int64)
@@ -380,22 +360,13 @@ def split_model(model, layer=None, inputs=None):
                             "per text: it does not embed the tokens of each text (a position embedding?)")
         return np.asarray(x, np.float32), (ids if strings_by_ids else context), np.asarray(ids, np.int32)
 
-    def embed(inputs):
-        x, context, _ = lookup(inputs)
-        return tf.constant(x), context
-
     def embed_ids(token_ids):
         return np.asarray(chosen(tf.constant(token_ids, tf.int32)), np.float32)
 
     vocabulary = hub.vocabulary if hub else None
     if vectorizer is not None:
         vocabulary = [str(t) for t in vectorizer.get_vocabulary()]
-    split = Split(embed=embed, head=run_head, lookup=lookup, embed_ids=embed_ids, layer=chosen,
-                  key=(model, chosen, strings_by_ids), context_spec=head_spec, output_kind=kind, vocabulary=vocabulary,
-                  prepare=lambda inputs: prepare_inputs(model, inputs),
-                  reference=lambda inputs: model_scores(model, (hub.unpack if hub else lambda c: c)(
-                      prepare_inputs(model, inputs)), kind),
-                  fixed_ids=hub.special_ids if hub else (PAD_ID,),
-                  extra={"vectorizer": vectorizer})
-    _SPLITS[cache_key] = (model, split)
-    return split
+    return Split(head=run_head, lookup=lookup, embed_ids=embed_ids, layer=chosen, output_kind=kind,
+                 vocabulary=vocabulary, fixed_ids=hub.special_ids if hub else (PAD_ID,),
+                 reference=lambda inputs: model_scores(model, (hub.unpack if hub else lambda c: c)(
+                     prepare_inputs(model, inputs)), kind))

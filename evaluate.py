@@ -21,9 +21,8 @@ Writes a JSON file and a deletion-curve PNG, and prints a Markdown table.
 """
 import os
 
-from cli import printable, quiet_tensorflow
-
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
+from errors import printable
+from cli import quiet_tensorflow
 
 import json
 import math
@@ -31,15 +30,16 @@ import sys
 
 import numpy as np
 
+from methods import METHODS
 from tokenizer import PAD_ID
+from validate import BASELINES
 
 SAMPLES = 500
 KS = (1, 5, 10, 20, 50)               # percent of tokens, as in ERASER
 CURVE = tuple(np.round(np.linspace(0, 1, 11), 2))
 STEPS = 50
-METHODS = ("ig", "gradxinput", "saliency", "random")   # render.METHOD_TITLES; "grad" = gradxinput
-NATIVE = METHODS + ("occlusion", "surrogate", "deletion-ig")   # perturbation.py's, run with --methods all or by name
-BASELINES = ("zero", "pad", "unk", "mask")
+DEFAULT_METHODS = ("ig", "gradxinput", "saliency", "random")   # any name of methods.py, "random", or a peer
+NATIVE = DEFAULT_METHODS + tuple(m for m in METHODS if m not in DEFAULT_METHODS)   # --methods all: and every peer
 REMOVALS = ("delete", "pad", "unk")
 EXPLAIN_BATCH = 64
 RESULTS_DIR = "results"               # git-ignored; one folder per model (default_out_dir)
@@ -54,30 +54,18 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
     (IG, and the surrogate if fitted with completeness). seconds: wall time of the method's explanations.
     layer: the Embedding layer of a user's model (None: found, or this project's split)."""
     import time
-    from gradients import gradients
-    from integrated_gradients import integrated_gradients
-    from perturbation import SAMPLES, deletion_ig, deletion_surrogate, occlusion
+
+    from methods import attribute, canonical
     jobs = []
     for method in methods:
-        if method == "ig":
-            jobs += [(f"ig[{b}]", lambda ids, b=b: integrated_gradients(model, ids, layer=layer, baseline=b,
-                                                                        steps=steps))
-                     for b in baselines]
-        elif method == "saliency":
-            jobs.append(("saliency", lambda ids: gradients(model, ids, layer=layer, times_input=False)))
-        elif method == "gradxinput":
-            jobs.append(("gradxinput", lambda ids: gradients(model, ids, layer=layer, times_input=True)))
-        elif method == "random":
+        if method == "random":
             jobs.append(("random", None))
-        elif method == "occlusion":
-            jobs.append(("occlusion", lambda ids: occlusion(model, ids, layer=layer)))
-        elif method == "surrogate":
-            jobs.append(("surrogate", lambda ids: deletion_surrogate(model, ids, layer=layer, seed=seed,
-                                                                      samples=surrogate_samples or SAMPLES)))
-        elif method == "deletion-ig":
-            jobs.append(("deletion-ig", lambda ids: deletion_ig(model, ids, layer=layer, seed=seed)))
+        elif canonical(method) == "ig":
+            jobs += [(f"ig[{b}]", lambda ids, b=b: attribute(model, ids, "ig", layer=layer, baseline=b, steps=steps))
+                     for b in baselines]
         else:
-            raise ValueError(f"unknown method {method!r}; choose from: {', '.join(NATIVE)}")
+            jobs.append((canonical(method), lambda ids, m=canonical(method): attribute(
+                model, ids, m, layer=layer, seed=seed, samples=surrogate_samples)))
     bar = None
     if progress:
         from cli import Progress
@@ -265,9 +253,11 @@ def default_out_dir(ckpt, root=RESULTS_DIR):
 
 
 def parse_args(argv=None):
-    from cli import ArgumentParser, add_model_arguments, add_replace_argument, choice, comma_list, int_range
+    from cli import (ArgumentParser, add_model_arguments, add_replace_argument, choice, comma_list, int_range,
+                     steps_or_auto)
     from dataset import TASKS
-    from integrated_gradients import MAX_STEPS
+    from methods import ALIASES, canonical
+    from validate import MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default=None, type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--checkpoint", default=None,
@@ -276,45 +266,47 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
     p.add_argument("-n", type=int_range(1), default=SAMPLES, help="first N texts of the test split")
     from peers import LIME_SAMPLES, PEERS, SHAP_EVALS
-    from perturbation import SAMPLES as SURROGATE_SAMPLES
-    p.add_argument("--methods", default=list(METHODS), type=comma_list(NATIVE + PEERS + ("grad", "all"), "method"),
+    p.add_argument("--methods", default=list(DEFAULT_METHODS), type=comma_list(NATIVE + tuple(ALIASES) + PEERS + ("all",),
+                                                                       "method"),
                    help="comma list of: " + ",".join(NATIVE + PEERS) + "; 'all' = every native method and every "
-                   "installed peer (default: " + ",".join(METHODS) + ")")
+                   "installed peer (default: " + ",".join(DEFAULT_METHODS) + ")")
     p.add_argument("--lime-samples", type=int_range(1), default=LIME_SAMPLES, help="LIME's num_samples per text")
     p.add_argument("--shap-evals", type=int_range(2), default=SHAP_EVALS, help="shap Partition's max_evals per text")
-    p.add_argument("--surrogate-samples", type=int_range(1), default=SURROGATE_SAMPLES,
-                   help="perturbed texts per text of the deletion surrogate")
+    p.add_argument("--surrogate-samples", type=int_range(1), default=None,
+                   help="perturbed texts per text of the deletion surrogate (default: its own, perturbation.SAMPLES)")
     p.add_argument("--baselines", default=list(BASELINES), type=comma_list(BASELINES, "baseline"),
                    help="IG baselines to compare: " + ",".join(BASELINES))
     p.add_argument("--removal", default="delete", choices=REMOVALS,
                    help="How a token is removed: deleted (the text closes up), or replaced by PAD or UNK in place.")
-    p.add_argument("--steps", default=str(STEPS), help=f"IG steps (1 to {MAX_STEPS}), or 'auto' (adaptive, 1%%)")
+    p.add_argument("--steps", default=STEPS, type=steps_or_auto(MAX_STEPS),
+                   help=f"IG steps (1 to {MAX_STEPS}), or 'auto' (adaptive, 1%%)")
     p.add_argument("--seed", type=int_range(0), default=0, help="seed of the random baseline")
     p.add_argument("--out", default=None, help="Output folder (default: results/<checkpoint folder or model file "
                                                "name>, one per model).")
     add_replace_argument(p)
     args = p.parse_args(argv)
-    args.methods = list(dict.fromkeys("gradxinput" if m == "grad" else m for m in args.methods))
+    args.methods = list(dict.fromkeys(m if m in PEERS + ("all", "random") else canonical(m) for m in args.methods))
     if "all" in args.methods:
         import peers
         for name in peers.PEERS:
             if peers.missing(name):
                 print(f"note: {peers.missing(name)}", file=sys.stderr)
         args.methods = list(NATIVE) + peers.installed()
-    if args.steps != "auto":
-        if not (args.steps.isascii() and args.steps.isdigit()) or not 1 <= int(args.steps) <= MAX_STEPS:
-            p.error(f"--steps must be an integer from 1 to {MAX_STEPS} or 'auto', got {args.steps!r}")
-        args.steps = int(args.steps)
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     import time
-    from cli import UserError, atomic_write, prepare_output_dir, resolve_explainable
-    from gradients import class_scores, traces
+    from errors import UserError
+    from files import atomic_write, prepare_output_dir
+    from cli import resolve_explainable
+    from engine import ENGINE
+    from gradients import class_scores
     from dataset import load_task
     import peers
+    import perturbation
     wanted_peers = [m for m in args.methods if m in peers.PEERS]
     for name in wanted_peers:
         if peers.missing(name):
@@ -339,7 +331,7 @@ def main(argv=None):
                   "this model", file=sys.stderr)
     test = load_task(task, args.data_dir).test
     token_ids = ckpt.tokenizer.encode(test.texts[:args.n], ckpt.maxlen)
-    start, traced_before = time.time(), traces()
+    start, traced_before = time.time(), ENGINE.traces()
 
     def predict(ids):     # the explanations' own static-shape graphs (no retracing per batch)
         return class_scores(ckpt.model, ids, layer=ckpt.meta.get("layer"))
@@ -354,7 +346,7 @@ def main(argv=None):
                                           lime_samples=args.lime_samples, shap_evals=args.shap_evals, seed=args.seed))
     results = {"task": task, "checkpoint": ckpt.directory, "model": model_source(ckpt), "n": len(token_ids), "removal": args.removal,
                "steps": args.steps, "lime_samples": args.lime_samples, "shap_evals": args.shap_evals,
-               "surrogate_samples": args.surrogate_samples, "ks_percent": list(KS), "curve_fractions": list(CURVE),
+               "surrogate_samples": args.surrogate_samples or perturbation.SAMPLES, "ks_percent": list(KS), "curve_fractions": list(CURVE),
                "accuracy_on_these": float(np.mean(target == test.labels[:len(target)])),
                "command": "python evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv), "methods": {}}
     reference = next(iter(explanations.values()))["scores"]
@@ -368,7 +360,7 @@ def main(argv=None):
         results["methods"][name] = r
         print(f"  {name}: comprehensiveness AOPC {r['comprehensiveness_aopc']:.3f}", file=sys.stderr)
     results["seconds"] = round(time.time() - start, 1)
-    results["graphs_traced"] = traces() - traced_before
+    results["graphs_traced"] = ENGINE.traces() - traced_before
     atomic_write(os.path.join(out, "faithfulness.json"), json.dumps(results, ensure_ascii=False, indent=1))
     png = plot_curves(results, os.path.join(out, "deletion_curve.png"),
                       f"{task}: deletion curves, {len(token_ids)} test texts, removal={args.removal}")

@@ -7,16 +7,16 @@ total attribution).
     python explain.py --checkpoint checkpoints/hotel --input texts.txt --out runs/texts --method grad
     python explain.py ... --engine ray --ray-address auto --concurrency 4 --num-gpus 1   # on a Ray cluster
 
-Input: .txt (one text per line), .csv (a text/review/title/content column, optional label column),
-.jsonl ({"text": ..., optional "label": ...}), or --task T --split train|val|test. Blank texts are
-skipped and counted; every text is cut to dataset.MAX_TEXT_CHARS characters as it is read.
+Input (corpus.py): .txt (one text per line), .csv (a text/review/title/content column, optional label
+column), .jsonl ({"text": ..., optional "label": ...}), or --task T --split train|val|test. Blank texts
+are skipped and counted; every text is cut to dataset.MAX_TEXT_CHARS characters as it is read.
 
 --out is a new or empty directory, or one this program made for the same job (then it resumes):
     explain.json              the job: checkpoint, input and its sha256, method, steps, shard size, classes
     shards/part-00000.jsonl   one line per text, in input order: id, text, label, tokens, scores,
                               predicted, probs, target, output F_t(x), baseline_output F_t(x'), delta,
                               steps, words and word_scores (char scores summed per jieba word)
-    summary.csv, summary.png, summary.html   the global summary
+    summary.csv, summary.png, summary.html   the global summary (summary.py)
 A shard (--shard-size texts) is the unit of work and of atomic commit: written to a temp file, then
 renamed. After an interruption the same command skips finished shards and redoes only the rest, so
 no line is lost or duplicated. For IG, sum(scores) + delta = output - baseline_output per line.
@@ -25,163 +25,31 @@ Engines: local (default: this process) or ray (Ray Data: read shards -> map_batc
 explainer that loads the checkpoint once per worker -> each worker writes its shards). Both run the
 same Explainer on the same shards, so they write the same attributions.
 """
-import os
-
-from cli import UserError, atomic_write, check_folder_path, printable, quiet_tensorflow
-
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
-
-import base64
-import csv
-import functools
-import hashlib
-import html
-import io
-import itertools
 import json
+import os
 import re
 import sys
 import time
 
 import numpy as np
 
+from cli import quiet_tensorflow
+from corpus import SPLITS, FileSource, TaskSource, plan_shards, read_shard
+from errors import UserError, printable
+from files import atomic_write, check_folder_path, files_sha256, process_alive
+from summary import MIN_COUNT, TOP_K, write_summary
+
 # defaults, visible in one place
 METHOD = "ig"
-PERTURBATION_METHODS = {"surrogate": "deletion_surrogate", "occlusion": "occlusion", "deletion-ig": "deletion_ig"}   # perturbation.py
 STEPS = 50
 SHARD_SIZE = 1000          # texts per shard: the unit of atomic commit and of resume
-BATCH_SIZE = 64            # texts per attribution call
-MIN_COUNT = 5              # a unit must occur this often to be ranked by its mean
-TOP_K = 20                 # units per class, level and ranking in summary.csv
-PLOT_K = 12                # bars per panel in summary.png
+TEXTS_PER_CALL = 64        # texts per attribution call
 ENGINES = ("local", "ray")
-SPLITS = ("train", "val", "test")
-TEXT_COLUMNS = ("text", "review", "title", "content", "sentence")
 MANIFEST = "explain.json"
 JOB_KEYS = ("checkpoint", "model_sha256", "input", "method", "steps", "baseline", "target", "shard_size")
 # every name explain.py may create inside --out; anything else there means the folder is someone else's
 OWN_FILES = re.compile(r"^(\.?explain\.json|\.?summary\.(csv|png|html)|shards|shards/\.?part-\d{5,}\.jsonl)"
-                       r"(\.tmp-\d+-[a-z0-9_]+)?$")   # with cli.atomic_write's temporary names
-
-
-# --- input: sources that can be read from any offset (a Ray worker reads only its shard) -------------
-
-class FileSource:
-    """Texts of a .txt, .csv or .jsonl file. records(offset) yields (offset, text, label) from a byte
-    offset, so a shard is (start offset, count) and any process can read it by seeking."""
-
-    def __init__(self, path):
-        self.path = os.path.abspath(path)
-        if not os.path.isfile(path):
-            raise UserError(f"input file not found: {path}")
-        self.format = os.path.splitext(path)[1].lower().lstrip(".")
-        if self.format not in ("txt", "csv", "jsonl"):
-            raise UserError(f"input {path}: expected a .txt, .csv or .jsonl file")
-        self.columns = self._csv_columns() if self.format == "csv" else None
-
-    def describe(self):
-        return {"path": self.path}
-
-    def _lines(self, f, at):
-        """Decoded lines from byte offset at[0] (dataset.utf8_lines: the rules every script shares)."""
-        from dataset import utf8_lines
-        return utf8_lines(f, self.path, at)
-
-    def _csv_columns(self):
-        from dataset import csv_records
-        at = [0]
-        with open(self.path, "rb") as f:
-            _, header = next(csv_records(self._lines(f, at), lambda line: f"{self.path} line {line}"), (None, None))
-        if header is None:
-            raise UserError(f"{self.path} is empty")
-        header = [h.replace("\ufeff", "").strip().lower() for h in header]
-        text_col = next((header.index(c) for c in TEXT_COLUMNS if c in header), None)
-        if text_col is None:
-            raise UserError(f"{self.path} line 1: expected a text column (one of {', '.join(TEXT_COLUMNS)}), "
-                            f"got {header}")
-        return text_col, header.index("label") if "label" in header else None, at[0]
-
-    def records(self, offset=None):
-        """(byte offset, text, label, characters cut at read) per non-blank record from `offset`."""
-        from dataset import cap_text_counted, csv_records
-        with open(self.path, "rb") as f:
-            if self.format == "csv":
-                text_col, label_col, body = self.columns
-                at = [body if offset is None else offset]
-                start, need = at[0], max(text_col, label_col or 0) + 1
-                starts = {}
-
-                def lines():   # remembers the byte offset each line starts at, for the messages
-                    for number, line in enumerate(self._lines(f, at), 1):
-                        starts[number] = at[0] - len(line.encode("utf-8"))
-                        yield line
-                for number, row in csv_records(lines(), lambda n: f"{self.path} record at byte {starts.get(n, start)}"):
-                    start = starts[number]
-                    starts.clear()   # only the lines of the record being read are kept
-                    if row and len(row) < need:
-                        raise UserError(f"{self.path} record at byte {start}: expected {need} columns, "
-                                        f"got {len(row)}")
-                    text, cut = cap_text_counted(row[text_col]) if row else ("", 0)
-                    if text:
-                        yield start, text, (row[label_col].strip() if label_col is not None else None), cut
-                return
-            at = [offset or 0]
-            start = at[0]
-            for line in self._lines(f, at):
-                if self.format == "txt":
-                    (text, cut), label = cap_text_counted(line), None
-                elif not line.strip():
-                    text = ""
-                else:
-                    try:
-                        obj = json.loads(line)
-                        (text, cut), label = cap_text_counted(obj["text"]), obj.get("label")
-                    except (ValueError, KeyError, TypeError, AttributeError):
-                        raise UserError(f"{self.path} record at byte {start}: expected a JSON object with a "
-                                        f'"text" string') from None
-                if text:
-                    yield start, text, label, cut
-                start = at[0]
-
-
-class TaskSource:
-    """Texts of a task's split (dataset.load_task); the offset is the index in the split."""
-
-    def __init__(self, task, split, data_dir):
-        from dataset import resolve_data_dir
-        self.task, self.split, self.data_dir = task, split, os.path.abspath(resolve_data_dir(data_dir))
-
-    def describe(self):
-        return {"task": self.task, "split": self.split, "data_dir": self.data_dir}
-
-    def records(self, offset=None):
-        texts, labels, classes = load_split(self.task, self.split, self.data_dir)
-        for i in range(offset or 0, len(texts)):
-            yield i, texts[i], classes[labels[i]], 0   # the loaders cut texts at MAX_TEXT_CHARS already
-
-
-@functools.cache
-def load_split(task, split, data_dir):
-    from dataset import load_task
-    data = load_task(task, data_dir)
-    part = getattr(data, split)
-    return part.texts, part.labels, data.classes
-
-
-def plan_shards(source, shard_size, limit=None):
-    """One pass over the input: (start offset, count) per shard, the text count and a sha256 of the texts."""
-    digest, shards, n = hashlib.sha256(), [], 0
-    for offset, text, label, _ in itertools.islice(source.records(), limit):
-        if n % shard_size == 0:
-            shards.append([offset, 0])
-        shards[-1][1] += 1
-        digest.update(json.dumps([text, label], ensure_ascii=False).encode("utf-8") + b"\n")
-        n += 1
-    return [tuple(s) for s in shards], n, digest.hexdigest()
-
-
-def read_shard(source, start, count):
-    return [(text, label, cut) for _, text, label, cut in itertools.islice(source.records(start), count)]
+                       r"(\.tmp-\d+-[a-z0-9_]+)?$")   # with files.atomic_write's temporary names
 
 
 # --- explaining ------------------------------------------------------------------------------
@@ -191,77 +59,47 @@ def short(values):
     return [float(f"{v:.8g}") for v in np.asarray(values, np.float64).ravel()]
 
 
-def jieba_words(tokens, scores):
-    """Characters -> jieba words of the same text, with the characters' scores summed per word."""
-    import jieba
-    jieba.setLogLevel(60)
-    words, word_scores, pos = [], [], 0
-    for word in jieba.lcut("".join(tokens), HMM=True):
-        words.append(word)
-        word_scores.append(float(np.sum(scores[pos:pos + len(word)])))
-        pos += len(word)
-    return words, word_scores
-
-
 class Explainer:
     """Loads a checkpoint once; then turns lists of (text, label) into output lines (dicts).
 
     The same class runs in the local engine and, one instance per worker, in the Ray engine."""
 
-    def __init__(self, checkpoint, method=METHOD, steps=STEPS, baseline=None, target=None, batch_size=BATCH_SIZE,
+    def __init__(self, checkpoint, method=METHOD, steps=STEPS, baseline=None, target=None, texts_per_call=TEXTS_PER_CALL,
                  model_sha256=None):
         quiet_tensorflow()
-        from integrated_gradients import DEFAULT_BASELINE
-        from model import load_checkpoint
+        from checkpoint import load_checkpoint
         self.ckpt = load_checkpoint(checkpoint)
         if model_sha256 is not None:   # a checkpoint replaced mid-job would mix two models in one output
-            from model import MODEL_FILE
-            found = file_sha256(os.path.join(self.ckpt.files, MODEL_FILE))
+            from checkpoint import MODEL_FILE
+            found = files_sha256(os.path.join(self.ckpt.files, MODEL_FILE))
             if found != model_sha256:
                 raise UserError(f"checkpoint {checkpoint} changed since this job started (its model.keras sha256 "
                                 f"is {found[:12]}..., the job's {model_sha256[:12]}...); explain into a new --out")
-        self.method, self.steps, self.batch_size = method, steps, batch_size
-        self.baseline, self.target = baseline or DEFAULT_BASELINE, target
+        self.method, self.steps, self.texts_per_call = method, steps, texts_per_call
+        self.baseline, self.target = baseline, target   # None: integrated gradients' default (zero)
         self.attribution_seconds = 0.0   # time inside the attribution calls: the floor of the loop
 
-    def attribute(self, token_ids):
-        from gradients import gradients
-        from integrated_gradients import integrated_gradients
-        if self.method == "ig":
-            return integrated_gradients(self.ckpt.model, token_ids, self.target, baseline=self.baseline,
-                                        steps=self.steps)
-        if self.method in PERTURBATION_METHODS:
-            import perturbation
-            return getattr(perturbation, PERTURBATION_METHODS[self.method])(self.ckpt.model, token_ids, self.target)
-        return gradients(self.ckpt.model, token_ids, self.target, times_input=True)
-
     def __call__(self, first_id, records):
-        ckpt, lines = self.ckpt, []
-        for start in range(0, len(records), self.batch_size):
-            chunk = records[start:start + self.batch_size]
-            token_lists = [ckpt.tokenizer.tokenize(text) for text, *_ in chunk]   # once: jieba is slow
-            token_ids = np.zeros((len(chunk), ckpt.maxlen), np.int32)         # PAD = 0, as Tokenizer.encode
-            for row, tokens in enumerate(token_lists):
-                ids = ckpt.tokenizer.ids(tokens[:ckpt.maxlen])
-                token_ids[row, :len(ids)] = ids
-            start_call = time.perf_counter()
-            a = self.attribute(token_ids)
-            self.attribution_seconds += time.perf_counter() - start_call
-            for row, ((text, label, *cut), tokens) in enumerate(zip(chunk, token_lists)):
-                seen = tokens[:ckpt.maxlen]
-                scores = a.scores[row, :len(seen)]
-                words, word_scores = (seen, scores) if ckpt.tokenizer.level == "word" else jieba_words(seen, scores)
-                pred, tgt = int(a.probs[row].argmax()), int(a.target[row])
-                line = {"id": first_id + start + row, "text": text, "label": label, "tokens": seen,
-                        "truncated": (cut[0] if cut else 0) + len("".join(tokens[ckpt.maxlen:])), "scores": short(scores),
-                        "predicted": ckpt.classes[pred], "probs": short(a.probs[row]), "target": ckpt.classes[tgt],
-                        "method": self.method, "output": short(a.output[row])[0],
-                        "baseline_output": None, "delta": None, "steps": None,
-                        "words": list(words), "word_scores": short(word_scores)}
-                if a.delta is not None:
-                    line.update(baseline_output=short(a.baseline_output[row])[0], delta=short(a.delta[row])[0],
-                                steps=int(a.steps[row]), baseline=a.baseline)
-                lines.append(line)
+        """(text, label, characters cut at read) records -> output lines (methods.explain_texts)."""
+        from methods import explain_texts
+        ckpt, timer = self.ckpt, []
+        explained = explain_texts(ckpt, [text for text, *_ in records], self.method, target=self.target,
+                                  steps=self.steps, baseline=self.baseline, texts_per_call=self.texts_per_call,
+                                  timer=timer)
+        self.attribution_seconds += sum(timer)
+        lines = []
+        for row, ((text, label, *cut), r) in enumerate(zip(records, explained)):
+            words, word_scores = r.words(word_level=ckpt.tokenizer.level == "word")
+            line = {"id": first_id + row, "text": text, "label": label, "tokens": r.tokens,
+                    "truncated": (cut[0] if cut else 0) + r.truncated, "scores": short(r.scores),
+                    "predicted": ckpt.classes[r.predicted], "probs": short(r.probs), "target": ckpt.classes[r.target],
+                    "method": self.method, "output": short(r.output)[0],
+                    "baseline_output": None, "delta": None, "steps": None,
+                    "words": list(words), "word_scores": short(word_scores)}
+            if r.delta is not None:
+                line.update(baseline_output=short(r.baseline_output)[0], delta=short(r.delta)[0],
+                            steps=r.steps, baseline=r.baseline)
+            lines.append(line)
         return lines
 
 
@@ -294,16 +132,15 @@ def foreign_files(out):
     return found
 
 
-TEMP_OF = re.compile(r"\.tmp-(\d+)-[a-z0-9_]+$")   # cli.atomic_write's temp names carry the writer's pid
+TEMP_OF = re.compile(r"\.tmp-(\d+)-[a-z0-9_]+$")   # files.atomic_write's temp names carry the writer's pid
 
 
 def remove_dead_temps(folder):
     """Delete the temp files of our runs that are no longer alive (a live run on the same --out keeps
     its own)."""
-    from model import _alive
     for name in os.listdir(folder):
         match = TEMP_OF.search(name)
-        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+        if match and int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
             os.remove(os.path.join(folder, name))
 
 
@@ -354,14 +191,6 @@ def prepare_out(out, job):
     return False
 
 
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --- progress ----------------------------------------------------------------------------------
 
 class Progress:
@@ -396,7 +225,8 @@ class Progress:
 
 def explainer_args(job):
     return dict(checkpoint=job["checkpoint"], method=job["method"], steps=job["steps"], baseline=job["baseline"],
-                target=job["target"], batch_size=job["batch_size"], model_sha256=job["model_sha256"])
+                target=job["target"], texts_per_call=job.get("texts_per_call", job.get("batch_size")),
+                model_sha256=job["model_sha256"])
 
 
 def run_local(job, source, pending, out, progress):
@@ -460,8 +290,6 @@ def run_ray(job, source, pending, out, progress, concurrency=1, num_gpus=0, addr
         progress.update(int(row["texts"]))
 
 
-# --- global summary ------------------------------------------------------------------------------
-
 def iter_lines(out, n_shards):
     for k in range(n_shards):
         with open(shard_path(out, k), encoding="utf-8") as f:
@@ -469,131 +297,13 @@ def iter_lines(out, n_shards):
                 yield json.loads(line)
 
 
-def summarize(lines, classes, level="char"):
-    """Per explained class and unit level: {unit: [count, total attribution]}, in one pass. Characters
-    come from a char model's tokens; a word model (level "word") has jieba words only."""
-    stats = {(c, unit_level): {} for c in classes for unit_level in ("char", "word")}
-    for line in lines:
-        pairs = [("word", zip(line["words"], line["word_scores"]))]
-        if level == "char":
-            pairs.append(("char", zip(line["tokens"], line["scores"])))
-        for level, units in pairs:
-            table = stats[(line["target"], level)]
-            for unit, score in units:
-                if unit.strip():
-                    entry = table.setdefault(unit, [0, 0.0])
-                    entry[0] += 1
-                    entry[1] += score
-    return stats
-
-
-def rankings(stats, min_count=MIN_COUNT, top=TOP_K):
-    """Rows (class, level, ranking, rank, unit, count, mean, total): the largest mean (count >= min_count)
-    and the largest total attribution per class and level."""
-    rows = []
-    for (cls, level), table in stats.items():
-        items = [(u, c, t / c, t) for u, (c, t) in table.items() if c >= min_count]
-        for ranking, key in (("mean", lambda r: r[2]), ("total", lambda r: r[3])):
-            for rank, (unit, count, mean, total) in enumerate(sorted(items, key=lambda r: (-key(r), r[0]))[:top], 1):
-                rows.append({"class": cls, "level": level, "ranking": ranking, "rank": rank, "unit": unit,
-                             "count": count, "mean": round(mean, 6), "total": round(total, 6)})
-    return rows
-
-
-def write_csv(path, rows):
-    def write(f):
-        writer = csv.DictWriter(f, fieldnames=["class", "level", "ranking", "rank", "unit", "count", "mean", "total"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return atomic_write(path, write)
-
-
-def plot_summary(rows, classes, path, title, k=PLOT_K):
-    """One row of panels per class: top characters and top words by mean attribution, as bars."""
-    from plots import font_charmap, setup_matplotlib
-    plt = setup_matplotlib()
-    charmap = font_charmap()
-    fig, axes = plt.subplots(len(classes), 2, figsize=(9, 0.28 * k * len(classes) + 1.0), squeeze=False)
-    for i, cls in enumerate(classes):
-        for j, level in enumerate(("char", "word")):
-            ax = axes[i][j]
-            top = [r for r in rows if r["class"] == cls and r["level"] == level and r["ranking"] == "mean"][:k]
-            labels = ["".join(ch if ord(ch) in charmap else "□" for ch in r["unit"]) + f"  ×{r['count']}"
-                      for r in top]
-            if not top:
-                ax.text(0.5, 0.5, f"no unit seen >= min-count times\nin texts explained as {cls}", ha="center",
-                        va="center", fontsize=8, color="#555", transform=ax.transAxes)
-                ax.set_xticks([])
-            ax.barh(range(len(top)), [r["mean"] for r in top], color="#b2182b")
-            ax.set_yticks(range(len(top)), labels, fontsize=8)
-            ax.invert_yaxis()
-            ax.tick_params(axis="x", labelsize=7)
-            ax.set_title(f"{cls} · {'characters' if level == 'char' else 'jieba words'} by mean attribution",
-                         fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write(path, buffer.getvalue())
-
-
-def summary_section_html(rows, classes, png_path=None, k=10, note=""):
-    """An HTML <section> with the summary picture (embedded) and, per class, the top units tables;
-    made to be dropped into a report."""
-    from render import escape
-    parts = ['<section id="global-summary"><h2>What drives this classifier</h2>']
-    if note:
-        parts.append(f'<p class="meta">{escape(note)}</p>')
-    if png_path and os.path.exists(png_path):
-        with open(png_path, "rb") as f:
-            data = base64.b64encode(f.read()).decode("ascii")
-        parts.append(f'<img alt="global summary" style="max-width:100%" src="data:image/png;base64,{data}">')
-    for cls in classes:
-        parts.append(f"<h3>{escape(cls)}</h3><table><tr><th>level</th><th>ranking</th><th>top units "
-                     f"(count, value)</th></tr>")
-        for level in ("char", "word"):
-            for ranking in ("mean", "total"):
-                top = [r for r in rows if (r["class"], r["level"], r["ranking"]) == (cls, level, ranking)][:k]
-                cells = " · ".join(f"<b>{escape(r['unit'])}</b> ({r['count']}, {r[ranking]:+.3g})" for r in top)
-                parts.append(f"<tr><td>{level}</td><td>{ranking}</td><td>{cells or '—'}</td></tr>")
-        parts.append("</table>")
-    parts.append("</section>")
-    return "".join(parts)
-
-
-def write_summary(out, manifest, min_count=MIN_COUNT, top=TOP_K):
-    classes = manifest["classes"]
-    n_lines = 0
-
-    def counted(lines):
-        nonlocal n_lines
-        for line in lines:
-            n_lines += 1
-            yield line
-    stats = summarize(counted(iter_lines(out, manifest["shards"])), classes, manifest["level"])
-    if n_lines != manifest["texts"]:
-        raise UserError(f"{out}: shards hold {n_lines} lines for {manifest['texts']} input texts")
-    rows = rankings(stats, min_count, top)
-    csv_path = write_csv(os.path.join(out, "summary.csv"), rows)
-    title = (f"{os.path.basename(manifest['checkpoint'])} · {manifest['method']} · {n_lines} texts · "
-             f"units seen >= {min_count} times")
-    png_path = plot_summary(rows, classes, os.path.join(out, "summary.png"), title)
-    page = (f'<!DOCTYPE html><html lang="zh"><head><meta charset="utf-8"><title>global summary</title>'
-            f"<style>body{{font-family:'Noto Sans CJK SC','PingFang SC','Microsoft YaHei',sans-serif;margin:2em;"
-            f"max-width:70em}}td,th{{padding:0.2em 0.6em;text-align:left;vertical-align:top}}"
-            f".meta{{color:#555}}</style></head><body>"
-            f"{summary_section_html(rows, classes, png_path, note=title)}</body></html>\n")
-    html_path = atomic_write(os.path.join(out, "summary.html"), page)
-    return rows, [csv_path, png_path, html_path]
-
-
 # --- CLI -------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
     from cli import ArgumentParser, choice, float_range, int_range
     from dataset import TASKS
-    from integrated_gradients import BASELINES, MAX_STEPS
+    from methods import NAMES, describe
+    from validate import BASELINES, MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint directory written by train.py")
     p.add_argument("--input", default=None, help="a .txt (one text per line), .csv or .jsonl file")
@@ -602,18 +312,15 @@ def parse_args(argv=None):
     p.add_argument("--split", default="test", type=choice(SPLITS, "split"), help=f"with --task: one of {', '.join(SPLITS)}")
     p.add_argument("--data-dir", default=None, help="data directory for --task")
     p.add_argument("--out", required=True, help="output directory (new, empty, or a previous run of this job)")
-    p.add_argument("--method", default=METHOD, type=choice(("ig", "grad", *PERTURBATION_METHODS), "method"),
-                   help="ig (integrated gradients), grad (gradient x input), surrogate (deletion surrogate), "
-                        "occlusion (leave one character out) or deletion-ig (IG averaged over random deletions); "
-                        "perturbation.py")
+    p.add_argument("--method", default=METHOD, type=choice(NAMES, "method"), help=describe())
     p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=STEPS,
                    help=f"integrated gradients steps (Gauss-Legendre), 1 to {MAX_STEPS}")
     p.add_argument("--baseline", default=None, type=choice(BASELINES, "baseline"),
                    help="zero, pad, unk or mask (default: zero)")
     p.add_argument("--target", default=None, help="class to explain, by index or name (default: predicted)")
-    p.add_argument("--limit", type=int_range(1), default=None, help="explain only the first N texts")
+    p.add_argument("-n", type=int_range(1), default=None, help="explain only the first N texts")
     p.add_argument("--shard-size", type=int_range(1), default=SHARD_SIZE, help="texts per shard (unit of resume)")
-    p.add_argument("--batch-size", type=int_range(1), default=BATCH_SIZE, help="texts per attribution call")
+    p.add_argument("--texts-per-call", type=int_range(1), default=TEXTS_PER_CALL, help="texts per attribution call")
     p.add_argument("--min-count", type=int_range(1), default=MIN_COUNT, help="occurrences a unit needs to be ranked")
     p.add_argument("--top", type=int_range(1), default=TOP_K, help="units per class, level and ranking in summary.csv")
     p.add_argument("--engine", default="local", type=choice(ENGINES, "engine"), help=f"one of: {', '.join(ENGINES)}")
@@ -628,20 +335,21 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     from cli import class_index
-    from model import MODEL_FILE, current_version, load_checkpoint
+    from checkpoint import MODEL_FILE, current_version, load_checkpoint
     ckpt = load_checkpoint(args.checkpoint)
     source = FileSource(args.input) if args.input else TaskSource(args.task, args.split, args.data_dir)
-    shards, n_texts, input_sha = plan_shards(source, args.shard_size, args.limit)
+    shards, n_texts, input_sha = plan_shards(source, args.shard_size, args.n)
     if n_texts == 0:
         raise UserError("no texts to explain: the input holds only blank texts")
     job = {"program": "explain.py", "checkpoint": os.path.abspath(args.checkpoint),
-           "model_sha256": file_sha256(os.path.join(current_version(args.checkpoint), MODEL_FILE)),
-           "input": {**source.describe(), "sha256": input_sha, "limit": args.limit}, "texts": n_texts,
+           "model_sha256": files_sha256(os.path.join(current_version(args.checkpoint), MODEL_FILE)),
+           "input": {**source.describe(), "sha256": input_sha, "limit": args.n}, "texts": n_texts,
            "method": args.method, "steps": args.steps if args.method == "ig" else None,
            "baseline": (args.baseline or "zero") if args.method == "ig" else None,
            "target": class_index(args.target, ckpt.classes), "shard_size": args.shard_size,
-           "shards": len(shards), "batch_size": args.batch_size, "classes": ckpt.classes,
+           "shards": len(shards), "texts_per_call": args.texts_per_call, "classes": ckpt.classes,
            "level": ckpt.tokenizer.level}
     resumed = prepare_out(args.out, job)
     pending = []
@@ -669,7 +377,7 @@ def main(argv=None):
                  f"({explainer.attribution_seconds / elapsed:.0%} of it)" if explainer else "")
         print(f"explained {progress.new} texts in {elapsed:.1f}s: {progress.new / elapsed:.1f} texts/s "
               f"({args.engine} engine){floor}", file=sys.stderr)
-    rows, written = write_summary(args.out, job, args.min_count, args.top)
+    rows, written = write_summary(args.out, job, iter_lines(args.out, job["shards"]), args.min_count, args.top)
     for cls in ckpt.classes:
         top = [r["unit"] for r in rows if (r["class"], r["level"], r["ranking"]) == (cls, "char", "mean")][:8]
         print(printable(f"{cls}: top characters by mean attribution: {' '.join(top) or '(none)'}"))

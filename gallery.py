@@ -10,21 +10,22 @@ characters, at most ceil(GALLERY_PER_TASK / classes) per true class.
 """
 import os
 
-from cli import printable, quiet_tensorflow
-
-quiet_tensorflow()
+from errors import printable
+from cli import quiet_tensorflow
 
 TASKS = ("thucnews", "weibo", "moods", "hotel")
 PER_TASK = 4
 MAXCHARS = 48       # gallery sentences are short enough to read in a README
 OUT = os.path.join("out", "gallery")   # git-ignored; the README's asset/ is written only when asked
-METHODS = {"grad": "gradxinput", "ig": "ig"}   # file name -> method
+SHOWN = ("grad", "ig")   # methods shown (methods.py names; also the PNG file names)
 
 
 def main(argv=None):
-    from cli import CHECKPOINTS_DIR, ArgumentParser, UserError, add_replace_argument, atomic_write, comma_list, \
-        prepare_output_dir, resolve_checkpoint
+    from errors import UserError
+    from files import atomic_write, prepare_output_dir
+    from cli import CHECKPOINTS_DIR, ArgumentParser, add_replace_argument, comma_list, resolve_checkpoint
     from plots import to_png
+    from methods import canonical
     from render import METHOD_TITLES, to_markdown
     from visualize import STEPS, pick_samples, run_methods
     p = ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,12 +36,13 @@ def main(argv=None):
                                               "copy: regenerating it takes --out asset --replace).")
     add_replace_argument(p)
     args = p.parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     directories = {task: os.path.join(args.checkpoints, task) for task in args.tasks}
     for task, directory in directories.items():     # before any work: every checkpoint is there
         if not os.path.isdir(directory):
             raise UserError(f"no checkpoint for task {task!r} at {directory}; train one with: "
                             f"python train.py --task {task} --data-dir DIR --out {directory}")
-    names = [f"{task}_{method}.png" for task in args.tasks for method in METHODS] + ["gallery.md"]
+    names = [f"{task}_{method}.png" for task in args.tasks for method in SHOWN] + ["gallery.md"]
     prepare_output_dir(args.out, names, args.replace)
     sections = []
     for task, directory in directories.items():
@@ -50,7 +52,8 @@ def main(argv=None):
         section = [f"### {task}", "", f"<sub>checkpoint {directory} ({ckpt.meta.get('arch')}), "
                                     f"test accuracy {metrics.get('test_accuracy', float('nan')):.4f}, "
                                     f"macro-F1 {metrics.get('test_macro_f1', float('nan')):.4f}</sub>", ""]
-        for short, method in METHODS.items():
+        for short in SHOWN:
+            method = canonical(short)
             rows = run_methods(ckpt, texts, [method], labels=labels, steps=STEPS)
             png = to_png(rows, os.path.join(args.out, f"{task}_{short}.png"),
                          title=f"{task} · {METHOD_TITLES[method]}")

@@ -12,8 +12,6 @@ import os
 
 from cli import quiet_tensorflow
 
-quiet_tensorflow()
-
 FAMILIES = ("bert", "distil_bert")
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 SEQUENCE = 64
@@ -60,7 +58,9 @@ def train(texts, labels, classes=2, epochs=EPOCHS, verbose=0, vocab_texts=(), ba
 def main(argv=None):
     import tempfile
     import warnings
-    from cli import ArgumentParser, UserError, choice, current_umask, int_range, printable
+    from errors import UserError, printable
+    from files import current_umask
+    from cli import ArgumentParser, choice, int_range
     from dataset import TASKS, load_task
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="hotel", type=choice(TASKS, "task"))
@@ -73,6 +73,7 @@ def main(argv=None):
     p.add_argument("--layers", type=int_range(1), default=LAYERS)
     p.add_argument("--sequence", type=int_range(3), default=SEQUENCE, help="tokens per text, [CLS] and [SEP] included")
     args = p.parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     out = os.path.abspath(args.out)
     if os.path.exists(out):
         raise UserError(f"refusing to overwrite {printable(out)}; give a new --out path")

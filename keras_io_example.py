@@ -13,9 +13,8 @@ Embedding -> Dropout -> Conv1D valid stride 3 -> Conv1D valid stride 3 -> Global
 """
 import os
 
-from cli import printable, quiet_tensorflow
-
-quiet_tensorflow()
+from errors import printable
+from cli import quiet_tensorflow
 
 MAX_TOKENS = 5000
 SEQUENCE = 256
@@ -56,7 +55,9 @@ def train(texts, labels, epochs=EPOCHS, verbose=0, **kwargs):
 
 def main(argv=None):
     import tempfile
-    from cli import ArgumentParser, UserError, choice, current_umask, int_range
+    from errors import UserError
+    from files import current_umask
+    from cli import ArgumentParser, choice, int_range
     from dataset import TASKS, load_task
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="hotel", type=choice(TASKS, "task"), help="Task whose training split is used.")
@@ -68,6 +69,7 @@ def main(argv=None):
     p.add_argument("--int-out", default=None, help="Also save the nested int model (token ids in) here (.keras).")
     p.add_argument("--vocab-out", default=None, help="Also write its vocabulary here, one token per line.")
     args = p.parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     out = os.path.abspath(args.out)
     for path in (args.out, args.int_out, args.vocab_out):
         if path and os.path.exists(path):
@@ -109,7 +111,7 @@ def main(argv=None):
 def check_writable_folder(path):
     """Before training: the file's folder, or the nearest folder above it that exists (the rest is
     created when saving), must be a writable folder."""
-    from cli import UserError
+    from errors import UserError
     folder = existing = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)

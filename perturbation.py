@@ -44,8 +44,9 @@ and the surrogate with ridge=0 recovers each token's weight exactly (tests/test_
 """
 import numpy as np
 
-from gradients import Attribution, as_split, class_scores, prepare_ids, resolve_target, tokens_of
+from gradients import Attribution, class_scores, resolve_target, split_of, tokens_of
 from tokenizer import PAD_ID
+from validate import prepare_ids
 
 SAMPLES = 500             # K perturbed texts per text (the surrogate)
 KERNEL_WIDTH = 25.0       # LIME's LimeTextExplainer default
@@ -89,7 +90,7 @@ def _prepare(model, inputs, target, layer, xla):
     if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
         raise ValueError("perturbation methods delete token ids: give int token ids [B, L], not strings")
     token_ids = prepare_ids(inputs)
-    split = as_split(model, token_ids, layer)
+    split = split_of(model, token_ids, layer)
     probs = class_scores(split, token_ids, xla=xla)
     return split, token_ids, probs, resolve_target(target, probs)
 
@@ -295,7 +296,7 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
     quadrature error of `steps` points); the average is not complete for x: no completeness.
 
     Defaults (K = 100 contexts, 2 steps, max_rate 1: 101 x 2 gradient rows per text, no forward
-    rows: integrate_path alone, without integrated_gradients' per-row F(x), F(0) and split check,
+    rows: the engine's path integral alone, without integrated_gradients' per-row F(x), F(0) and split check,
     which cost about as much again), measured with evaluate.py's comprehensiveness AOPC on the first
     24 hotel test texts (runs/exp, RESULTS.md; LIME-2000 0.467 on the char-CNN, 0.422 on the transformer):
       char-CNN:    K = 100: 0.467, 0.467, 0.469 (seeds 0-2); K = 50: 0.469, 0.459; K = 200: 0.472;
@@ -319,8 +320,9 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
     Returns an Attribution (method "deletion-ig").
     """
     from embedding_split import verify_split
+    from engine import ENGINE
     from gradients import reduce_scores
-    from integrated_gradients import integrate_path, quadrature
+    from integrated_gradients import quadrature
     if int(samples) < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     if int(steps) < 1:
@@ -342,12 +344,12 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
         nodes, weights = quadrature("gausslegendre", int(steps))
         parts = []
         for start in range(0, len(rows), DELETION_ROWS_PER_CALL):
-            # integrated_gradients' path integral alone: its extra forward passes (F(x), F(0) and the
+            # integrated_gradients' path integral alone (x' = 0): its extra forward passes (F(x), F(0) and the
             # split check against the model, per row) would cost about as much again
             x, context, ids = split.lookup(rows[start:start + DELETION_ROWS_PER_CALL])
             part = owner[start:start + len(x)]
-            grads = integrate_path(split, x, np.zeros_like(x), np.asarray(context), target[part], nodes, weights,
-                                   xla=xla)
+            grads = ENGINE.path_gradient(split, x, np.zeros_like(x), np.asarray(context), target[part], nodes,
+                                         weights, xla=xla)
             parts.append(reduce_scores(x * grads, ~np.isin(ids, split.fixed_ids), "sum"))
         row_scores = np.concatenate(parts).astype(np.float64)
         start = 0

@@ -7,27 +7,16 @@ drawn with math parsing off, so a class name like `$x$` stays literal.
 """
 import functools
 import io
-import os
 import unicodedata
 
 import numpy as np
 
-from render import BLUE, RED, WHITE, caption, unit_colours
+from render import BLUE, RED, WHITE, caption, cjk_font, unit_colours
 
 PNG_WIDTH = 28              # full-width characters per line in PNG images
 BAR_BOTTOM, BAR_HEIGHT = 0.26, 0.11   # colour bar, inches from the bottom: room for tick labels with descenders
 BAR_BAND = 1.1              # rows (of the text's units) kept under the text for the colour bar
 FONT_FAMILY = "Noto Sans CJK SC"
-
-
-def cjk_font():
-    """(path, face index) of Noto Sans CJK SC, located through the installed pip package."""
-    import noto_cjk_sans_otc
-    folder = os.path.dirname(noto_cjk_sans_otc.__file__)
-    paths = [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.lower().endswith((".ttc", ".otf"))]
-    if not paths:
-        raise RuntimeError(f"no font file in {folder}")
-    return paths[0], 2   # faces: 0 JP, 1 KR, 2 SC, 3 TC, 4 HK
 
 
 @functools.cache
@@ -119,7 +108,7 @@ def to_png(rows, path, width=PNG_WIDTH, title=None):
 def save_figure(fig, path, **kwargs):
     """Save a figure atomically (temporary name, then rename) and close it."""
     import matplotlib.pyplot as plt
-    from cli import atomic_write
+    from files import atomic_write
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", **kwargs)
     plt.close(fig)

@@ -14,11 +14,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cli import printable
+from errors import printable
+
+
+def cjk_font():
+    """(path, face index) of Noto Sans CJK SC, located through the installed pip package."""
+    import os
+
+    import noto_cjk_sans_otc
+    folder = os.path.dirname(noto_cjk_sans_otc.__file__)
+    paths = [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.lower().endswith((".ttc", ".otf"))]
+    if not paths:
+        raise RuntimeError(f"no font file in {folder}")
+    return paths[0], 2   # faces: 0 JP, 1 KR, 2 SC, 3 TC, 4 HK
 
 
 def escape(text):
-    """The one escaper for reports: the sanitiser (cli.printable), then HTML escaping."""
+    """The one escaper for reports: the sanitiser (errors.printable), then HTML escaping."""
     return html.escape(printable(text))
 
 
@@ -228,7 +240,6 @@ def embedded_font_css(text, family="TIG CJK"):
         import base64
         from fontTools import subset
         from fontTools.ttLib import TTFont
-        from plots import cjk_font
         path, index = cjk_font()
         font = TTFont(path, fontNumber=index, lazy=True)   # read only the tables the subset needs
         options = subset.Options()

@@ -1,4 +1,7 @@
-"""Character (or jieba word) tokenizer: text -> display tokens -> int32 ids, saved as JSON.
+"""Tokenizers: text -> display tokens -> int32 ids. `Tokenizer` is this project's (characters or
+jieba words, saved as JSON); the others read users' models (user_model.py): a vocabulary file
+(VocabularyTokenizer), the model's own TextVectorization (StringInputTokenizer), a KerasHub
+preprocessor (HubTokenizer).
 
 One tokenizer serves training, explanation and evaluation, so that a score always lines
 up with the token a reader sees. In char mode every character of the text is exactly one
@@ -112,3 +115,105 @@ def decode_ids(vocab, token_ids):
             break
         tokens.append(vocab[i] if 0 <= i < len(vocab) else "")
     return tokens
+
+
+# --- the tokenizers of users' models (user_model.py) ----------------------------------------
+
+UNK_NAMES = ("[UNK]", "<unk>", "<UNK>", "[unk]", "<oov>", "[OOV]")
+
+
+class VocabularyTokenizer:
+    """A vocabulary file as a tokenizer: char level when (nearly) every token is one character,
+    else words (whitespace if the text has spaces, jieba otherwise). Unknown tokens -> the
+    vocabulary's UNK entry (or id 1)."""
+
+    def __init__(self, vocab, level=None, padding="post"):
+        self.vocab, self.padding = list(vocab), padding or "post"
+        self.index = {}
+        for i, token in enumerate(self.vocab):
+            self.index.setdefault(token, i)
+        body = [t for t in self.vocab[1:] if t not in UNK_NAMES]
+        self.level = level or ("char" if body and sum(len(t) == 1 for t in body) >= 0.9 * len(body) else "word")
+        self.unk_id = next((self.index[t] for t in UNK_NAMES if t in self.index), 1)
+
+    def __len__(self):
+        return len(self.vocab)
+
+    def tokenize(self, text):
+        text = clean_text(text)
+        if self.level == "char":
+            return list(text)
+        if " " in text:
+            return text.split()
+        import jieba
+        jieba.setLogLevel(60)
+        return jieba.lcut(text, HMM=True)
+
+    def encode(self, texts, maxlen):
+        out = np.zeros((len(texts), maxlen), np.int32)
+        for row, text in enumerate(texts):
+            ids = [self.index.get(t, self.unk_id) for t in self.tokenize(text)][:maxlen]
+            if self.padding == "pre":      # padded at the start, as keras' pad_sequences does by default
+                out[row, maxlen - len(ids):] = ids
+            else:
+                out[row, :len(ids)] = ids
+        return out
+
+    def decode(self, token_ids):
+        return decode_ids(self.vocab, token_ids)
+
+
+class StringInputTokenizer:
+    """For a model that takes raw strings: its own TextVectorization layer tokenizes."""
+
+    def __init__(self, model, vectorizer):
+        self.model, self.vectorizer = model, vectorizer
+        self.vocab = [str(t) for t in vectorizer.get_vocabulary()]
+        self.level = "char" if vectorizer.get_config().get("split") == "character" else "word"
+        try:
+            self.rank = len(model.inputs[0].shape)
+        except (AttributeError, IndexError, TypeError):
+            self.rank = 1
+
+    def __len__(self):
+        return len(self.vocab)
+
+    def tokenize(self, text):
+        import tensorflow as tf
+        ids = np.asarray(self.vectorizer(tf.constant([clean_text(text)])))[0]
+        return [self.vocab[i] for i in ids if i != 0]
+
+    def encode(self, texts, maxlen=None):
+        """The model's input: a tf.string tensor of the cleaned texts shaped [N] or [N, 1] (the model
+        truncates and pads; a tensor because Keras' predict refuses NumPy string arrays)."""
+        import tensorflow as tf
+        texts = np.asarray([clean_text(t) for t in texts], dtype=object)
+        return tf.constant(texts.reshape((-1,) + (1,) * (self.rank - 1)), tf.string)
+
+    def decode(self, token_ids):
+        return VocabularyTokenizer.decode(self, token_ids)
+
+
+class HubTokenizer:
+    """For a KerasHub task saved with its preprocessor: the preprocessor tokenizes, pads and adds
+    the special tokens; tokenize(text) gives the tokens the model sees ([CLS] ... [SEP] for BERT),
+    one per position, and encode(texts) the texts themselves (the explainers preprocess them)."""
+
+    def __init__(self, model, hub):
+        self.model, self.hub = model, hub
+        self.vocab = hub.vocabulary or []
+        self.level = "char" if sum(len(t) == 1 for t in self.vocab) >= 0.5 * max(1, len(self.vocab)) else "word"
+
+    def __len__(self):
+        return len(self.vocab)
+
+    def tokenize(self, text):
+        ids = np.asarray(self.hub.features([clean_text(text)])["token_ids"])[0]
+        real = np.flatnonzero(ids != self.hub.pad_id)
+        return [self.vocab[i] if 0 <= i < len(self.vocab) else "" for i in ids[:real[-1] + 1 if len(real) else 0]]
+
+    def encode(self, texts, maxlen=None):
+        return [clean_text(t) for t in texts]
+
+    def decode(self, token_ids):
+        return VocabularyTokenizer.decode(self, token_ids)

@@ -18,9 +18,8 @@ files of the same names) for the same task and --arch; another task's or arch's 
 """
 import os
 
-from cli import printable, quiet_tensorflow
-
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
+from errors import printable
+from cli import quiet_tensorflow
 
 import sys
 import time
@@ -57,7 +56,7 @@ def parse_args(argv=None):
     from cli import MAX_MAXLEN, ArgumentParser, choice, float_range, int_range
     from dataset import TASKS
     from distribute import STRATEGIES
-    from model import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
+    from defaults import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", required=True, type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--data-dir", default=None, help="data directory (default: $TIG_DATA_DIR, then ./data)")
@@ -163,16 +162,18 @@ def make_dataset(x, y, batch_size, shuffle=False, mask_rate=0.0, seed=0):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     from distribute import build_before_fit, devices_of, is_chief, make_strategy, predict_locally
     strategy, distribute = make_strategy(args.distribute)   # first: before TensorFlow runs any op
     replicas = strategy.num_replicas_in_sync
     import keras
-    from cli import UserError
+    from errors import UserError
     from dataset import load_task
-    from model import build_model, init_from_checkpoint, make_optimizer, save_checkpoint
+    from model import build_model, make_optimizer
+    from checkpoint import init_from_checkpoint, save_checkpoint
     from tokenizer import Tokenizer
 
-    from model import check_checkpoint_target
+    from checkpoint import check_checkpoint_target
     check_checkpoint_target(args.out, args.task, args.arch, args.replace_different)   # refuse a bad --out before spending minutes on training
     keras.utils.set_random_seed(args.seed)
     data = load_task(args.task, args.data_dir)

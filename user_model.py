@@ -24,108 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cli import UserError
-from tokenizer import Tokenizer, clean_text, decode_ids
+from errors import UserError
+from tokenizer import HubTokenizer, StringInputTokenizer, Tokenizer, VocabularyTokenizer
 
 DEFAULT_MAXLEN = 256           # for an int-input model with no fixed length and no --maxlen
-UNK_NAMES = ("[UNK]", "<unk>", "<UNK>", "[unk]", "<oov>", "[OOV]")
-
-
-class VocabularyTokenizer:
-    """A vocabulary file as a tokenizer: char level when (nearly) every token is one character,
-    else words (whitespace if the text has spaces, jieba otherwise). Unknown tokens -> the
-    vocabulary's UNK entry (or id 1)."""
-
-    def __init__(self, vocab, level=None, padding="post"):
-        self.vocab, self.padding = list(vocab), padding or "post"
-        self.index = {}
-        for i, token in enumerate(self.vocab):
-            self.index.setdefault(token, i)
-        body = [t for t in self.vocab[1:] if t not in UNK_NAMES]
-        self.level = level or ("char" if body and sum(len(t) == 1 for t in body) >= 0.9 * len(body) else "word")
-        self.unk_id = next((self.index[t] for t in UNK_NAMES if t in self.index), 1)
-
-    def __len__(self):
-        return len(self.vocab)
-
-    def tokenize(self, text):
-        text = clean_text(text)
-        if self.level == "char":
-            return list(text)
-        if " " in text:
-            return text.split()
-        import jieba
-        jieba.setLogLevel(60)
-        return jieba.lcut(text, HMM=True)
-
-    def encode(self, texts, maxlen):
-        out = np.zeros((len(texts), maxlen), np.int32)
-        for row, text in enumerate(texts):
-            ids = [self.index.get(t, self.unk_id) for t in self.tokenize(text)][:maxlen]
-            if self.padding == "pre":      # padded at the start, as keras' pad_sequences does by default
-                out[row, maxlen - len(ids):] = ids
-            else:
-                out[row, :len(ids)] = ids
-        return out
-
-    def decode(self, token_ids):
-        return decode_ids(self.vocab, token_ids)
-
-
-class StringInputTokenizer:
-    """For a model that takes raw strings: its own TextVectorization layer tokenizes."""
-
-    def __init__(self, model, vectorizer):
-        self.model, self.vectorizer = model, vectorizer
-        self.vocab = [str(t) for t in vectorizer.get_vocabulary()]
-        self.level = "char" if vectorizer.get_config().get("split") == "character" else "word"
-        try:
-            self.rank = len(model.inputs[0].shape)
-        except (AttributeError, IndexError, TypeError):
-            self.rank = 1
-
-    def __len__(self):
-        return len(self.vocab)
-
-    def tokenize(self, text):
-        import tensorflow as tf
-        ids = np.asarray(self.vectorizer(tf.constant([clean_text(text)])))[0]
-        return [self.vocab[i] for i in ids if i != 0]
-
-    def encode(self, texts, maxlen=None):
-        """The model's input: a tf.string tensor of the cleaned texts shaped [N] or [N, 1] (the model
-        truncates and pads; a tensor because Keras' predict refuses NumPy string arrays)."""
-        import tensorflow as tf
-        texts = np.asarray([clean_text(t) for t in texts], dtype=object)
-        return tf.constant(texts.reshape((-1,) + (1,) * (self.rank - 1)), tf.string)
-
-    def decode(self, token_ids):
-        return VocabularyTokenizer.decode(self, token_ids)
-
-
-class HubTokenizer:
-    """For a KerasHub task saved with its preprocessor: the preprocessor tokenizes, pads and adds
-    the special tokens; tokenize(text) gives the tokens the model sees ([CLS] ... [SEP] for BERT),
-    one per position, and encode(texts) the texts themselves (the explainers preprocess them)."""
-
-    def __init__(self, model, hub):
-        self.model, self.hub = model, hub
-        self.vocab = hub.vocabulary or []
-        self.level = "char" if sum(len(t) == 1 for t in self.vocab) >= 0.5 * max(1, len(self.vocab)) else "word"
-
-    def __len__(self):
-        return len(self.vocab)
-
-    def tokenize(self, text):
-        ids = np.asarray(self.hub.features([clean_text(text)])["token_ids"])[0]
-        real = np.flatnonzero(ids != self.hub.pad_id)
-        return [self.vocab[i] if 0 <= i < len(self.vocab) else "" for i in ids[:real[-1] + 1 if len(real) else 0]]
-
-    def encode(self, texts, maxlen=None):
-        return [clean_text(t) for t in texts]
-
-    def decode(self, token_ids):
-        return VocabularyTokenizer.decode(self, token_ids)
 
 
 @dataclass
@@ -191,7 +93,7 @@ def load_user_model(path, vocab=None, tokenizer=None, classes=None, maxlen=None,
     import warnings
     import keras
     from embedding_split import embedding_layers, output_kind, text_vectorizers
-    from hub_inputs import HubInputs, tokenizer_of
+    from model_io import HubInputs, tokenizer_of
     # Keras' UserWarnings (compile config not restored, masks destroyed by position embeddings, ...)
     # are about training and layer internals, not about the explanation: kept off the CLI's output
     warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(_hub)?(\.|$)")

@@ -9,7 +9,8 @@ import numbers
 
 import numpy as np
 
-MAX_STEPS = 1024   # integrated_gradients.MAX_STEPS (kept here so this module imports nothing heavy)
+MAX_STEPS = 1024   # integrated gradients' quadrature nodes at most (Gauss-Legendre's set-up grows as steps^2)
+BASELINES = ("zero", "pad", "unk", "mask")   # integrated gradients' named baselines (make_baseline)
 
 
 def is_int(value):
@@ -119,18 +120,29 @@ def check_path(path, name="directory"):
         raise TypeError(f"{name} must be a path (str), got {type(path).__name__}")
 
 
-def check_ig(model, steps, tolerance, baseline, batch_size, method, reduce):
-    """integrated_gradients' arguments, all at once, before any model runs."""
-    from integrated_gradients import METHODS
+def check_ig(model, steps, tolerance, baseline, internal_batch_size, reduce):
+    """integrated_gradients' arguments, all at once, before any model runs (the quadrature rule
+    is checked by integrated_gradients itself, which knows them)."""
     check_model(model)
     check_steps(steps)
     check_tolerance(tolerance)
     check_baseline(baseline)
-    check_positive_int(batch_size, "batch_size")
-    check_choice(method, METHODS, "method")
+    check_positive_int(internal_batch_size, "internal_batch_size")
     check_choice(reduce, ("sum", "l2"), "reduce")
 
 
 def check_split_inputs(split, inputs):
     """Token ids against the vocabulary of the Embedding layer the split attributes at."""
     check_token_ids(inputs, getattr(split.layer, "input_dim", None))
+
+
+def prepare_ids(token_ids):
+    """Token ids as a non-empty int32 [batch, length] array ([L] becomes [1, L]); ValueError otherwise."""
+    token_ids = np.asarray(token_ids)
+    if token_ids.ndim == 1:
+        token_ids = token_ids[None]
+    if token_ids.ndim != 2 or token_ids.shape[0] == 0 or token_ids.shape[1] == 0:
+        raise ValueError(f"token_ids must be a non-empty [batch, length] array, got shape {token_ids.shape}")
+    if not np.issubdtype(token_ids.dtype, np.integer):
+        raise ValueError(f"token_ids must be integers, got {token_ids.dtype}")
+    return token_ids.astype(np.int32)

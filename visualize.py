@@ -6,106 +6,62 @@ PNG images and terminal colours.
     python visualize.py --method grad --task hotel --data-dir DIR -n 5 --errors
     python visualize.py --method ig --model my_model.keras --text "..."  # your own Keras 3 model
 
-Methods: `ig` integrated gradients, `grad` gradient x input (signed), `saliency` the gradient's
-L2 norm (unsigned), `both` = grad and ig on the same texts. Rendering lives in render.py
+Methods (methods.py): `ig` integrated gradients, `grad` gradient x input (signed), `saliency` the
+gradient's L2 norm (unsigned), `occlusion`, `surrogate`, `deletion-ig` (perturbation.py), `both` = grad and ig. Rendering lives in render.py
 (HTML, Markdown, terminal) and plots.py (PNG); this file turns texts into Explanations and
 runs the command line.
 """
 import os
 
-from cli import printable, quiet_tensorflow
-
-quiet_tensorflow()   # before anything imports TensorFlow: keeps the command line output clean
+from errors import printable
+from cli import quiet_tensorflow
 
 import sys
 import time
 
 import numpy as np
 
+from methods import METHODS, NAMES, TEXTS_PER_CALL, canonical, describe, explain_texts, word_sums
 from render import METHOD_TITLES, Explanation, Explanations, to_markdown, to_report_html, to_terminal
 
 STEPS = 50
-BATCH = 32                  # texts explained per call (progress bar granularity)
 FORMATS = ("html", "md", "png", "ansi")
-CLI_METHODS = {"ig": ["ig"], "grad": ["gradxinput"], "gradxinput": ["gradxinput"], "saliency": ["saliency"],
-               "both": ["gradxinput", "ig"], "surrogate": ["surrogate"], "occlusion": ["occlusion"],
-               "deletion-ig": ["deletion-ig"]}
+CLI_METHODS = {**{name: [name] for name in NAMES}, "both": ["gradxinput", "ig"]}   # --method -> methods run
 OUTPUT_STEM = "explanations"
-METHODS = ("ig", "gradxinput", "saliency", "surrogate", "occlusion", "deletion-ig")   # what attribute() computes
 
 
 # --- explaining ---------------------------------------------------------------------
 
-def attribute(model, inputs, method, *, steps=STEPS, baseline=None, target=None, reduce="sum", layer=None):
-    """One batch of inputs (token ids, or texts for a string-input model) -> Attribution, for a
-    method of render.METHOD_TITLES."""
-    from gradients import gradients
-    from integrated_gradients import DEFAULT_BASELINE, integrated_gradients
-    if method == "ig":
-        return integrated_gradients(model, inputs, target, layer=layer, baseline=baseline or DEFAULT_BASELINE,
-                                    steps=steps, reduce=reduce)
-    if method == "gradxinput":
-        return gradients(model, inputs, target, layer=layer, times_input=True, reduce=reduce)
-    if method == "saliency":
-        return gradients(model, inputs, target, layer=layer, times_input=False)
-    if method in ("surrogate", "occlusion", "deletion-ig"):
-        import perturbation
-        if isinstance(inputs, (list, tuple)):
-            from cli import UserError
-            raise UserError(f"--method {method} deletes token ids: it needs a model that takes token ids")
-        explain_with = {"surrogate": perturbation.deletion_surrogate, "occlusion": perturbation.occlusion,
-                        "deletion-ig": perturbation.deletion_ig}[method]
-        return explain_with(model, inputs, target, layer=layer)
-    raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
-
-
 def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None, reduce="sum",
             level="char", labels=None, progress=False):
-    """Explain texts with one method ("ig", "gradxinput" or "saliency"); one Explanation per text, in
+    """Explain texts with one method (methods.METHODS, or an alias); one Explanation per text, in
     an Explanations list (a notebook displays the list, or one item, with the CJK font embedded).
 
-    ckpt: a model.Checkpoint or a user_model.UserModel (model, tokenizer, classes, maxlen, meta).
+    ckpt: a checkpoint.Checkpoint or a user_model.UserModel (model, tokenizer, classes, maxlen, meta).
     reduce="l2" gives the original project's unsigned view of integrated gradients. level="word"
     sums character scores per jieba word.
     """
     import validate
     validate.check_texts(texts)
     validate.check_choice(level, ("char", "word"), "level")
-    validate.check_choice(method, METHODS, "method")
+    validate.check_choice(method, NAMES, "method")
     validate.check_labels(labels, len(texts), len(ckpt.classes))
+    method = canonical(method)
     name = "ig-l2" if (method, reduce) == ("ig", "l2") else method
-    out, bar = Explanations(), None
-    if progress and len(texts) > BATCH:
+    bar = None
+    if progress and len(texts) > TEXTS_PER_CALL:
         from cli import Progress
         bar = Progress(len(texts), "text")
-    tokenizer, maxlen = ckpt.tokenizer, ckpt.maxlen
-    from dataset import cap_text_counted
-    for start in range(0, len(texts), BATCH):
-        chunk, cuts = zip(*[cap_text_counted(t) for t in texts[start:start + BATCH]])   # as explain.py reads
-        chunk = list(chunk)
-        token_lists = [tokenizer.tokenize(t) for t in chunk]
-        attribution = attribute(ckpt.model, tokenizer.encode(chunk, maxlen), method, steps=steps, baseline=baseline,
-                                target=target, reduce=reduce, layer=ckpt.meta.get("layer"))
-        for row, tokens in enumerate(token_lists):
-            seen = tokens[:maxlen]
-            # a pre-padded pipeline (--padding pre) puts the text at the end of its row
-            first = maxlen - len(seen) if getattr(tokenizer, "padding", "post") == "pre" else 0
-            units, scores, unknown = group_units(seen, attribution.scores[row, first:first + len(seen)],
-                                                 attribution.token_ids[row, first:first + len(seen)], tokenizer, level)
-            pred, tgt = int(attribution.probs[row].argmax()), int(attribution.target[row])
-            out.append(Explanation(
-                text="".join(tokens), units=units, scores=scores, unknown=unknown, method=name,
-                target=ckpt.classes[tgt], predicted=ckpt.classes[pred], prob=float(attribution.probs[row, pred]),
-                target_prob=float(attribution.probs[row, tgt]),
-                label=None if labels is None else ckpt.classes[labels[start + row]],
-                steps=None if attribution.steps is None else int(attribution.steps[row]),
-                delta=None if attribution.delta is None else float(attribution.delta[row]),
-                truncated=cuts[row] + len("".join(tokens[maxlen:])),
-                signed=name in ("ig", "gradxinput", "surrogate", "occlusion", "deletion-ig"),
-                baseline=attribution.baseline,
-                output_kind="probability" if attribution.output_kind in ("softmax", "sigmoid") else "raw"))
-        if bar:
-            bar.update(min(start + BATCH, len(texts)))
+    out = Explanations()
+    for i, r in enumerate(explain_texts(ckpt, texts, method, target=target, steps=steps, baseline=baseline,
+                                        reduce=reduce, on_progress=bar.update if bar else None)):
+        units, scores, unknown = group_units(r.tokens, r.scores, r.token_ids, ckpt.tokenizer, level)
+        out.append(Explanation(
+            text="".join(r.tokens), units=units, scores=scores, unknown=unknown, method=name,
+            target=ckpt.classes[r.target], predicted=ckpt.classes[r.predicted], prob=float(r.probs[r.predicted]),
+            target_prob=float(r.probs[r.target]), label=None if labels is None else ckpt.classes[labels[i]],
+            steps=r.steps, delta=r.delta, truncated=r.truncated, signed=METHODS[method].signed,
+            baseline=r.baseline, output_kind="probability" if r.output_kind in ("softmax", "sigmoid") else "raw"))
     return out
 
 
@@ -115,16 +71,9 @@ def group_units(tokens, scores, token_ids, tokenizer, level):
     unknown = [int(i) == UNK_ID for i in token_ids]
     if level == "char" or getattr(tokenizer, "level", "char") == "word":
         return list(tokens), np.asarray(scores, np.float32), unknown
-    import jieba
-    jieba.setLogLevel(60)
-    units, grouped, unk, pos = [], [], [], 0
-    for word in jieba.lcut("".join(tokens)):
-        n = len(word)
-        units.append(word)
-        grouped.append(float(np.sum(scores[pos:pos + n])))
-        unk.append(any(unknown[pos:pos + n]))
-        pos += n
-    return units, np.asarray(grouped, np.float32), unk
+    words, grouped = word_sums(tokens, scores)
+    starts = np.cumsum([0] + [len(w) for w in words])
+    return words, np.asarray(grouped, np.float32), [any(unknown[a:b]) for a, b in zip(starts, starts[1:])]
 
 
 def run_methods(ckpt, texts, methods, *, labels=None, target=None, progress=True, **options):
@@ -166,7 +115,7 @@ def pick_samples(ckpt, task, data_dir, n, errors=False, max_chars=None, balanced
 def write_outputs(rows, out, formats, stem=OUTPUT_STEM, title=None, color="auto", replace=False):
     """Write the chosen formats into `out` (each file atomically); print the terminal view.
     replace: overwrite same-named files in a folder the project did not create (--replace)."""
-    from cli import atomic_write, prepare_output_dir
+    from files import atomic_write, prepare_output_dir
     from plots import to_png
     files = {"md": f"{stem}.md", "html": f"{stem}.html", "png": f"{stem}.png"}
     prepare_output_dir(out, [files[f] for f in formats if f in files], replace)
@@ -187,10 +136,10 @@ def write_outputs(rows, out, formats, stem=OUTPUT_STEM, title=None, color="auto"
 def parse_args(argv=None):
     from cli import ArgumentParser, add_model_arguments, add_replace_argument, choice, comma_list, int_range, steps_or_auto
     from dataset import TASKS
-    from integrated_gradients import BASELINES, MAX_STEPS
+    from validate import BASELINES, MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", default="ig", type=choice(tuple(CLI_METHODS), "method"),
-                   help="ig, grad (gradient x input), saliency (gradient L2 norm) or both (grad and ig)")
+                   help=describe() + "; both = grad and ig on the same texts")
     p.add_argument("--task", default=None, type=choice(TASKS, "task"),
                    help=f"one of: {', '.join(TASKS)} (checkpoint checkpoints/<task>)")
     p.add_argument("--checkpoint", default=None,
@@ -228,7 +177,7 @@ def parse_args(argv=None):
 
 
 def read_texts(args):
-    from cli import UserError
+    from errors import UserError
     from tokenizer import clean_text
     texts = list(args.text)
     if args.file:
@@ -258,8 +207,10 @@ def default_out_dir():
 
 
 def main(argv=None):
-    from cli import UserError, class_index, resolve_explainable
+    from errors import UserError
+    from cli import class_index, resolve_explainable
     args = parse_args(argv)
+    quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     texts = read_texts(args)
     ckpt = resolve_explainable(args)
     target = class_index(args.target, ckpt.classes)

@@ -101,7 +101,8 @@ def tiny_checkpoints(tmp_path_factory, data_dir):
     """One tiny trained hotel-format checkpoint per architecture, from our own sentences."""
     import json
     import subprocess
-    from model import ARCHS, load_checkpoint
+    from model import ARCHS
+    from checkpoint import load_checkpoint
     root = tmp_path_factory.mktemp("ckpt")
     paths = {arch: str(root / arch) for arch in ARCHS}
     second = subprocess.Popen(

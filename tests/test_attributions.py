@@ -6,8 +6,9 @@ import keras
 from keras import layers, ops
 
 from gradients import gradients
-from integrated_gradients import METHODS, integrated_gradients, quadrature
-from model import ARCHS, ZeroPadding, build_embedder, compose, load_checkpoint
+from integrated_gradients import RULES, integrated_gradients, quadrature
+from model import ARCHS, ZeroPadding, build_embedder, compose
+from checkpoint import load_checkpoint
 
 TEXTS = ["房间很干净，服务很好，值得推荐", "前台态度很差，再也不来了", "位置不错但是早餐很差", "好"]
 
@@ -30,7 +31,7 @@ def linear_model(vocab_size=30, dim=8, classes=3, seed=1):
 IDS = np.array([[4, 7, 1, 2, 9, 0, 0], [12, 3, 3, 5, 0, 0, 0]], dtype=np.int32)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", RULES)
 @pytest.mark.parametrize("baseline", ["zero", "unk"])
 def test_linear_model_ig_is_exact(method, baseline):
     model = linear_model()
@@ -56,7 +57,7 @@ def test_linear_model_gradient_times_input_is_exact():
 
 
 def test_quadrature_rules_integrate_polynomials():
-    for method in METHODS:
+    for method in RULES:
         nodes, weights = quadrature(method, 10)
         assert np.isclose(weights.sum(), 1) and np.all((0 <= nodes) & (nodes <= 1))
     expected_nodes = {"left": [0, 0.25, 0.5, 0.75], "right": [0.25, 0.5, 0.75, 1], "middle": [0.125, 0.375, 0.625, 0.875],
@@ -95,7 +96,7 @@ def reference_ig(model, token_ids, target, nodes, weights):
 def test_batched_ig_matches_simple_reference(trained_checkpoint, method):
     ckpt = load_checkpoint(trained_checkpoint)
     ids = ckpt.tokenizer.encode(TEXTS, 40)
-    ours = integrated_gradients(ckpt.model, ids, steps=20, method=method, batch_size=50)   # forces chunking
+    ours = integrated_gradients(ckpt.model, ids, steps=20, method=method, internal_batch_size=50)   # forces chunking
     nodes, weights = ((np.arange(20) + 0.5) / 20, np.full(20, 1 / 20)) if method == "middle" \
         else quadrature("gausslegendre", 20)
     np.testing.assert_allclose(ours.scores, reference_ig(ckpt.model, ids, ours.target, nodes, weights), atol=1e-5)
@@ -137,8 +138,8 @@ def test_adaptive_steps_reach_the_tolerance(trained_checkpoint):
 def test_chunks_smaller_than_one_text_match_an_unsplit_run(trained_checkpoint):
     ckpt = load_checkpoint(trained_checkpoint)
     ids = ckpt.tokenizer.encode(TEXTS, 40)
-    whole = integrated_gradients(ckpt.model, ids, steps=20, batch_size=4 * 20)
-    split = integrated_gradients(ckpt.model, ids, steps=20, batch_size=7)       # one text's nodes over 3 calls
+    whole = integrated_gradients(ckpt.model, ids, steps=20, internal_batch_size=4 * 20)
+    split = integrated_gradients(ckpt.model, ids, steps=20, internal_batch_size=7)       # one text's nodes over 3 calls
     np.testing.assert_allclose(split.scores, whole.scores, atol=1e-6)
     np.testing.assert_allclose(split.delta, whole.delta, atol=1e-6)
 

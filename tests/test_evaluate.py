@@ -132,7 +132,7 @@ def test_evaluate_cli_bad_input(tmp_path, capsys):
     for args, fragment in (
             (("--checkpoint", str(tmp_path / "missing")), "checkpoint not found"),
             (("--task", "hotel", "--methods", "limes"), "unknown method"),
-            (("--task", "hotel", "--steps", "many"), "--steps must be")):
+            (("--task", "hotel", "--steps", "many"), "--steps: must be an integer from 1 to")):
         assert_clean_failure(in_process(capsys, evaluate.main, *args), fragment)
 
 
@@ -144,18 +144,26 @@ def test_top_token_agreement_ignores_padding():
     assert evaluate.top_token_agreement(a, a, mask) == 1.0
 
 
-def test_a_whole_evaluation_traces_a_bounded_number_of_graphs(tiny_checkpoints, data_dir, tmp_path, capsys):
+def test_a_whole_evaluation_traces_a_bounded_number_of_graphs(tiny_checkpoints, data_dir, tmp_path, capsys,
+                                                                monkeypatch):
     """Explanations and the perturbation predictions share the static-shape graphs: per kind
     (outputs, gradient, path), one trace per bucket (XLA is off by default for a run this short),
     however many texts and perturbed copies are run."""
-    import gradients
-    before = {key: fn.experimental_get_tracing_count() for key, fn in gradients._TRACED.items()}
+    import cli
+    from embedding_split import split_at_embedding
+    from engine import ENGINE
+    loaded, real_resolve = [], cli.resolve_explainable
+
+    def resolve(*args, **kwargs):        # the checkpoint evaluate.py loads (a fresh model: no graphs yet)
+        loaded.append(real_resolve(*args, **kwargs))
+        return loaded[-1]
+    monkeypatch.setattr(cli, "resolve_explainable", resolve)
     result = in_process(capsys, evaluate.main, "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir,
                         "-n", "40", "--steps", "20", "--baselines", "zero,unk", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    new = {key: fn.experimental_get_tracing_count() - before.get(key, 0) for key, fn in gradients._TRACED.items()}
+    new = ENGINE.traces_by_kind(split_at_embedding(loaded[0].model))
     per_kind = {}
-    for (_, kind), count in new.items():
+    for kind, count in new.items():
         if count:
             per_kind[kind[0]] = per_kind.get(kind[0], 0) + count
     buckets = 2                                       # maxlen 24: buckets 16 and 24

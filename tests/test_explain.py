@@ -9,10 +9,11 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, SHARED_DATA
+
+from conftest import ROOT, SHARED_DATA, skip_or_fail
 
 import explain
-from cli import UserError
+from errors import UserError
 
 N_TEXTS = 1000
 SHARD = 100
@@ -32,7 +33,7 @@ def read_out(out):
 def hotel(tmp_path_factory):
     """A tiny char-CNN trained on 3,000 real hotel reviews, and a JSONL file of N_TEXTS other reviews."""
     if not os.path.exists(os.path.join(SHARED_DATA, "ChnSentiCorp_htl_all.csv")):
-        pytest.skip(f"no real data at {SHARED_DATA} (set $TIG_DATA_DIR)")
+        skip_or_fail(f"no real data at {SHARED_DATA} (set $TIG_DATA_DIR)")
     import train
     from dataset import load_task
     root = tmp_path_factory.mktemp("explain")
@@ -77,7 +78,7 @@ def test_one_line_per_text_in_input_order_and_completeness(hotel, full_run):
 
 def test_lines_match_integrated_gradients_called_directly(hotel, full_run):
     from integrated_gradients import integrated_gradients
-    from model import load_checkpoint
+    from checkpoint import load_checkpoint
     ckpt = load_checkpoint(hotel["ckpt"])
     _, lines = read_out(full_run)
     picked = [lines[i] for i in (0, 1, 399, 777, N_TEXTS - 1)]
@@ -128,7 +129,7 @@ def test_ray_engine_writes_the_same_attributions(hotel, full_run):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
     try:
-        explain.main(job_args(hotel, out, "--engine", "ray", "--limit", str(2 * SHARD)))
+        explain.main(job_args(hotel, out, "--engine", "ray", "-n", str(2 * SHARD)))
     finally:
         ray.shutdown()
     _, ray_lines = read_out(out)
@@ -144,7 +145,8 @@ def test_ray_engine_writes_the_same_attributions(hotel, full_run):
 def marker_checkpoint(directory, marker, alphabet):
     """A 'mean' model whose only route to class 1 is the marker's embedding dimension 0; every other
     character has a small random embedding in the other dimensions."""
-    from model import build_model, save_checkpoint
+    from model import build_model
+    from checkpoint import save_checkpoint
     from tokenizer import RESERVED, Tokenizer
     tokenizer = Tokenizer(RESERVED + [marker] + alphabet)
     dim = 4

@@ -15,7 +15,7 @@ from keras import layers, ops
 
 import keras_io_example
 from conftest import SHARED_DATA, skip_or_fail
-from cli import UserError
+from errors import UserError
 from gradients import gradients
 from integrated_gradients import integrated_gradients, quadrature
 
@@ -250,13 +250,13 @@ def test_traces_per_exact_length_are_bounded(monkeypatch):
     """Other models run at their exact length (no bucketing: their padding invariance is
     unknown): one trace per length (rows left open) for EXACT_LENGTHS_PER_MODEL lengths, then one
     None-dim graph per kind, with the same numbers; a repeat traces nothing new."""
-    import gradients as gradients_module
-    monkeypatch.setattr(gradients_module, "EXACT_LENGTHS_PER_MODEL", 2)
+    from embedding_split import none_dim_graphs, split_at_embedding
+    from engine import ENGINE
+    monkeypatch.setattr(ENGINE, "exact_lengths", 2)
     model, _ = original_layout()
 
     def traces():
-        return {kind: fn.experimental_get_tracing_count()
-                for (key, kind), fn in gradients_module._TRACED.items() if isinstance(key, tuple) and key[0] is model}
+        return ENGINE.traces_by_kind(split_at_embedding(model, token_ids()))
 
     calls = [(seed, length, batch) for seed, length, batch in ((1, 12, 3), (2, 31, 7), (3, 8, 1), (4, 25, 2))]
     results = {}
@@ -271,9 +271,7 @@ def test_traces_per_exact_length_are_bounded(monkeypatch):
     assert {kind[1] for kind in counts} == {"static", "none dims"} and not any(kind[2:] == (True,) for kind in counts)
     for kind, count in counts.items():
         assert count <= (1 if kind[1] == "none dims" else 2), (kind, count)   # EXACT_LENGTHS_PER_MODEL
-    from gradients import none_dim_graphs
-    from model import split_at_embedding
-    reference = none_dim_graphs(split_at_embedding(model, inputs=token_ids()))
+    reference = none_dim_graphs(split_at_embedding(model, token_ids()))
     for seed, length, batch in calls[:2]:          # the static graphs give the None-dim numbers
         ids = token_ids(seed, batch, length)
         ig, grad = results[seed]
@@ -321,7 +319,10 @@ def test_keras_io_model_from_file(keras_io_file):
     # tokens are what the TextVectorization produced, one per position
     vocabulary = [l for l in model._flatten_layers() if isinstance(l, layers.TextVectorization)][0].get_vocabulary()
     assert ig.tokens[0] == [vocabulary[i] for i in ids[0][ids[0] != 0]]
-    assert "".join(ig.tokens[0]).replace("[UNK]", "?")[:5] == texts[0].lower()[:5] or len(ig.tokens[0]) > 0
+    # character tokens of this very text: in order, each a character of it (the layer lowercases and
+    # strips ASCII punctuation) or [UNK] (the 3,000-token vocabulary lacks it)
+    characters = iter(texts[0].lower())
+    assert len(ig.tokens[0]) >= 10 and all(token == "[UNK]" or token in characters for token in ig.tokens[0])
 
     int_model = [l for l in model.layers if isinstance(l, keras.Model)][0]
     table = [l for l in int_model.layers if isinstance(l, layers.Embedding)][0].embeddings.numpy()

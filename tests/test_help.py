@@ -1,6 +1,7 @@
 """--help of every script: a whole-paragraph description, help text for every flag, defaults shown."""
 import argparse
 import importlib
+import os
 import re
 
 import pytest
@@ -46,3 +47,24 @@ def test_every_flag_has_help_and_its_default(script, monkeypatch):
                     f"{script} {action.option_strings[0]}: default {shown} not shown"
     description = " ".join(parser.description.split())
     assert re.search(r"[.)?]$", description), f"{script}: the description stops mid-sentence: {description!r}"
+
+
+ALL_SCRIPTS = SCRIPTS + ("bench_steps", "keras_hub_example")
+
+
+@pytest.mark.parametrize("script", ALL_SCRIPTS)
+def test_help_parses_before_tensorflow_is_imported(script):
+    """--help (and a usage error) never waits for TensorFlow: arguments are parsed before it is
+    imported, so it returns in about a second whatever the machine is doing. Checked in a fresh
+    interpreter by what got imported, not by a clock."""
+    import subprocess
+    import sys
+    probe = (f"import sys, runpy; sys.argv = [{script + '.py'!r}, '--help']\n"
+             f"try:\n    runpy.run_path({script + '.py'!r}, run_name='__main__')\n"
+             "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+             "heavy = sorted(m for m in ('tensorflow', 'keras', 'matplotlib', 'jieba') if m in sys.modules)\n"
+             "print('imported:', heavy)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr
+    assert "imported: []" in result.stdout, result.stdout[-300:]

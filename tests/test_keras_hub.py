@@ -19,7 +19,7 @@ keras_hub = pytest.importorskip("keras_hub")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from cli import UserError  # noqa: E402
+from errors import UserError  # noqa: E402
 from conftest import SHARED_DATA, skip_or_fail  # noqa: E402
 from gradients import gradients  # noqa: E402
 from integrated_gradients import integrated_gradients  # noqa: E402

@@ -5,9 +5,11 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from model import (ARCHS, CheckpointError, build_model, current_version, load_checkpoint, save_checkpoint,
-                   split_at_embedding)
+from embedding_split import split_at_embedding
+from model import ARCHS, build_model
+from checkpoint import CheckpointError, current_version, load_checkpoint, save_checkpoint
 from tokenizer import Tokenizer
 
 TEXTS = ["房间很干净，服务很好", "前台态度很差", "好"]
@@ -34,12 +36,13 @@ def test_untrained_models_are_padding_invariant_too(arch):
 def test_split_at_embedding_reproduces_model(tiny_checkpoints, arch):
     ckpt = load_checkpoint(tiny_checkpoints[arch])
     ids = ckpt.tokenizer.encode(TEXTS, 20)
-    embed, head = split_at_embedding(ckpt.model)
-    embeddings, mask = embed(ids)
+    split = split_at_embedding(ckpt.model)
+    embeddings, mask, token_ids = split.lookup(ids)
     assert embeddings.shape == (3, 20, ckpt.meta["embed_dim"]) and embeddings.dtype == "float32"
-    assert mask.dtype == bool and np.array_equal(np.asarray(mask), ids != 0)
+    assert mask.dtype == bool and np.array_equal(np.asarray(mask), ids != 0) and np.array_equal(token_ids, ids)
     assert np.all(np.asarray(embeddings)[ids == 0] == 0)
-    np.testing.assert_allclose(head(embeddings, mask), ckpt.model(ids), atol=1e-6)
+    np.testing.assert_allclose(split.head(tf.constant(embeddings), mask), ckpt.model(ids), atol=1e-6)
+    assert split_at_embedding(ckpt.model) is split, "one Split per model, kept with it"
 
 
 def test_checkpoint_reloads_with_identical_predictions(tiny_checkpoints):
@@ -98,7 +101,8 @@ def test_checkpoints_hold_no_optimizer_state_and_old_ones_still_load(tmp_path):
     import io
     import zipfile
     import h5py
-    from model import MODEL_FILE, make_optimizer
+    from model import make_optimizer
+    from checkpoint import MODEL_FILE
     tokenizer = Tokenizer.fit(TEXTS, min_freq=1)
     ids = tokenizer.encode(TEXTS, 12)
     model = build_model("mean", len(tokenizer), 2)

@@ -19,7 +19,7 @@ quiet_tensorflow()
 """
 # the README's "Explaining from Python" lines, as a reader pastes them into a notebook
 README_IG = """
-from model import load_checkpoint
+from checkpoint import load_checkpoint
 from integrated_gradients import integrated_gradients
 ckpt = load_checkpoint({checkpoint!r})
 token_ids = ckpt.tokenizer.encode([{text!r}], ckpt.maxlen)

@@ -23,3 +23,15 @@ def test_readme_and_results_images_and_links_exist():
         for target in re.findall(r"\]\(([^)#]+)\)", read(doc)):
             if not target.startswith("http"):
                 assert os.path.exists(os.path.join(ROOT, target)), (doc, target)
+
+
+def test_the_readme_python_example_runs_as_written(tiny_checkpoints):
+    """The "Explaining from Python" block, run as a reader pastes it (on a tiny checkpoint)."""
+    readme = read("README.md")
+    section = readme[readme.index("## Explaining from Python"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert 'load_checkpoint("checkpoints/hotel")' in block
+    namespace = {}
+    exec(block.replace('"checkpoints/hotel"', repr(tiny_checkpoints["cnn"])), namespace)
+    ig = namespace["ig"]
+    assert ig.scores.shape == namespace["token_ids"].shape and abs(float(ig.delta[0])) < 0.05

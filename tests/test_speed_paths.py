@@ -3,10 +3,13 @@ Speed itself is measured by bench.py, never here."""
 import numpy as np
 import pytest
 
-import gradients as gradients_module
-from gradients import bucket_length, chunks, class_scores, gradients, none_dim_graphs
-from integrated_gradients import integrated_gradients, slots_for
-from model import build_model, load_checkpoint, split_at_embedding
+import engine
+from checkpoint import load_checkpoint
+from embedding_split import none_dim_graphs, split_at_embedding
+from engine import ENGINE, Engine, bucket_length, chunks, length_groups, slots_for
+from gradients import class_scores, gradients
+from integrated_gradients import integrated_gradients
+from model import build_model
 
 TEXTS = ["房间很干净，服务很好，值得推荐", "前台态度很差，再也不来了", "位置不错但是早餐很差", "好",
          "早餐种类很多，味道也不错，就是价格有点贵", "差"]
@@ -27,7 +30,7 @@ def test_buckets_and_chunks():
             assert sum(size for _, size, _ in parts) == total and [s for s, _, _ in parts] == list(range(0, total, cap))
             assert all(size <= rows <= cap for _, size, rows in parts)
             if pad:         # XLA compiles every shape: two sizes per length
-                assert {rows for _, _, rows in parts} <= {cap, max(1, cap // gradients_module.LAST_CHUNK_DIVISOR)}
+                assert {rows for _, _, rows in parts} <= {cap, max(1, cap // engine.LAST_CHUNK_DIVISOR)}
             else:           # graphs traced with the number of rows open: no padding
                 assert all(size == rows for _, size, rows in parts)
 
@@ -38,12 +41,12 @@ def test_length_groups_follow_each_texts_own_length():
     for row, n in enumerate((3, 17, 256, 20, 0)):
         mask[row, :n] = True
     mask[4, 40] = True                      # a PAD gap: the last real position counts
-    groups = {length: list(rows) for length, rows, _ in gradients_module.length_groups(split, mask, [mask], 1)}
+    groups = {length: list(rows) for length, rows, _ in length_groups(split, mask, [mask], 1)}
     assert groups == {16: [0], 24: [1, 3], 48: [4], 256: [2]}
-    for length, rows, (fitted,) in gradients_module.length_groups(split, mask, [mask], 1):
+    for length, rows, (fitted,) in length_groups(split, mask, [mask], 1):
         assert fitted.shape == (len(rows), length) and fitted.sum() == mask[rows].sum()   # only PAD cut
     other = none_dim_graphs(split)
-    assert [(length, list(rows)) for length, rows, _ in gradients_module.length_groups(other, mask, [mask], 1)] == \
+    assert [(length, list(rows)) for length, rows, _ in length_groups(other, mask, [mask], 1)] == \
         [(256, [0, 1, 2, 3, 4])]
 
 
@@ -54,8 +57,8 @@ def test_static_path_matches_none_dim_graphs(trained_checkpoint, xla):
     ckpt = load_checkpoint(trained_checkpoint)
     ids = ckpt.tokenizer.encode(TEXTS + ["房间" * 40], 300)
     reference_split = none_dim_graphs(split_at_embedding(ckpt.model))
-    assert split_at_embedding(ckpt.model).own and not reference_split.own
-    for kwargs in ({"steps": 20, "batch_size": 50}, {"steps": 13}, {"steps": "auto"}):
+    assert split_at_embedding(ckpt.model).padding_invariant and not reference_split.padding_invariant
+    for kwargs in ({"steps": 20, "internal_batch_size": 50}, {"steps": 13}, {"steps": "auto"}):
         ours = integrated_gradients(ckpt.model, ids, xla=xla, **kwargs)
         reference = integrated_gradients(reference_split, ids, **kwargs)
         assert ours.scores.shape == ids.shape
@@ -75,30 +78,31 @@ def test_static_path_matches_none_dim_graphs(trained_checkpoint, xla):
 
 def test_xla_rule(monkeypatch):
     split = split_at_embedding(build_model("mean", 20, 2))
-    monkeypatch.setattr(gradients_module, "XLA", None)
-    after = gradients_module.XLA_AFTER_CALLS
-    assert not gradients_module.use_xla(split, calls=1) and not gradients_module.use_xla(split, calls=after)
-    assert gradients_module.use_xla(split, calls=after + 1)
-    assert not gradients_module.use_xla(split, calls=after + 1, kind="outputs")   # forward passes stay off
-    assert gradients_module.use_xla(split, xla=True, calls=1) and not gradients_module.use_xla(split, xla=False, calls=10 ** 6)
-    monkeypatch.setattr(gradients_module, "XLA", False)       # TIG_XLA=0
-    assert not gradients_module.use_xla(split, calls=10 ** 6)
-    monkeypatch.setattr(gradients_module, "XLA", True)        # TIG_XLA=1
-    assert gradients_module.use_xla(split, calls=1) and gradients_module.use_xla(split, calls=1, kind="outputs")
-    assert not gradients_module.use_xla(none_dim_graphs(split), xla=True)
+    monkeypatch.delenv("TIG_XLA", raising=False)
+    rule = Engine()
+    after = rule.xla_after_calls
+    assert not rule.use_xla(split, calls=1) and not rule.use_xla(split, calls=after)
+    assert rule.use_xla(split, calls=after + 1)
+    assert not rule.use_xla(split, calls=after + 1, kind="outputs")   # forward passes stay off
+    assert rule.use_xla(split, xla=True, calls=1) and not rule.use_xla(split, xla=False, calls=10 ** 6)
+    monkeypatch.setenv("TIG_XLA", "0")        # read when a call starts, not at import
+    assert not rule.use_xla(split, calls=10 ** 6)
+    monkeypatch.setenv("TIG_XLA", "1")
+    assert rule.use_xla(split, calls=1) and rule.use_xla(split, calls=1, kind="outputs")
+    assert not Engine(xla=False).use_xla(split, calls=10 ** 6), "the engine's own choice beats the environment"
+    assert not rule.use_xla(none_dim_graphs(split), xla=True)
 
 
 def traces(model):
-    return {kind: fn.experimental_get_tracing_count()
-            for (key, kind), fn in gradients_module._TRACED.items() if key is model.get_layer("head")}
+    return ENGINE.traces_by_kind(split_at_embedding(model))
 
 
 def test_traces_stay_bounded_over_many_calls(monkeypatch):
     """Many calls with varied lengths, batch sizes and steps: without XLA one trace per bucket and
     kind; XLA switching on for lengths that ran XLA_AFTER_CALLS chunks, compiling one shape per
     (bucket, chunk size, number of texts a chunk can touch: a power of two); nothing new on a repeat."""
-    monkeypatch.setattr(gradients_module, "XLA", None)
-    monkeypatch.setattr(gradients_module, "XLA_AFTER_CALLS", 4)
+    monkeypatch.delenv("TIG_XLA", raising=False)
+    monkeypatch.setattr(ENGINE, "xla_after_calls", 4)
     model = build_model("cnn", 60, 3, embed_dim=16, hidden=16)
     cap = 32
     lengths, steps_used = set(), set()
@@ -108,7 +112,7 @@ def test_traces_stay_bounded_over_many_calls(monkeypatch):
                 ids = np.random.default_rng(length).integers(3, 60, (batch, length)).astype(np.int32)
                 ids[0, max(1, length // 2):] = 0
                 steps = 2 + (7 * length + batch) % 37
-                integrated_gradients(model, ids, steps=steps, batch_size=cap)
+                integrated_gradients(model, ids, steps=steps, internal_batch_size=cap)
                 steps_used.add(steps)
                 gradients(model, ids)
                 lengths.add(bucket_length(length))
@@ -118,9 +122,33 @@ def test_traces_stay_bounded_over_many_calls(monkeypatch):
     assert len(lengths) == 3
     assert {kind[0] for kind in counts} == {"path", "outputs", "gradient"}
     assert {kind[0] for kind in counts if kind[2]} == {"path"}, "XLA: only hot integration shapes"
-    sizes = (cap, cap // gradients_module.LAST_CHUNK_DIVISOR)
+    sizes = (cap, cap // engine.LAST_CHUNK_DIVISOR)
     path_shapes = {(rows, slots_for(rows, steps)) for rows in sizes for steps in steps_used}
     assert len(path_shapes) < len(sizes) * len(steps_used) / 2
     for kind, count in counts.items():
         assert count <= len(lengths) * (len(path_shapes) if kind[2] else 1), (kind, count)
     assert counts == first, "a repeat of the same shapes traced again"
+
+
+@pytest.mark.parametrize("kind", ["own", "foreign"])
+def test_the_engine_does_not_keep_models_alive(kind):
+    """Graphs and Splits live with their model: a model no one uses any more is freed, with them."""
+    import gc
+    import weakref
+
+    import keras
+    if kind == "own":
+        model = build_model("cnn", 30, 2, embed_dim=8, hidden=8)
+    else:
+        ids_in = keras.Input((None,), dtype="int32")
+        x = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(30, 8)(ids_in))
+        model = keras.Model(ids_in, keras.layers.Dense(2, activation="softmax")(x))
+    ids = np.array([[3, 4, 5, 6]], np.int32)
+    integrated_gradients(model, ids, steps=4)
+    gradients(model, ids)
+    split = weakref.ref(split_at_embedding(model, ids))
+    assert ENGINE.traces_by_kind(split()), "graphs were traced for this model"
+    model_ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert model_ref() is None and split() is None      # and so the engine's entry for it is gone

@@ -116,7 +116,7 @@ def test_samples_from_the_test_split(tiny_checkpoints, data_dir, tmp_path, capsy
 
 
 def test_word_level_sums_character_scores(tiny_checkpoints):
-    from model import load_checkpoint
+    from checkpoint import load_checkpoint
     ckpt = load_checkpoint(tiny_checkpoints["cnn"])
     import visualize
     chars = visualize.explain(ckpt, ["房间很干净"], "ig")[0]
@@ -137,7 +137,7 @@ def test_bad_input(tiny_checkpoints, tmp_path, capsys):
                          "unknown target")
     bad = tmp_path / "bad"
     shutil.copytree(ckpt, bad)
-    from model import current_version
+    from checkpoint import current_version
     from tokenizer import Tokenizer
     Tokenizer.fit(["别的词表"], min_freq=1).save(os.path.join(current_version(str(bad)), "tokenizer.json"))
     assert_clean_failure(probe(capsys, "--checkpoint", str(bad), "--text", "好"), "not the vocabulary")

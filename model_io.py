@@ -1,5 +1,10 @@
-"""Inputs of KerasHub text classifiers (and any Keras 3 model that takes a dict with a `token_ids`
-entry): what the model is fed, how it travels on the integration path, and which tokens are special.
+"""What a Keras 3 text classifier takes and gives: user inputs (strings, token ids, KerasHub
+dicts) as the tensor the model is fed, and its outputs as [B, C] class scores.
+
+    prepare_inputs(model, inputs)           # strings [B] / [B, 1], ids [B, L], or a packed dict
+    as_classes(model(x), output_kind(model))  # softmax / sigmoid [1-p, p] / raw [-z, z] -> [B, C]
+
+KerasHub text classifiers (and any Keras 3 model that takes a dict with a `token_ids` entry):
 
     hub = HubInputs.of(model)               # None for a model that does not take such a dict
     features = hub.features(inputs)         # {"token_ids": [B,L], "padding_mask": ..., ...} (tensors)
@@ -20,9 +25,12 @@ exactly 0.0; without a tokenizer only the padding id does.
 """
 from dataclasses import dataclass
 
+import keras
 import numpy as np
+import tensorflow as tf
 
-from cli import UserError
+from errors import UserError
+from validate import prepare_ids
 
 IDS_KEY = "token_ids"
 MASK_KEY = "padding_mask"
@@ -75,8 +83,6 @@ class HubInputs:
 
     def features(self, inputs):
         """User inputs (strings, a dict, or ids [B, L]) -> the model's input dict of tensors."""
-        import tensorflow as tf
-        from gradients import prepare_ids
         if isinstance(inputs, str):
             inputs = [inputs]
         if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "OUS":
@@ -119,12 +125,85 @@ class HubInputs:
         return out
 
     def pack(self, features):
-        import tensorflow as tf
         return tf.stack([tf.cast(features[k], tf.int32) for k in self.names], axis=1)
 
     def unpack(self, packed):
-        import tensorflow as tf
         return {k: tf.cast(packed[:, i], self.dtypes[k]) for i, k in enumerate(self.names)}
 
     def token_ids(self, packed):
         return packed[:, self.names.index(IDS_KEY)]
+
+
+# --- any model's inputs and outputs -----------------------------------------------------
+
+REFERENCE_ROWS = 256    # the model's own forward pass on the explained batch, this many rows at a time
+
+
+def model_input_rank(model):
+    try:
+        return len(model.inputs[0].shape)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+
+
+def prepare_inputs(model, inputs):
+    """User inputs -> the tensor the model takes: a list of strings, or int token ids [B, L];
+    for a model that takes a dict with token_ids (KerasHub tasks), that dict packed (hub_inputs.py)."""
+    hub = HubInputs.of(model)
+    if hub is not None:
+        return hub.pack(hub.features(inputs))
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "OUS":
+        inputs = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in inputs.reshape(-1)]
+    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
+        texts = np.asarray(inputs, dtype=object)
+        rank = model_input_rank(model) or 1
+        return tf.constant(texts.reshape((-1,) + (1,) * (rank - 1)), tf.string)
+    if isinstance(inputs, tf.Tensor) and inputs.dtype == tf.string:
+        return inputs
+    return tf.constant(prepare_ids(inputs))
+
+
+def output_kind(model):
+    """softmax, sigmoid or raw, from the activation of the layer that produces the output."""
+    last = model
+    for _ in range(50):
+        if isinstance(last, keras.Sequential) and last.layers:
+            last = last.layers[-1]
+        elif isinstance(last, keras.Model) and getattr(last, "_outputs", None) and \
+                hasattr(last.outputs[0], "_keras_history"):
+            last = last.outputs[0]._keras_history.operation
+        elif isinstance(last, keras.Model) and last.layers:      # subclassed: the last layer it tracks
+            last = last.layers[-1]
+        else:
+            break
+    activation = getattr(last, "activation", None)
+    name = getattr(activation, "__name__", "") if activation is not None else "linear"
+    if isinstance(last, keras.layers.Softmax):
+        name = "softmax"
+    return {"softmax": "softmax", "sigmoid": "sigmoid"}.get(name, "raw")
+
+
+def as_classes(outputs, kind):
+    """Model outputs -> [B, C] scores: a single sigmoid unit p -> [1-p, p], a single raw unit z -> [-z, z]."""
+    outputs = tf.cast(outputs, tf.float32)
+    if outputs.shape.rank == 1:
+        outputs = outputs[:, None]
+    if outputs.shape[-1] == 1:
+        if kind == "sigmoid":
+            return tf.concat([1 - outputs, outputs], axis=-1)
+        return tf.concat([-outputs, outputs], axis=-1)
+    return outputs
+
+
+def model_scores(model, inputs, kind, rows=REFERENCE_ROWS):
+    """The model's own outputs on its own inputs (a tensor or array [N, ...], or a dict of them),
+    as [N, C] class scores, in eager calls of `rows` rows."""
+    first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
+    parts = []
+    for start in range(0, int(first.shape[0]), rows):
+        part = ({k: v[start:start + rows] for k, v in inputs.items()} if isinstance(inputs, dict)
+                else inputs[start:start + rows])
+        parts.append(np.asarray(as_classes(model(part, training=False), kind)))
+    return np.concatenate(parts)
