@@ -4,7 +4,7 @@
 
 For each method (integrated gradients `ig` with each baseline, gradient x input `gradxinput`,
 the gradient's L2 norm `saliency`, and a seeded `random` order; with `--methods all` also leave-one-out
-`occlusion` and the deletion `surrogate` (perturbation.py), and the peers `lime` and `shap` when installed
+`occlusion`, the deletion `surrogate` and `deletion-ig`, IG averaged over random deletions (perturbation.py), and the peers `lime` and `shap` when installed
 (peers.py)), on the first n texts of the test split, explaining the predicted class y with p = p(y | text):
 
   comprehensiveness@k = p(text) - p(text without its top-k% tokens)   higher = more faithful

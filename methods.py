@@ -33,6 +33,7 @@ METHODS = {
     "saliency": Method(signed=False, ids_only=False, complete=False, module="gradients.py"),
     "occlusion": Method(signed=True, ids_only=True, complete=False, module="perturbation.py"),
     "surrogate": Method(signed=True, ids_only=True, complete=False, module="perturbation.py"),
+    "deletion-ig": Method(signed=True, ids_only=True, complete=False, module="perturbation.py"),
 }
 ALIASES = {"grad": "gradxinput"}
 NAMES = tuple(METHODS) + tuple(ALIASES)     # what a --method flag accepts
@@ -58,7 +59,8 @@ def attribute(model, inputs, method, *, target=None, layer=None, steps=STEPS, ba
     """One batch of inputs (token ids, or texts for a string-input model) -> Attribution.
 
     steps, baseline, reduce: integrated gradients' (reduce also gradient x input's);
-    samples, seed: the deletion surrogate's. Other options are ignored by methods without them."""
+    samples, seed: the deletion surrogate's (seed also deletion IG's). Other options are ignored by methods
+    without them."""
     method = canonical(method)
     if METHODS[method].ids_only and isinstance(inputs, (list, tuple)):
         from errors import UserError
@@ -75,6 +77,8 @@ def attribute(model, inputs, method, *, target=None, layer=None, steps=STEPS, ba
     import perturbation
     if method == "occlusion":
         return perturbation.occlusion(model, inputs, target, layer=layer, xla=xla)
+    if method == "deletion-ig":
+        return perturbation.deletion_ig(model, inputs, target, layer=layer, seed=seed, xla=xla)
     return perturbation.deletion_surrogate(model, inputs, target, layer=layer, seed=seed, xla=xla,
                                            **({} if samples is None else {"samples": samples}))
 

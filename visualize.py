@@ -7,7 +7,7 @@ PNG images and terminal colours.
     python visualize.py --method ig --model my_model.keras --text "..."  # your own Keras 3 model
 
 Methods (methods.py): `ig` integrated gradients, `grad` gradient x input (signed), `saliency` the
-gradient's L2 norm (unsigned), `occlusion`, `surrogate` (perturbation.py), `both` = grad and ig. Rendering lives in render.py
+gradient's L2 norm (unsigned), `occlusion`, `surrogate`, `deletion-ig` (perturbation.py), `both` = grad and ig. Rendering lives in render.py
 (HTML, Markdown, terminal) and plots.py (PNG); this file turns texts into Explanations and
 runs the command line.
 """

@@ -9,7 +9,9 @@ from keras import layers, ops
 import evaluate
 import peers
 from model import ZeroPadding, build_embedder, compose
-from perturbation import deletion_surrogate, delete_tokens, occlusion, sample_masks
+from integrated_gradients import integrated_gradients
+from perturbation import (deletion_ig, deletion_surrogate, delete_tokens, occlusion, sample_masks, spread_back,
+                          stratified_masks)
 from test_cli import assert_clean_failure, in_process
 from test_evaluate import MARKER, marked_ids, marker_model
 from tokenizer import RESERVED, Tokenizer
@@ -22,15 +24,16 @@ class SumPool(layers.Layer):
         return ops.sum(x, axis=1)
 
 
-def bag_of_characters(seed=0):
+def bag_of_characters(seed=0, activation=None):
     """Raw class scores F_c(x) = b_c + sum over the text's tokens of table[id, c]: linear in which
-    tokens are present, so deleting token i changes F_c by exactly table[id_i, c]."""
+    tokens are present, so deleting token i changes F_c by exactly table[id_i, c]
+    (activation="softmax": the probabilities of those scores, no longer linear)."""
     embedder = build_embedder(VOCAB, CLASSES)
     table = np.random.default_rng(seed).normal(size=(VOCAB, CLASSES)).astype("float32")
     table[0] = 0.0
     embedder.get_layer("embedding").set_weights([table])
     embeddings, mask = keras.Input((None, CLASSES)), keras.Input((None,), dtype="bool")
-    dense = layers.Dense(CLASSES)
+    dense = layers.Dense(CLASSES, activation=activation)
     out = dense(SumPool()(ZeroPadding()(embeddings, mask)))
     dense.set_weights([np.eye(CLASSES, dtype="float32"), np.array([0.3, -0.2], "float32")])
     return compose(embedder, keras.Model([embeddings, mask], out, name="head")), table
@@ -82,6 +85,60 @@ def test_the_surrogate_is_seeded_and_finds_the_marker():
     assert np.all(ids[np.arange(len(ids)), a.scores.argmax(1)] == MARKER)
     masks = sample_masks(12, 500, np.random.default_rng(0))
     assert masks[0].all() and masks[1:].sum(1).min() >= 1 and masks[1:].sum(1).max() <= 11
+
+
+def test_deletion_ig_recovers_a_linear_models_weights_exactly():
+    """IG is exact for a model linear in the embeddings, in every deletion context, so the average
+    over contexts is each token's own weight; a token credited at another position fails."""
+    model, table = bag_of_characters()
+    ids = random_ids()
+    for steps in (1, 2):
+        a = deletion_ig(model, ids, samples=16, steps=steps)
+        expected = np.where(ids != 0, table[ids, a.target[:, None]], 0.0)
+        np.testing.assert_allclose(a.scores, expected, atol=2e-4)
+    assert a.method == "deletion-ig" and a.delta is None     # no completeness for x
+
+
+def test_deletion_ig_is_the_mean_of_ig_over_the_contexts_that_keep_each_token():
+    """Against a direct computation on a nonlinear model (softmax of a bag of characters, where every
+    token's IG depends on the others kept): the same masks, integrated_gradients run on each deleted
+    text one by one, each kept token's score put back at its original position and averaged."""
+    model, _ = bag_of_characters(activation="softmax")
+    ids = random_ids()
+    a = deletion_ig(model, ids, samples=12, steps=2, seed=3)
+    rng = np.random.default_rng(3)
+    for i, row in enumerate(ids):
+        n = int((row != 0).sum())
+        keep = stratified_masks(n, 12, rng)
+        total, count = np.zeros(n), np.zeros(n)
+        for z in keep:
+            deleted = delete_tokens(row, z[None])
+            ig = integrated_gradients(model, deleted, [a.target[i]], baseline="zero", steps=2).scores[0]
+            total[np.flatnonzero(z)] += ig[:z.sum()]
+            count += z
+        np.testing.assert_allclose(a.scores[i, :n], total / count, rtol=1e-4, atol=1e-6)
+        assert np.all(a.scores[i, n:] == 0)
+    assert np.array_equal(a.scores, deletion_ig(model, ids, samples=12, steps=2, seed=3).scores)      # seeded
+    assert not np.allclose(a.scores, deletion_ig(model, ids, samples=12, steps=2, seed=4).scores)
+
+
+def test_deletion_ig_finds_the_marker():
+    model, ids = marker_model(), marked_ids()
+    a = deletion_ig(model, ids)
+    assert np.all(ids[np.arange(len(ids)), a.scores.argmax(1)] == MARKER)
+
+
+def test_stratified_masks_spread_the_deletion_counts():
+    rng = np.random.default_rng(0)
+    masks = stratified_masks(9, 8, rng)                # hi = 8 strata of one count each: 1..8 deleted once
+    assert masks[0].all() and sorted((~masks[1:]).sum(1)) == list(range(1, 9))
+    half = stratified_masks(10, 50, rng, max_rate=0.5)
+    assert (~half[1:]).sum(1).min() == 1 and (~half[1:]).sum(1).max() == 5
+    assert np.bincount((~half[1:]).sum(1))[1:].tolist() == [10] * 5
+    assert stratified_masks(1, 5, rng).tolist() == [[True]]
+    keep = np.array([[True, False, True], [False, True, True]])
+    np.testing.assert_array_equal(spread_back(keep, np.array([[1.0, 2.0, 9.0], [3.0, 4.0, 9.0]])),
+                                  [[1.0, 0.0, 2.0], [0.0, 3.0, 4.0]])
 
 
 def marker_strings():
@@ -136,11 +193,11 @@ def test_a_missing_peer_is_one_line(monkeypatch, capsys):
 
 def test_evaluate_reports_seconds_per_text(tiny_checkpoints, data_dir, tmp_path, capsys):
     result = in_process(capsys, evaluate.main, "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir,
-                        "-n", "6", "--methods", "gradxinput,occlusion,surrogate,random", "--surrogate-samples", "50",
+                        "-n", "6", "--methods", "gradxinput,occlusion,surrogate,deletion-ig,random", "--surrogate-samples", "50",
                         "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     methods = json.loads((tmp_path / "faithfulness.json").read_text(encoding="utf-8"))["methods"]
-    assert set(methods) == {"gradxinput", "occlusion", "surrogate", "random"}
-    assert all(methods[m]["seconds_per_text"] > 0 for m in ("gradxinput", "occlusion", "surrogate"))
+    assert set(methods) == {"gradxinput", "occlusion", "surrogate", "deletion-ig", "random"}
+    assert all(methods[m]["seconds_per_text"] > 0 for m in ("gradxinput", "occlusion", "surrogate", "deletion-ig"))
     assert methods["random"]["seconds_per_text"] == 0
     assert "| s/text |" in result.stdout
