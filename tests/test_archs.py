@@ -139,33 +139,6 @@ def test_fasttext_shares_each_ngram_equally_among_its_characters(hidden):
     np.testing.assert_allclose(ig.scores.sum(), ig.output - ig.baseline_output, rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("rows", ["catchup", "eager"])
-def test_sparse_adam_rows_follow_dense_adam(rows):
-    """model.SparseAdam touches only the rows a batch uses; "catchup" and "eager" still land
-    near dense Adam, whose momentum moves a row on in the steps that do not use it ("lazy" does not)."""
-    keras = pytest.importorskip("keras")
-    from model import SparseAdam
-    rng = np.random.default_rng(0)
-    targets = rng.normal(size=(50, 4)).astype("float32")
-    batches = [rng.choice(50, size=3, replace=False) for _ in range(300)]
-
-    def train(optimizer, sparse):
-        w = keras.Variable(np.zeros((50, 4), "float32"))
-        optimizer.build([w])
-        for batch in batches:
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_sum((tf.gather(w.value, batch) - targets[batch]) ** 2)
-            gradient = tape.gradient(loss, w.value)
-            assert isinstance(gradient, tf.IndexedSlices)
-            optimizer.apply([gradient if sparse else tf.convert_to_tensor(gradient)], [w])
-        return w.numpy()
-
-    dense = train(keras.optimizers.Adam(1e-2), sparse=False)
-    lazy_error = np.abs(train(SparseAdam(1e-2), sparse=True) - dense).mean()
-    error = np.abs(train(SparseAdam(1e-2, rows=rows), sparse=True) - dense).mean()
-    assert error < 0.15 * lazy_error, (error, lazy_error)
-
-
 # --- --init-from ---------------------------------------------------------------------
 
 def test_init_from_maps_shared_characters(tiny_checkpoints, data_dir, tmp_path):
