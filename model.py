@@ -43,6 +43,7 @@ from tokenizer import PAD_ID
 NGRAM_BUCKETS = 400_000       # fasttext: hashed rows per n-gram order (bigrams, trigrams), at most
 NGRAM_ROWS_PER_TOKEN = 100    # ... and at most this many per vocabulary entry (small vocab, small table)
 NGRAM_ORDERS = (2, 3)
+NGRAM_HASH_MIX = 1_640_531_527   # fasttext: last hash step, code * this mod 2^31 - 1 (see HashedNgramEmbedding)
 TRANSFORMER_LAYERS = 2
 TRANSFORMER_HEADS = 4
 ATTENTION_DROPOUT = 0.1
@@ -110,11 +111,17 @@ class HashedNgramEmbedding(layers.Layer):
     unless all n tokens are known characters (not PAD, UNK or MASK), so PAD never gets a
     share and appending PAD changes nothing. The hash is of token ids, so the rows belong to
     the tokenizer the model was trained with.
+
+    The hash is a polynomial in the ids modulo the prime 2^31 - 1, times `mix` (modulo the
+    same prime), then modulo `buckets`. Without the mixing (mix=1, how checkpoints saved
+    before it load) the bigram codes bunch up modulo the bucket count: THUCNews's 518,676
+    distinct character bigrams fell into 22,188 of 120,000 rows (with it: 119,074, as
+    many as a random hash fills), and the test accuracy was 1.2 points lower (RESULTS.md).
     """
 
-    def __init__(self, order, buckets, output_dim, **kwargs):
+    def __init__(self, order, buckets, output_dim, mix=1, **kwargs):
         super().__init__(**kwargs)
-        self.order, self.buckets, self.output_dim = int(order), int(buckets), int(output_dim)
+        self.order, self.buckets, self.output_dim, self.mix = int(order), int(buckets), int(output_dim), int(mix)
 
     def build(self, input_shape):
         self.table = self.add_weight(shape=(self.buckets, self.output_dim), name="table",
@@ -141,6 +148,7 @@ class HashedNgramEmbedding(layers.Layer):
         for k in range(self.order):
             code = ops.mod(code * prime + self.shift_left(ids, k), modulus)
             valid = valid * self.shift_left(known, k)
+        code = ops.mod(code * self.mix, modulus)                 # both factors < 2^31: no int64 overflow
         # a gather from the variable itself (not from a read of the whole table): reading it
         # would make the optimizer's in-place row update copy the full table every step
         rows = tf_gather_rows(self.table, ops.mod(code, self.buckets))
@@ -155,7 +163,7 @@ class HashedNgramEmbedding(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "order": self.order, "buckets": self.buckets,
-                "output_dim": self.output_dim}
+                "output_dim": self.output_dim, "mix": self.mix}
 
 
 @keras.saving.register_keras_serializable(package="tig")
@@ -199,7 +207,8 @@ def build_embedder(vocab_size, embed_dim=EMBED_DIM, arch=None, ngram_buckets=Non
         ngram_buckets = ngram_buckets or min(NGRAM_BUCKETS, NGRAM_ROWS_PER_TOKEN * vocab_size)
         for n in NGRAM_ORDERS:
             x = layers.Add(name=f"add_{n}grams")(
-                [x, HashedNgramEmbedding(n, ngram_buckets, embed_dim, name=f"ngram{n}_embedding")(token_ids)])
+                [x, HashedNgramEmbedding(n, ngram_buckets, embed_dim, mix=NGRAM_HASH_MIX,
+                                         name=f"ngram{n}_embedding")(token_ids)])
     x = ZeroPadding(name="zero_padding")(x, mask)
     return keras.Model(token_ids, [x, mask], name="embedder")
 
@@ -292,6 +301,10 @@ class SparseAdam(keras.optimizers.Adam):
     row_sgd > 0: embedding rows get plain SGD instead, row -= learning_rate * row_sgd * gradient
     (fastText's update: a row moves with its gradient, so rare n-grams move little; Adam's
     per-coordinate normalisation moves them as fast as frequent ones).
+
+    Lazy is enough here: a variant that, on a row's next use, first applied in closed form
+    the steps dense Adam's decaying momentum would have made while the row was unused
+    trained to the same test accuracy on THUCNews (0.9230 vs 0.9238; RESULTS.md).
     """
 
     def __init__(self, *args, row_sgd=0.0, ngram_lr_scale=1.0, **kwargs):
