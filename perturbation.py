@@ -77,6 +77,19 @@ def real_lengths(token_ids):
     return np.where(real.any(1), token_ids.shape[1] - np.argmax(real[:, ::-1], axis=1), 0)
 
 
+def perturbed_copies(token_ids, lengths, make_masks):
+    """Per text with n > 0 real tokens, keep-masks make_masks(n) [K, n] and the rows with the
+    masked-out tokens deleted. Returns (masks per text, row arrays per text, owning text per row)."""
+    masks, rows, owner = [], [], []
+    for i, n in enumerate(lengths):
+        keep = make_masks(n) if n else np.zeros((0, 0), bool)
+        masks.append(keep)
+        if n:
+            rows.append(delete_tokens(token_ids[i], keep))
+            owner += [i] * len(keep)
+    return masks, rows, owner
+
+
 def target_scores(model, rows, target_per_row, layer=None, xla=None):
     """F_t of each row, in ROWS_PER_CALL slices (static-shape graphs)."""
     out = np.empty(len(rows), np.float64)
@@ -207,13 +220,7 @@ def deletion_surrogate(model, inputs, target=None, *, samples=SAMPLES, width=KER
     split, token_ids, probs, target = _prepare(model, inputs, target, layer, xla)
     rng = np.random.default_rng(seed)
     lengths = real_lengths(token_ids)
-    masks, rows, owner = [], [], []
-    for i, n in enumerate(lengths):
-        keep = sample_masks(n, int(samples), rng, max_rate) if n else np.zeros((0, 0), bool)
-        masks.append(keep)
-        if n:
-            rows.append(delete_tokens(token_ids[i], keep))
-            owner += [i] * len(keep)
+    masks, rows, owner = perturbed_copies(token_ids, lengths, lambda n: sample_masks(n, int(samples), rng, max_rate))
     output = probs[np.arange(len(target)), target]
     fx = linked(output, link, split.output_kind)
     empty = None
@@ -331,13 +338,8 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
     verify_split(split, token_ids, probs)     # once, on the texts themselves (as integrated_gradients)
     rng = np.random.default_rng(seed)
     lengths = real_lengths(token_ids)
-    masks, rows, owner = [], [], []
-    for i, n in enumerate(lengths):
-        keep = stratified_masks(n, int(samples), rng, max_rate) if n else np.zeros((0, 0), bool)
-        masks.append(keep)
-        if n:
-            rows.append(delete_tokens(token_ids[i], keep))
-            owner += [i] * len(keep)
+    masks, rows, owner = perturbed_copies(token_ids, lengths,
+                                          lambda n: stratified_masks(n, int(samples), rng, max_rate))
     scores = np.zeros(token_ids.shape, np.float32)
     if rows:
         rows, owner = np.concatenate(rows), np.array(owner)
