@@ -15,13 +15,15 @@ import json
 import numpy as np
 
 SAMPLES = 64
-BATCH = 32           # visualize.BATCH: texts per integrated_gradients call
 MIN_SECONDS = 5.0    # each variant runs at least 3 times and this long in total (bench.best_times)
 
 
 def explain_all(model, token_ids, steps):
+    """IG in the command line's batches (methods.TEXTS_PER_CALL texts per call)."""
     from integrated_gradients import integrated_gradients
-    return [integrated_gradients(model, token_ids[i:i + BATCH], steps=steps) for i in range(0, len(token_ids), BATCH)]
+    from methods import TEXTS_PER_CALL
+    return [integrated_gradients(model, token_ids[i:i + TEXTS_PER_CALL], steps=steps)
+            for i in range(0, len(token_ids), TEXTS_PER_CALL)]
 
 
 def completeness(attributions):

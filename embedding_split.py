@@ -11,7 +11,7 @@ Two constructors, one Split:
     engine runs each text at the bucket of its own length);
   - any other Keras 3 model (intercepted_split): Sequential, functional, subclassed and nested
     models, int token-id inputs, string inputs through a TextVectorization layer inside the
-    model, and KerasHub tasks (dict inputs, hub_inputs.py). This is the hook approach of
+    model, and KerasHub tasks (dict inputs, model_io.py). This is the hook approach of
     Captum's LayerIntegratedGradients: while a tf.function is being traced, the chosen
     Embedding layer's `call` is replaced on that one layer object by a function that returns
     the given tensor (and, for `lookup`, records the ids it received), and it is put back right

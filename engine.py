@@ -251,6 +251,7 @@ class Engine:
         """body(split)(*arrays) over rows, by length groups and chunks. arrays[0] is the
         embeddings [n,L,D], arrays[1] the context, then per-row arrays. Returns the outputs (numpy,
         each [n, ...]); [n, l, D] outputs are cut back to (or zero-padded to) the given L."""
+        xla = self.choose_xla(xla)     # $TIG_XLA read once per call, not per length group
         embeddings, context = arrays[0], np.asarray(arrays[1])
         n, length, dim = embeddings.shape
         pieces = []    # (row indices, outputs of their chunk)
@@ -276,6 +277,7 @@ class Engine:
         """sum_k w_k dF_t(x'+a_k(x-x'))/dx [B,L,D]. Per length group the B x S (text, node) pairs,
         sample-major, stream through one fused graph (path_gradient_sum) in chunks of a fixed
         number of pairs; memory stays flat in S."""
+        xla = self.choose_xla(xla)     # $TIG_XLA read once per call, not per length group
         batch, length, dim = x.shape
         steps = len(nodes)
         nodes, weights = nodes.astype(np.float32), weights.astype(np.float32)

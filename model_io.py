@@ -148,7 +148,7 @@ def model_input_rank(model):
 
 def prepare_inputs(model, inputs):
     """User inputs -> the tensor the model takes: a list of strings, or int token ids [B, L];
-    for a model that takes a dict with token_ids (KerasHub tasks), that dict packed (hub_inputs.py)."""
+    for a model that takes a dict with token_ids (KerasHub tasks), that dict packed (HubInputs above)."""
     hub = HubInputs.of(model)
     if hub is not None:
         return hub.pack(hub.features(inputs))

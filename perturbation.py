@@ -329,7 +329,7 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
     from embedding_split import verify_split
     from engine import ENGINE
     from gradients import reduce_scores
-    from integrated_gradients import quadrature
+    from integrated_gradients import integrate, quadrature
     if int(samples) < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     if int(steps) < 1:
@@ -350,9 +350,11 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
             # split check against the model, per row) would cost about as much again
             x, context, ids = split.lookup(rows[start:start + DELETION_ROWS_PER_CALL])
             part = owner[start:start + len(x)]
-            grads = ENGINE.path_gradient(split, x, np.zeros_like(x), np.asarray(context), target[part], nodes,
-                                         weights, xla=xla)
-            parts.append(reduce_scores(x * grads, ~np.isin(ids, split.fixed_ids), "sum"))
+            contributions = integrate(
+                lambda x, x0, nodes, weights: ENGINE.path_gradient(split, x, x0, np.asarray(context), target[part],
+                                                                   nodes, weights, xla=xla),
+                x, np.zeros_like(x), nodes, weights)
+            parts.append(reduce_scores(contributions, ~np.isin(ids, split.fixed_ids), "sum"))
         row_scores = np.concatenate(parts).astype(np.float64)
         start = 0
         for i, n in enumerate(lengths):
