@@ -34,6 +34,7 @@ METHODS = {
     "occlusion": Method(signed=True, ids_only=True, complete=False, module="perturbation.py"),
     "surrogate": Method(signed=True, ids_only=True, complete=False, module="perturbation.py"),
     "deletion-ig": Method(signed=True, ids_only=True, complete=False, module="perturbation.py"),
+    "greedy-erasure": Method(signed=True, ids_only=True, complete=False, module="erasure.py"),
 }
 ALIASES = {"grad": "gradxinput"}
 NAMES = tuple(METHODS) + tuple(ALIASES)     # what a --method flag accepts
@@ -59,7 +60,7 @@ def attribute(model, inputs, method, *, target=None, layer=None, steps=STEPS, ba
     """One batch of inputs (token ids, or texts for a string-input model) -> Attribution.
 
     steps, baseline, reduce: integrated gradients' (reduce also gradient x input's);
-    samples, seed: the deletion surrogate's (seed also deletion IG's). Other options are ignored by methods
+    samples, seed: the deletion surrogate's (seed also deletion IG's and greedy erasure's). Other options are ignored by methods
     without them."""
     method = canonical(method)
     if METHODS[method].ids_only and isinstance(inputs, (list, tuple)):
@@ -74,6 +75,9 @@ def attribute(model, inputs, method, *, target=None, layer=None, steps=STEPS, ba
         times_input = method == "gradxinput"
         return gradients(model, inputs, target, layer=layer, times_input=times_input,
                          reduce=reduce if times_input else None, xla=xla)
+    if method == "greedy-erasure":
+        from erasure import greedy_erasure
+        return greedy_erasure(model, inputs, target, layer=layer, seed=seed, xla=xla)
     import perturbation
     if method == "occlusion":
         return perturbation.occlusion(model, inputs, target, layer=layer, xla=xla)

@@ -40,7 +40,8 @@ FONT_BASE = (200, 200, 200)  # <font> colour for ~0: pale, yet still readable on
 METHOD_TITLES = {"ig": "integrated gradients", "gradxinput": "gradient x input", "saliency": "gradient (L2 norm)",
                  "ig-l2": "integrated gradients (L2 norm)", "random": "random order",
                  "surrogate": "deletion surrogate", "occlusion": "occlusion (leave one out)",
-                 "deletion-ig": "integrated gradients over random deletions"}
+                 "deletion-ig": "integrated gradients over random deletions",
+                 "greedy-erasure": "greedy erasure guided by deletion IG"}
 
 
 @dataclass
