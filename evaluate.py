@@ -4,7 +4,8 @@
 
 For each method (integrated gradients `ig` with each baseline, gradient x input `gradxinput`,
 the gradient's L2 norm `saliency`, and a seeded `random` order; with `--methods all` also leave-one-out
-`occlusion`, the deletion `surrogate` and `deletion-ig`, IG averaged over random deletions (perturbation.py), and the peers `lime` and `shap` when installed
+`occlusion`, the deletion `surrogate` and `deletion-ig`, IG averaged over random deletions (perturbation.py),
+`greedy-erasure`, a greedy deletion search guided by deletion IG (erasure.py), and the peers `lime` and `shap` when installed
 (peers.py)), on the first n texts of the test split, explaining the predicted class y with p = p(y | text):
 
   comprehensiveness@k = p(text) - p(text without its top-k% tokens)   higher = more faithful
@@ -214,18 +215,21 @@ def plot_curves(results, path, title):
 
 
 def markdown_table(results):
+    """The run's table; with LIME in the run, each method's seconds per text also as a multiple of LIME's."""
     first = next(iter(results["methods"]))
+    lime = results["methods"].get("lime", {}).get("seconds_per_text")
     head = ("| method | comp. AOPC ↑ | comp.@20% ↑ | suff. AOPC ↓ | suff.@20% ↓ | log-odds@20% ↓ | deletion AUC ↓ "
-            f"| complete (±1%) | top token = {first}'s | s/text |")
-    lines = [head, "|" + "---|" * 10]
+            f"| complete (±1%) | top token = {first}'s | s/text |" + (" × LIME |" if lime else ""))
+    lines = [head, "|" + "---|" * (11 if lime else 10)]
     for name, r in results["methods"].items():
         complete = "" if r.get("complete_share") is None else f"{r['complete_share']:.1%}"
         if r.get("mean_steps") and results["steps"] == "auto":
             complete += f" ({r['mean_steps']:.0f} steps)"
+        seconds = r.get("seconds_per_text", 0)
         lines.append(f"| {name} | {r['comprehensiveness_aopc']:.3f} | {r['comprehensiveness_20']:.3f} | "
                      f"{r['sufficiency_aopc']:.3f} | {r['sufficiency_20']:.3f} | {r['log_odds_20']:.3f} | "
                      f"{r['deletion_auc']:.3f} | {complete} | {r['same_top_token_as_first']:.1%} | "
-                     f"{r.get('seconds_per_text', 0):.3g} |")
+                     f"{seconds:.3g} |" + (f" {seconds / lime:.2f} |" if lime else ""))
     return "\n".join(lines)
 
 

@@ -193,11 +193,23 @@ def test_a_missing_peer_is_one_line(monkeypatch, capsys):
 
 def test_evaluate_reports_seconds_per_text(tiny_checkpoints, data_dir, tmp_path, capsys):
     result = in_process(capsys, evaluate.main, "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir,
-                        "-n", "6", "--methods", "gradxinput,occlusion,surrogate,deletion-ig,random", "--surrogate-samples", "50",
+                        "-n", "6", "--methods", "gradxinput,occlusion,surrogate,deletion-ig,greedy-erasure,random", "--surrogate-samples", "50",
                         "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     methods = json.loads((tmp_path / "faithfulness.json").read_text(encoding="utf-8"))["methods"]
-    assert set(methods) == {"gradxinput", "occlusion", "surrogate", "deletion-ig", "random"}
-    assert all(methods[m]["seconds_per_text"] > 0 for m in ("gradxinput", "occlusion", "surrogate", "deletion-ig"))
+    assert set(methods) == {"gradxinput", "occlusion", "surrogate", "deletion-ig", "greedy-erasure", "random"}
+    assert all(methods[m]["seconds_per_text"] > 0 for m in ("gradxinput", "occlusion", "surrogate", "deletion-ig", "greedy-erasure"))
     assert methods["random"]["seconds_per_text"] == 0
     assert "| s/text |" in result.stdout
+
+
+def test_the_table_gives_each_methods_seconds_as_a_multiple_of_limes():
+    row = dict(comprehensiveness_aopc=0.5, comprehensiveness_20=0.6, sufficiency_aopc=0.0, sufficiency_20=0.0,
+               log_odds_20=-1.0, deletion_auc=0.2, same_top_token_as_first=1.0)
+    results = {"steps": 50, "methods": {"greedy-erasure": dict(row, seconds_per_text=0.2),
+                                        "lime": dict(row, seconds_per_text=0.8)}}
+    lines = evaluate.markdown_table(results).splitlines()
+    assert lines[0].endswith("| s/text | × LIME |") and lines[1].count("---") == 11
+    assert lines[2].endswith("| 0.2 | 0.25 |") and lines[3].endswith("| 0.8 | 1.00 |")
+    del results["methods"]["lime"]
+    assert "× LIME" not in evaluate.markdown_table(results)
