@@ -65,6 +65,10 @@ def test_is_a_method_of_the_api_and_of_visualize(tiny_checkpoints, tmp_path, cap
     ckpt = load_checkpoint(tiny_checkpoints["cnn"])
     [explained] = explain_texts(ckpt, ["房间很干净，服务也好"], "greedy-erasure")
     assert explained.method == "greedy-erasure" and len(explained.scores) == len(explained.tokens) == 10
+    a = greedy_erasure(ckpt.model, ckpt.tokenizer.encode(["房间很干净"], ckpt.maxlen))
+    shown = a.show(ckpt)                                  # the notebook display
+    page = shown._repr_html_() if hasattr(shown, "_repr_html_") else str(shown)
+    assert "greedy erasure" in page and "干" in page
     result = probe(capsys, "--method", "greedy-erasure", "--checkpoint", tiny_checkpoints["cnn"],
                    "--text", "房间很干净", "--format", "md", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
