@@ -9,7 +9,7 @@ import pytest
 import cli
 
 SCRIPTS = ("train", "visualize", "evaluate", "bench", "bench_train", "bench_corpus", "gallery", "explain",
-           "keras_io_example", "compare_fasttext", "checkpoint_sizes")
+           "keras_io_example", "compare_fasttext", "checkpoint_sizes", "choose_erasure")
 
 
 class Captured(Exception):
