@@ -54,9 +54,9 @@ def main(argv=None):
         print(peers.missing("lime") + " (its row is left out)", file=sys.stderr)
     print(f"### {ckpt.meta['task']}, {args.checkpoint}: first {len(texts)} validation texts\n")
     print("| method | comp. AOPC ↑ | bins 1/5/10/20/50% | s/text |\n|---|---|---|---|")
-    for name, run in runs:
+    for name, explain in runs:
         began = time.perf_counter()
-        scores = np.asarray(run(), np.float64)
+        scores = np.asarray(explain(), np.float64)
         seconds = (time.perf_counter() - began) / len(texts)
         r = evaluate.faithfulness(predict, token_ids, scores, target)
         bins = " / ".join(f"{v:.3f}" for v in r["comprehensiveness"].values())

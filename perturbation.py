@@ -320,7 +320,9 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
     validation texts (CNN): 0.520, 0.516 (seeds 0, 1) vs LIME-2000 0.520; weighting the contexts by
     their kept share or by LIME's kernel 0.508-0.518.
     evaluate.py -n 100 --methods all (first 100 test texts, RESULTS.md): char-CNN 0.491 vs LIME-2000
-    0.492 at 0.12x its seconds per text (level, not above); transformer 0.425 vs 0.418 at 0.16x.
+    0.492 at 0.12x its seconds per text (level, not above); transformer 0.425 vs 0.418 at 0.16x; retrained
+    checkpoints: 0.484 vs 0.486 (0.17x) and 0.464 vs 0.467 (0.19x), where erasure.greedy_erasure reaches
+    0.521 and 0.497.
 
     model, inputs (int token ids [B, L]), target, layer, xla: as gradients.gradients.
     seed: the masks' random generator (one per call; the same seed gives the same scores).
