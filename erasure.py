@@ -19,13 +19,15 @@ it), yet open the way to a larger drop later (on the hotel transformer, stopping
 after them, up to the first point where their deletions together lower F_t. Scores, in F_t's units:
 
     value(character in group G) = (F_t before G's deletions - F_t after them) / |G|     (> 0)
-    score(k-th chosen character) = min(its value, score of the (k-1)-th, one float32 step lower)
-    score(any other character)   = its deletion IG score, capped the same way below the last chosen one
+    score(chosen characters)     = their values made non-increasing in the deletion order by pooling
+                                   (a run that rises is replaced by its mean: least squares, sum kept)
+    score(any other character)   = its deletion IG score, capped below the last chosen one
 
-(a last group whose deletions never lower F_t is not chosen: deletion IG orders it with the rest), so
-the scores' order is the order of the deletions (a later drop can exceed an earlier one when two
-characters stand in for each other; the cap keeps the first-chosen first), and the chosen characters'
-uncapped values add up to F_t(x) - F_t(x - S) for the S they form. No completeness for the whole text.
+(a last group whose deletions never lower F_t is not chosen: deletion IG orders it with the rest; ties
+are broken one float32 step down, in the deletion order). So the scores' order is the order of the
+deletions (a later drop can exceed an earlier one, e.g. once two characters that stand in for each other
+are both gone, or when F_t is saturated), and the chosen characters' scores add up to
+F_t(x) - F_t(x - S) for the S they form (up to float32 steps). No completeness for the whole text.
 
 Cost per text: deletion IG (its 100 contexts x 2 gradient rows) plus at most ceil(share n) x
 `candidates` forward rows, all texts of a batch together at static shapes; the steps run one after
@@ -96,12 +98,27 @@ def grouped_drops(chosen, drops):
     return characters, values
 
 
+def pooled_nonincreasing(values):
+    """The non-increasing sequence closest to `values` in least squares (pool adjacent violators):
+    a run of values that rises is replaced by its mean, so the sum is kept."""
+    blocks = []                             # [sum, count] per pooled run
+    for value in values:
+        blocks.append([value, 1])
+        while len(blocks) > 1 and blocks[-2][0] * blocks[-1][1] < blocks[-1][0] * blocks[-2][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    return [total / count for total, count in blocks for _ in range(count)]
+
+
 def ordered_scores(guide, n, chosen, drops):
-    """One text's scores [n]: the chosen characters' (grouped) drops, then the others' guide scores,
-    each capped one float32 step below the one before so the scores sort in the deletion order."""
+    """One text's scores [n]: the chosen characters' (grouped) drops made non-increasing in the deletion
+    order (pooled, their sum kept), then the others' guide scores capped below the last of them; each
+    score at least one float32 step below the one before, so the scores sort in the deletion order."""
     scores = guide[:n].astype(np.float32).copy()
     cap = np.float32(np.inf)
     characters, values = grouped_drops(chosen, drops)
+    values = pooled_nonincreasing(values)
     for c, value in zip(characters, values):
         scores[c] = cap = min(np.float32(value), np.nextafter(cap, np.float32(-np.inf)))
     if characters:

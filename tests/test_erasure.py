@@ -1,7 +1,7 @@
 """Greedy erasure (erasure.py) against exact answers on real Keras layers, and as a first-class method."""
 import numpy as np
 
-from erasure import greedy_erasure, grouped_drops, ordered_scores, search_budget
+from erasure import greedy_erasure, grouped_drops, ordered_scores, pooled_nonincreasing, search_budget
 from methods import attribute, explain_texts
 from test_evaluate import MARKER, marked_ids, marker_model
 from test_peers import VOCAB, bag_of_characters, random_ids
@@ -38,10 +38,18 @@ def test_scores_sort_in_the_deletion_order_and_keep_their_units():
     guide = np.array([0.9, 0.1, 0.5, -0.3, 0.05, 0.0], np.float32)
     scores = ordered_scores(guide, 6, chosen=[1, 0], drops=[0.2, 0.4])   # the second drop is larger
     assert list(np.argsort(-scores, kind="stable")[:2]) == [1, 0]
-    assert scores[1] == np.float32(0.2) and scores[0] < scores[1] and scores[0] > 0.2 - 1e-6
+    assert scores[1] == np.float32(0.3) and scores[0] < scores[1] and scores[0] > 0.3 - 1e-6   # pooled
+    assert abs(scores[0] + scores[1] - 0.6) < 1e-6                   # = F_t(x) - F_t(x - S)
     assert np.all(scores[[2, 4, 5]] < scores[0])          # the rest below the last chosen one
     assert scores[3] == guide[3] and scores[5] == guide[5]  # below the cap: unchanged
     assert np.array_equal(ordered_scores(guide, 6, [], []), guide)
+
+
+def test_pooling_makes_the_drops_non_increasing_and_keeps_their_sum():
+    np.testing.assert_allclose(pooled_nonincreasing([0.02, 0.05, 0.15, 0.1]), [0.08] * 4)
+    np.testing.assert_allclose(pooled_nonincreasing([0.5, 0.1, 0.3, 0.05]), [0.5, 0.2, 0.2, 0.05])
+    assert pooled_nonincreasing([0.3, 0.2, 0.1]) == [0.3, 0.2, 0.1]
+    assert pooled_nonincreasing([]) == []
 
 
 def test_search_budget_keeps_one_character():
