@@ -2,8 +2,8 @@
 
     python choose_erasure.py --checkpoint runs/ckpt/hotel_cnn --data-dir DIR -n 100
 
-Scores deletion IG, greedy erasure at each (share, candidates) setting and, when installed, LIME with
-2000 samples, with evaluate.py's metric (comprehensiveness AOPC, delete, bins 1/5/10/20/50%) on the first
+Scores deletion IG, greedy erasure at each (share, candidates) setting and, when installed, LIME at
+evaluate.py's default (2000 samples), with evaluate.py's metric (comprehensiveness AOPC, delete, bins 1/5/10/20/50%) on the first
 n texts of the validation split, so the defaults in erasure.py are never tuned on the test texts
 that evaluate.py reports. Prints a Markdown table with each setting's seconds per text in this run.
 """
@@ -12,7 +12,6 @@ import time
 
 SHARES = (0.1, 0.2, 0.5)      # greedy erasure settings compared (erasure.SHARE, erasure.CANDIDATES)
 CANDIDATES = (5, 8)
-LIME_SAMPLES = 2000
 
 
 def parse_args(argv=None):
@@ -47,9 +46,10 @@ def main(argv=None):
     runs += [(f"greedy-erasure share {s}, {c} candidates",
               lambda s=s, c=c: greedy_erasure(ckpt.model, token_ids, target, share=s, candidates=c).scores)
              for s in SHARES for c in CANDIDATES]
-    if not peers.missing("lime"):
-        runs.append((f"lime, {LIME_SAMPLES} samples", lambda: evaluate.explain_peers(
-            ckpt, texts, token_ids, target, ["lime"], lime_samples=LIME_SAMPLES, shap_evals=0)["lime"]["scores"]))
+    if not peers.missing("lime"):     # evaluate.py's own LIME set-up and sample count
+        runs.append((f"lime, {peers.LIME_SAMPLES} samples", lambda: evaluate.explain_peers(
+            ckpt, texts, token_ids, target, ["lime"], lime_samples=peers.LIME_SAMPLES,
+            shap_evals=peers.SHAP_EVALS)["lime"]["scores"]))
     else:
         print(peers.missing("lime") + " (its row is left out)", file=sys.stderr)
     print(f"### {ckpt.meta['task']}, {args.checkpoint}: first {len(texts)} validation texts\n")

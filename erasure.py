@@ -39,7 +39,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from perturbation import _prepare, delete_tokens, deletion_ig, real_lengths, target_scores
+from gradients import split_of
+from perturbation import delete_tokens, deletion_ig, real_lengths, target_scores
 
 SHARE = 0.2         # search the first ceil(SHARE * n) deletions; deletion IG orders the rest
 CANDIDATES = 8      # characters tried per step: the remaining ones deletion IG ranks first
@@ -64,14 +65,14 @@ def greedy_order(split, token_ids, target, guide, start, budget, candidates, xla
         for i in np.flatnonzero(searching):
             n = lengths[i]
             alive = np.flatnonzero(~deleted[i, :n])
-            for c in alive[np.argsort(-guide[i, alive], kind="stable")[:candidates]]:
-                keep = ~deleted[i, :n]
-                keep[c] = False
-                rows.append(delete_tokens(token_ids[i], keep[None])[0])
-                owner.append(i)
-                tried.append(c)
+            picked = alive[np.argsort(-guide[i, alive], kind="stable")[:candidates]]
+            keep = np.tile(~deleted[i, :n], (len(picked), 1))     # one row per candidate, it deleted too
+            keep[np.arange(len(picked)), picked] = False
+            rows.append(delete_tokens(token_ids[i], keep))
+            owner += [i] * len(picked)
+            tried += list(picked)
         owner, tried = np.array(owner), np.array(tried)
-        after = target_scores(split, np.stack(rows), target[owner], xla=xla)
+        after = target_scores(split, np.concatenate(rows), target[owner], xla=xla)
         for i in np.flatnonzero(searching):
             mine = np.flatnonzero(owner == i)
             best = mine[np.argmin(after[mine])]
@@ -143,9 +144,10 @@ def greedy_erasure(model, inputs, target=None, *, share=SHARE, candidates=CANDID
         raise ValueError(f"share must be in [0, 1], got {share}")
     if int(candidates) < 1:
         raise ValueError(f"candidates must be at least 1, got {candidates}")
-    split, token_ids, probs, target = _prepare(model, inputs, target, layer, xla)
-    guide = deletion_ig(split, token_ids, target, seed=seed, layer=layer, vocabulary=vocabulary, xla=xla,
+    guide = deletion_ig(model, inputs, target, seed=seed, layer=layer, vocabulary=vocabulary, xla=xla,
                         **({} if samples is None else {"samples": samples}))
+    token_ids, target = guide.token_ids, guide.target          # checked and resolved by deletion IG
+    split = split_of(model, token_ids, layer)                  # the Split deletion IG used (cached on the model)
     lengths = real_lengths(token_ids)
     chosen, drops = greedy_order(split, token_ids, target, guide.scores, guide.output,
                                  search_budget(lengths, float(share)), int(candidates), xla=xla)
