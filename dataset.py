@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from errors import UserError
+from tig.errors import UserError
 from tokenizer import clean_text
 
 TASKS = ("thucnews", "weibo", "moods", "hotel", "reviews")
@@ -138,7 +138,7 @@ class TaskData:
                 "test_texts_also_in_train": sum(t in train for t in self.test.texts)}
 
     def sha256(self):
-        from files import files_sha256
+        from tig.files import files_sha256
         return files_sha256(*sorted(self.files))
 
 
@@ -284,7 +284,7 @@ def read_tsv(path, num_classes):
 def check_classes(classes, where):
     if len(classes) < 2:
         raise DataError(f"{where}: {len(classes)} class(es); a classifier needs at least 2")
-    from errors import has_control, printable
+    from tig.errors import has_control, printable
     unprintable = [c for c in classes if has_control(c)]
     if unprintable:
         raise DataError(f"{where}: class name {printable(unprintable[0])!r} holds control or bidirectional "

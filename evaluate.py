@@ -4,9 +4,9 @@
 
 For each method (integrated gradients `ig` with each baseline, gradient x input `gradxinput`,
 the gradient's L2 norm `saliency`, and a seeded `random` order; with `--methods all` also leave-one-out
-`occlusion`, the deletion `surrogate` and `deletion-ig`, IG averaged over random deletions (perturbation.py),
-`greedy-erasure`, a greedy deletion search guided by deletion IG (erasure.py), and the peers `lime` and `shap` when installed
-(peers.py)), on the first n texts of the test split, explaining the predicted class y with p = p(y | text):
+`occlusion`, the deletion `surrogate` and `deletion-ig`, IG averaged over random deletions (tig/perturbation.py),
+`greedy-erasure`, a greedy deletion search guided by deletion IG (tig/erasure.py), and the peers `lime` and `shap` when installed
+(tig/peers.py)), on the first n texts of the test split, explaining the predicted class y with p = p(y | text):
 
   comprehensiveness@k = p(text) - p(text without its top-k% tokens)   higher = more faithful
   sufficiency@k       = p(text) - p(only its top-k% tokens)           lower  = more faithful
@@ -22,8 +22,8 @@ Writes a JSON file and a deletion-curve PNG, and prints a Markdown table.
 """
 import os
 
-from errors import printable
-from cli import quiet_tensorflow
+from tig.errors import printable
+from tig.cli import quiet_tensorflow
 
 import json
 import math
@@ -31,15 +31,15 @@ import sys
 
 import numpy as np
 
-from methods import METHODS
+from tig.methods import METHODS
 from tokenizer import PAD_ID
-from validate import BASELINES
+from tig.validate import BASELINES
 
 SAMPLES = 500
 KS = (1, 5, 10, 20, 50)               # percent of tokens, as in ERASER
 CURVE = tuple(np.round(np.linspace(0, 1, 11), 2))
 STEPS = 50
-DEFAULT_METHODS = ("ig", "gradxinput", "saliency", "random")   # any name of methods.py, "random", or a peer
+DEFAULT_METHODS = ("ig", "gradxinput", "saliency", "random")   # any name of tig/methods.py, "random", or a peer
 NATIVE = DEFAULT_METHODS + tuple(m for m in METHODS if m not in DEFAULT_METHODS)   # --methods all: and every peer
 REMOVALS = ("delete", "pad", "unk")
 EXPLAIN_BATCH = 64
@@ -56,7 +56,7 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
     layer: the Embedding layer of a user's model (None: found, or this project's split)."""
     import time
 
-    from methods import attribute, canonical
+    from tig.methods import attribute, canonical
     jobs = []
     for method in methods:
         if method == "random":
@@ -69,7 +69,7 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
                 model, ids, m, layer=layer, seed=seed, samples=surrogate_samples)))
     bar = None
     if progress:
-        from cli import Progress
+        from tig.cli import Progress
         bar = Progress(sum(fn is not None for _, fn in jobs) * len(token_ids), "explanation")   # random: instant
     results, done = {}, 0
     for name, fn in jobs:
@@ -96,11 +96,11 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
 
 
 def explain_peers(ckpt, texts, token_ids, target, peers, *, lime_samples, shap_evals, seed=0):
-    """The same dict as explain_all for LIME and shap (peers.py), explaining the model's own
+    """The same dict as explain_all for LIME and shap (tig/peers.py), explaining the model's own
     function: strings re-tokenised with the checkpoint's tokenizer, run at static shapes."""
     import time
-    import peers as peer
-    from gradients import class_scores
+    from tig import peers as peer
+    from tig.attribution import class_scores
     texts = peer.visible_texts(ckpt.tokenizer, texts, ckpt.maxlen)
 
     def predict(strings):
@@ -197,7 +197,7 @@ def top_token_agreement(scores, reference, mask):
 # --- outputs --------------------------------------------------------------------------
 
 def plot_curves(results, path, title):
-    from plots import save_figure, setup_matplotlib
+    from tig.plots import save_figure, setup_matplotlib
     plt = setup_matplotlib()
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=130)
     for name, r in results["methods"].items():
@@ -257,11 +257,11 @@ def default_out_dir(ckpt, root=RESULTS_DIR):
 
 
 def parse_args(argv=None):
-    from cli import (ArgumentParser, add_model_arguments, add_replace_argument, choice, comma_list, int_range,
+    from tig.cli import (ArgumentParser, add_model_arguments, add_replace_argument, choice, comma_list, int_range,
                      steps_or_auto)
     from dataset import TASKS
-    from methods import ALIASES, canonical
-    from validate import MAX_STEPS
+    from tig.methods import ALIASES, canonical
+    from tig.validate import MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default=None, type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--checkpoint", default=None,
@@ -269,7 +269,7 @@ def parse_args(argv=None):
     add_model_arguments(p)
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
     p.add_argument("-n", type=int_range(1), default=SAMPLES, help="first N texts of the test split")
-    from peers import LIME_SAMPLES, PEERS, SHAP_EVALS
+    from tig.peers import LIME_SAMPLES, PEERS, SHAP_EVALS
     p.add_argument("--methods", default=list(DEFAULT_METHODS), type=comma_list(NATIVE + tuple(ALIASES) + PEERS + ("all",),
                                                                        "method"),
                    help="comma list of: " + ",".join(NATIVE + PEERS) + "; 'all' = every native method and every "
@@ -291,7 +291,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.methods = list(dict.fromkeys(m if m in PEERS + ("all", "random") else canonical(m) for m in args.methods))
     if "all" in args.methods:
-        import peers
+        from tig import peers
         for name in peers.PEERS:
             if peers.missing(name):
                 print(f"note: {peers.missing(name)}", file=sys.stderr)
@@ -303,14 +303,14 @@ def main(argv=None):
     args = parse_args(argv)
     quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     import time
-    from errors import UserError
-    from files import atomic_write, prepare_output_dir
-    from cli import resolve_explainable
-    from engine import ENGINE
-    from gradients import class_scores
+    from tig.errors import UserError
+    from tig.files import atomic_write, prepare_output_dir
+    from tig.cli import resolve_explainable
+    from tig.engine import ENGINE
+    from tig.attribution import class_scores
     from dataset import load_task
-    import peers
-    import perturbation
+    from tig import peers
+    from tig import perturbation
     wanted_peers = [m for m in args.methods if m in peers.PEERS]
     for name in wanted_peers:
         if peers.missing(name):
@@ -376,5 +376,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tig.cli import run
     run(main)

@@ -7,7 +7,7 @@ total attribution).
     python explain.py --checkpoint checkpoints/hotel --input texts.txt --out runs/texts --method grad
     python explain.py ... --engine ray --ray-address auto --concurrency 4 --num-gpus 1   # on a Ray cluster
 
-Input (corpus.py): .txt (one text per line), .csv (a text/review/title/content column, optional label
+Input (tig/corpus.py): .txt (one text per line), .csv (a text/review/title/content column, optional label
 column), .jsonl ({"text": ..., optional "label": ...}), or --task T --split train|val|test. Blank texts
 are skipped and counted; every text is cut to dataset.MAX_TEXT_CHARS characters as it is read.
 
@@ -16,7 +16,7 @@ are skipped and counted; every text is cut to dataset.MAX_TEXT_CHARS characters 
     shards/part-00000.jsonl   one line per text, in input order: id, text, label, tokens, scores,
                               predicted, probs, target, output F_t(x), baseline_output F_t(x'), delta,
                               steps, words and word_scores (char scores summed per jieba word)
-    summary.csv, summary.png, summary.html   the global summary (summary.py)
+    summary.csv, summary.png, summary.html   the global summary (tig/summary.py)
 A shard (--shard-size texts) is the unit of work and of atomic commit: written to a temp file, then
 renamed. After an interruption the same command skips finished shards and redoes only the rest, so
 no line is lost or duplicated. For IG, sum(scores) + delta = output - baseline_output per line.
@@ -33,11 +33,11 @@ import time
 
 import numpy as np
 
-from cli import quiet_tensorflow
-from corpus import SPLITS, FileSource, TaskSource, plan_shards, read_shard
-from errors import UserError, printable
-from files import atomic_write, check_folder_path, files_sha256, process_alive
-from summary import MIN_COUNT, TOP_K, write_summary
+from tig.cli import quiet_tensorflow
+from tig.corpus import SPLITS, FileSource, TaskSource, plan_shards, read_shard
+from tig.errors import UserError, printable
+from tig.files import atomic_write, check_folder_path, files_sha256, process_alive
+from tig.summary import MIN_COUNT, TOP_K, write_summary
 
 # defaults, visible in one place
 METHOD = "ig"
@@ -67,10 +67,10 @@ class Explainer:
     def __init__(self, checkpoint, method=METHOD, steps=STEPS, baseline=None, target=None, texts_per_call=TEXTS_PER_CALL,
                  model_sha256=None):
         quiet_tensorflow()
-        from checkpoint import load_checkpoint
+        from tig.checkpoint import load_checkpoint
         self.ckpt = load_checkpoint(checkpoint)
         if model_sha256 is not None:   # a checkpoint replaced mid-job would mix two models in one output
-            from checkpoint import MODEL_FILE
+            from tig.checkpoint import MODEL_FILE
             found = files_sha256(os.path.join(self.ckpt.files, MODEL_FILE))
             if found != model_sha256:
                 raise UserError(f"checkpoint {checkpoint} changed since this job started (its model.keras sha256 "
@@ -81,7 +81,7 @@ class Explainer:
 
     def __call__(self, first_id, records):
         """(text, label, characters cut at read) records -> output lines (methods.explain_texts)."""
-        from methods import explain_texts
+        from tig.methods import explain_texts
         ckpt, timer = self.ckpt, []
         explained = explain_texts(ckpt, [text for text, *_ in records], self.method, target=self.target,
                                   steps=self.steps, baseline=self.baseline, texts_per_call=self.texts_per_call,
@@ -300,10 +300,10 @@ def iter_lines(out, n_shards):
 # --- CLI -------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    from cli import ArgumentParser, choice, float_range, int_range
+    from tig.cli import ArgumentParser, choice, float_range, int_range
     from dataset import TASKS
-    from methods import NAMES, describe
-    from validate import BASELINES, MAX_STEPS
+    from tig.methods import NAMES, describe
+    from tig.validate import BASELINES, MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint directory written by train.py")
     p.add_argument("--input", default=None, help="a .txt (one text per line), .csv or .jsonl file")
@@ -336,8 +336,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
-    from cli import class_index
-    from checkpoint import MODEL_FILE, current_version, load_checkpoint
+    from tig.cli import class_index
+    from tig.checkpoint import MODEL_FILE, current_version, load_checkpoint
     ckpt = load_checkpoint(args.checkpoint)
     source = FileSource(args.input) if args.input else TaskSource(args.task, args.split, args.data_dir)
     shards, n_texts, input_sha = plan_shards(source, args.shard_size, args.n)
@@ -387,5 +387,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tig.cli import run
     run(main)

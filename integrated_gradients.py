@@ -9,7 +9,7 @@ baseline x' and target t:
 with nodes a_k and weights w_k of a quadrature rule. Completeness: sum_i IG_i = F_t(x) -
 F_t(x'); the gap `delta` = (F_t(x) - F_t(x')) - sum_i IG_i is reported per sample.
 
-Non-intrusive: the model is split at its embedding (embedding_split.py: model.py's own split,
+Non-intrusive: the model is split at its embedding (tig/embedding_split.py: model.py's own split,
 or interception for any other Keras 3 model), so every architecture works; no weight is
 modified, and every call checks that the split computes the model's own outputs. PAD (id 0) positions, masked or not, keep their own embedding
 along the whole path (x'_i = x_i), so their score is exactly 0.0. All samples x all nodes
@@ -17,17 +17,17 @@ stream through one graph in chunks of at most `internal_batch_size` interpolated
 stays flat as `steps` grows.
 
 `integrate` is the integral alone, over a gradient function and the quadrature's nodes; how the
-gradients are computed (length buckets, chunks, XLA) is engine.py's job.
+gradients are computed (length buckets, chunks, XLA) is tig/engine.py's job.
 """
 import numpy as np
 
-import validate
-from embedding_split import verify_split
-from engine import ENGINE
-from errors import UserError
-from gradients import COMPLETENESS_TOLERANCE, Attribution, reduce_scores, resolve_target, split_of, tokens_of
+from tig import validate
+from tig.embedding_split import verify_split
+from tig.engine import ENGINE
+from tig.errors import UserError
+from tig.attribution import COMPLETENESS_TOLERANCE, Attribution, reduce_scores, resolve_target, split_of, tokens_of
 from tokenizer import MASK_ID, PAD_ID, UNK_ID
-from validate import BASELINES, MAX_STEPS  # noqa: F401  (the API's names: integrated_gradients.BASELINES)
+from tig.validate import BASELINES, MAX_STEPS  # noqa: F401  (the API's names: integrated_gradients.BASELINES)
 
 RULES = ("gausslegendre", "left", "right", "middle", "trapezoid")   # quadrature rules (`method`)
 DEFAULT_BASELINE = "zero"
@@ -125,7 +125,7 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
     vocabulary: id -> token list for Attribution.tokens (default: the model's TextVectorization's).
     xla: True/False: jit_compile model.py's models' graphs or not; None (default): TIG_XLA if set,
         else XLA for a length once it has run engine.XLA_AFTER_CALLS chunks. Other models never
-        use XLA. All models run on graphs traced per length (engine.py).
+        use XLA. All models run on graphs traced per length (tig/engine.py).
     Returns an Attribution with scores [B,L], target, probs, delta, steps, output, baseline_output, tokens.
     """
     validate.check_ig(model, steps, tolerance, baseline, internal_batch_size, reduce)

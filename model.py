@@ -1,4 +1,4 @@
-"""Classifier architectures and their layers (checkpoints are in checkpoint.py).
+"""Classifier architectures and their layers (checkpoints are in tig/checkpoint.py).
 
 Every model is built from two named sub-models, so any architecture can be explained:
 
@@ -28,16 +28,16 @@ bilstm (BiLSTM 64+64 -> masked max pool), mean (masked mean of embeddings), and:
                multi-head self-attention whose keys are masked to real tokens, masked
                mean pooling.
 
-embedding_split.py cuts these models at the embedder for the explainers (its fast path);
-checkpoint.py saves and loads them; SparseAdam (below) trains the fasttext n-gram tables.
+tig/embedding_split.py cuts these models at the embedder for the explainers (its fast path);
+tig/checkpoint.py saves and loads them; SparseAdam (below) trains the fasttext n-gram tables.
 """
 import re
 
 import keras
 from keras import layers, ops
 
-from defaults import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
-from errors import UserError
+from tig.defaults import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
+from tig.errors import UserError
 from tokenizer import PAD_ID
 
 NGRAM_BUCKETS = 400_000       # fasttext: hashed rows per n-gram order (bigrams, trigrams), at most

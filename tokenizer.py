@@ -1,5 +1,5 @@
 """Tokenizers: text -> display tokens -> int32 ids. `Tokenizer` is this project's (characters or
-jieba words, saved as JSON); the others read users' models (user_model.py): a vocabulary file
+jieba words, saved as JSON); the others read users' models (tig/user_model.py): a vocabulary file
 (VocabularyTokenizer), the model's own TextVectorization (StringInputTokenizer), a KerasHub
 preprocessor (HubTokenizer).
 
@@ -117,7 +117,7 @@ def decode_ids(vocab, token_ids):
     return tokens
 
 
-# --- the tokenizers of users' models (user_model.py) ----------------------------------------
+# --- the tokenizers of users' models (tig/user_model.py) ----------------------------------------
 
 UNK_NAMES = ("[UNK]", "<unk>", "<UNK>", "[unk]", "<oov>", "[OOV]")
 

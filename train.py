@@ -2,9 +2,9 @@
 
     python train.py --task reviews                     # offline, no data directory needed
     python train.py --task hotel --data-dir DIR --epochs 4
-    python train.py --task hotel --distribute mirrored    # several devices / machines: see distribute.py
+    python train.py --task hotel --distribute mirrored    # several devices / machines: see tig/distribute.py
     # THUCNews with hashed character n-grams: --arch fasttext's defaults (ARCH_DEFAULTS below),
-    # side by side with real fastText in compare_fasttext.py (RESULTS.md)
+    # side by side with real fastText in bench/compare_fasttext.py (RESULTS.md)
     python train.py --task thucnews --data-dir DIR --arch fasttext
     # moods (2,000-row subset): start from a weibo checkpoint of the same --arch (macro-F1 0.336
     # vs 0.301 from scratch with the same flags)
@@ -18,8 +18,8 @@ files of the same names) for the same task and --arch; another task's or arch's 
 """
 import os
 
-from errors import printable
-from cli import quiet_tensorflow
+from tig.errors import printable
+from tig.cli import quiet_tensorflow
 
 import sys
 import time
@@ -55,10 +55,10 @@ TASK_DEFAULTS = {
 
 
 def parse_args(argv=None):
-    from cli import MAX_MAXLEN, ArgumentParser, choice, float_range, int_range
+    from tig.cli import MAX_MAXLEN, ArgumentParser, choice, float_range, int_range
     from dataset import TASKS
-    from distribute import STRATEGIES
-    from defaults import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
+    from tig.distribute import STRATEGIES
+    from tig.defaults import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", required=True, type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--data-dir", default=None, help="data directory (default: $TIG_DATA_DIR, then ./data)")
@@ -76,7 +76,7 @@ def parse_args(argv=None):
                    help="per replica: the global batch is this x the replicas of --distribute")
     p.add_argument("--distribute", default="none", type=choice(STRATEGIES, "--distribute"),
                    help="none, auto, mirrored (devices of this machine) or multiworker (TF_CONFIG); "
-                        "see distribute.py")
+                        "see tig/distribute.py")
     p.add_argument("--lr", type=float_range(0, 10, low_open=True), default=LEARNING_RATE, help="Adam learning rate.")
     p.add_argument("--maxlen", type=int_range(1, MAX_MAXLEN), default=None,
                    help=f"tokens per text (default: {MAXLEN_PERCENTILE}th percentile of training lengths, "
@@ -158,24 +158,24 @@ def make_dataset(x, y, batch_size, shuffle=False, mask_rate=0.0, seed=0):
             drop = tf.random.uniform(tf.shape(ids)) < mask_rate
             return tf.where(drop & (ids != PAD_ID), tf.constant(MASK_ID, ids.dtype), ids), labels
         ds = ds.map(mask_tokens, num_parallel_calls=tf.data.AUTOTUNE)
-    from distribute import shard_by_data
+    from tig.distribute import shard_by_data
     return shard_by_data(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def main(argv=None):
     args = parse_args(argv)
     quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
-    from distribute import build_before_fit, devices_of, is_chief, make_strategy, predict_locally
+    from tig.distribute import build_before_fit, devices_of, is_chief, make_strategy, predict_locally
     strategy, distribute = make_strategy(args.distribute)   # first: before TensorFlow runs any op
     replicas = strategy.num_replicas_in_sync
     import keras
-    from errors import UserError
+    from tig.errors import UserError
     from dataset import load_task
     from model import build_model, make_optimizer
-    from checkpoint import init_from_checkpoint, save_checkpoint
+    from tig.checkpoint import init_from_checkpoint, save_checkpoint
     from tokenizer import Tokenizer
 
-    from checkpoint import check_checkpoint_target
+    from tig.checkpoint import check_checkpoint_target
     check_checkpoint_target(args.out, args.task, args.arch, args.replace_different)   # refuse a bad --out before spending minutes on training
     keras.utils.set_random_seed(args.seed)
     data = load_task(args.task, args.data_dir)
@@ -202,7 +202,7 @@ def main(argv=None):
                   f"embedding rows mapped; copied {', '.join(init['copied'])}; new {', '.join(init['fresh']) or '-'}",
                   file=sys.stderr)
         # jit_compile stays Keras' "auto", which is off on a CPU-only machine: on 2 CPU cores XLA trained
-        # 2-8x slower per step (cnn hotel/THUCNews; fasttext at batch 512), see bench_train.py
+        # 2-8x slower per step (cnn hotel/THUCNews; fasttext at batch 512), see bench/bench_train.py
         steps_per_epoch = -(-len(x_train) // (args.batch_size * replicas))
         optimizer = make_optimizer(args.arch, learning_rate(args, steps_per_epoch), args.row_lr / args.lr,
                                    args.ngram_lr_scale)
@@ -270,5 +270,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tig.cli import run
     run(main)

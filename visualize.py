@@ -6,23 +6,23 @@ PNG images and terminal colours.
     python visualize.py --method grad --task hotel --data-dir DIR -n 5 --errors
     python visualize.py --method ig --model my_model.keras --text "..."  # your own Keras 3 model
 
-Methods (methods.py): `ig` integrated gradients, `grad` gradient x input (signed), `saliency` the
-gradient's L2 norm (unsigned), `occlusion`, `surrogate`, `deletion-ig` (perturbation.py), `both` = grad and ig. Rendering lives in render.py
-(HTML, Markdown, terminal) and plots.py (PNG); this file turns texts into Explanations and
+Methods (tig/methods.py): `ig` integrated gradients, `grad` gradient x input (signed), `saliency` the
+gradient's L2 norm (unsigned), `occlusion`, `surrogate`, `deletion-ig` (tig/perturbation.py), `both` = grad and ig. Rendering lives in tig/render.py
+(HTML, Markdown, terminal) and tig/plots.py (PNG); this file turns texts into Explanations and
 runs the command line.
 """
 import os
 
-from errors import printable
-from cli import quiet_tensorflow
+from tig.errors import printable
+from tig.cli import quiet_tensorflow
 
 import sys
 import time
 
 import numpy as np
 
-from methods import METHODS, NAMES, TEXTS_PER_CALL, canonical, describe, explain_texts, word_sums
-from render import METHOD_TITLES, Explanation, Explanations, to_markdown, to_report_html, to_terminal
+from tig.methods import METHODS, NAMES, TEXTS_PER_CALL, canonical, describe, explain_texts, word_sums
+from tig.render import METHOD_TITLES, Explanation, Explanations, to_markdown, to_report_html, to_terminal
 
 STEPS = 50
 FORMATS = ("html", "md", "png", "ansi")
@@ -41,7 +41,7 @@ def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None
     reduce="l2" gives the original project's unsigned view of integrated gradients. level="word"
     sums character scores per jieba word.
     """
-    import validate
+    from tig import validate
     validate.check_texts(texts)
     validate.check_choice(level, ("char", "word"), "level")
     validate.check_choice(method, NAMES, "method")
@@ -50,7 +50,7 @@ def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None
     name = "ig-l2" if (method, reduce) == ("ig", "l2") else method
     bar = None
     if progress and len(texts) > TEXTS_PER_CALL:
-        from cli import Progress
+        from tig.cli import Progress
         bar = Progress(len(texts), "text")
     out = Explanations()
     for i, r in enumerate(explain_texts(ckpt, texts, method, target=target, steps=steps, baseline=baseline,
@@ -85,7 +85,7 @@ def run_methods(ckpt, texts, methods, *, labels=None, target=None, progress=True
 
 def predict_probabilities(ckpt, texts):
     """Class scores [N, C] for texts: one sigmoid unit p becomes [1 - p, p]."""
-    from gradients import class_scores
+    from tig.attribution import class_scores
     return class_scores(ckpt.model, ckpt.tokenizer.encode(texts, ckpt.maxlen), layer=ckpt.meta.get("layer"))
 
 
@@ -115,8 +115,8 @@ def pick_samples(ckpt, task, data_dir, n, errors=False, max_chars=None, balanced
 def write_outputs(rows, out, formats, stem=OUTPUT_STEM, title=None, color="auto", replace=False):
     """Write the chosen formats into `out` (each file atomically); print the terminal view.
     replace: overwrite same-named files in a folder the project did not create (--replace)."""
-    from files import atomic_write, prepare_output_dir
-    from plots import to_png
+    from tig.files import atomic_write, prepare_output_dir
+    from tig.plots import to_png
     files = {"md": f"{stem}.md", "html": f"{stem}.html", "png": f"{stem}.png"}
     prepare_output_dir(out, [files[f] for f in formats if f in files], replace)
     written = []
@@ -134,9 +134,9 @@ def write_outputs(rows, out, formats, stem=OUTPUT_STEM, title=None, color="auto"
 # --- CLI ----------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    from cli import ArgumentParser, add_model_arguments, add_replace_argument, choice, comma_list, int_range, steps_or_auto
+    from tig.cli import ArgumentParser, add_model_arguments, add_replace_argument, choice, comma_list, int_range, steps_or_auto
     from dataset import TASKS
-    from validate import BASELINES, MAX_STEPS
+    from tig.validate import BASELINES, MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", default="ig", type=choice(tuple(CLI_METHODS), "method"),
                    help=describe() + "; both = grad and ig on the same texts")
@@ -151,7 +151,7 @@ def parse_args(argv=None):
     p.add_argument("--errors", action="store_true", help="with -n: misclassified samples instead of correct ones")
     p.add_argument("--data-dir", default=None, help="data directory for -n")
     # auto by default: what is shown is complete within 1% for every text; on the hotel char-CNN it took
-    # 0.74x the time of 50 fixed steps (bench_steps.py, RESULTS.md)
+    # 0.74x the time of 50 fixed steps (bench/bench_steps.py, RESULTS.md)
     p.add_argument("--steps", type=steps_or_auto(MAX_STEPS), default="auto",
                    help=f"Integrated gradients steps (Gauss-Legendre nodes), 1 to {MAX_STEPS}, or auto: 16, 32, ... "
                         "512 per text until |delta| <= 1%% of |F(x) - F(x')|.")
@@ -177,7 +177,7 @@ def parse_args(argv=None):
 
 
 def read_texts(args):
-    from errors import UserError
+    from tig.errors import UserError
     from tokenizer import clean_text
     texts = list(args.text)
     if args.file:
@@ -207,8 +207,8 @@ def default_out_dir():
 
 
 def main(argv=None):
-    from errors import UserError
-    from cli import class_index, resolve_explainable
+    from tig.errors import UserError
+    from tig.cli import class_index, resolve_explainable
     args = parse_args(argv)
     quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     texts = read_texts(args)
@@ -238,5 +238,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tig.cli import run
     run(main)

@@ -4,7 +4,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from cli import quiet_tensorflow  # noqa: E402
+sys.path[1:1] = [os.path.join(ROOT, "bench"), os.path.join(ROOT, "examples")]   # the benchmarks and examples import as modules too
+from tig.cli import quiet_tensorflow  # noqa: E402
 
 quiet_tensorflow()
 # the real data sets: $TIG_DATA_DIR when set (as the scripts read it), else ../shared/data
@@ -88,7 +89,7 @@ IN_SECOND_PROCESS = ("transformer", "mean")
 SECOND_PROCESS = """
 import json, sys
 sys.path.insert(0, {root!r})
-from cli import quiet_tensorflow
+from tig.cli import quiet_tensorflow
 quiet_tensorflow()
 import train
 for args in json.loads(sys.argv[1]):
@@ -102,7 +103,7 @@ def tiny_checkpoints(tmp_path_factory, data_dir):
     import json
     import subprocess
     from model import ARCHS
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     root = tmp_path_factory.mktemp("ckpt")
     paths = {arch: str(root / arch) for arch in ARCHS}
     second = subprocess.Popen(

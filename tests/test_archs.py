@@ -9,7 +9,7 @@ from conftest import train_tiny
 from gradients import gradients
 from integrated_gradients import integrated_gradients, quadrature
 from model import HashedNgramEmbedding, build_model
-from checkpoint import CheckpointError, init_from_checkpoint, load_checkpoint
+from tig.checkpoint import CheckpointError, init_from_checkpoint, load_checkpoint
 from tokenizer import Tokenizer
 
 NEW_ARCHS = ("fasttext", "transformer")
@@ -204,7 +204,7 @@ def test_init_from_refuses_an_incompatible_checkpoint(tiny_checkpoints, data_dir
 
 def test_comparison_without_fasttext_is_one_clear_line(monkeypatch):
     import compare_fasttext
-    from errors import UserError
+    from tig.errors import UserError
     monkeypatch.setitem(sys.modules, "fasttext", None)    # import fasttext now raises ImportError
     with pytest.raises(UserError, match="pip install fasttext-wheel"):
         compare_fasttext.main(["--task", "hotel"])

@@ -8,7 +8,7 @@ from keras import layers, ops
 from gradients import gradients
 from integrated_gradients import RULES, integrated_gradients, quadrature
 from model import ARCHS, ZeroPadding, build_embedder, compose
-from checkpoint import load_checkpoint
+from tig.checkpoint import load_checkpoint
 
 TEXTS = ["房间很干净，服务很好，值得推荐", "前台态度很差，再也不来了", "位置不错但是早餐很差", "好"]
 

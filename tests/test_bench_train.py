@@ -32,7 +32,7 @@ def test_bench_train_times_both_settings_in_one_run(capsys, data_dir):
 
 def test_bench_train_bad_input_is_one_line(capsys, data_dir, tmp_path):
     import bench_train
-    result = run("bench_train.py", "--task", "tweets", "--data-dir", data_dir)   # the real __main__ path
+    result = run("bench/bench_train.py", "--task", "tweets", "--data-dir", data_dir)   # the real __main__ path
     assert_clean_failure(result, "unknown task 'tweets'")
     assert result.returncode == 2
     in_process(capsys, bench_train.main, *TINY, "--timed-steps", "0").expect("--timed-steps", 2)

@@ -21,7 +21,7 @@ class in_process:
     and TensorFlow again. Each CLI keeps at least one test through `run` for its real __main__ path."""
 
     def __init__(self, capsys, main, *args):
-        import cli
+        from tig import cli
         capsys.readouterr()                  # only what this run prints
         saved, sys.argv = sys.argv, ["prog", *args]
         try:
@@ -78,7 +78,7 @@ def test_train_cli_end_to_end(data_dir, tmp_path):
                  "--maxlen", "16", "--min-freq", "1", "--verbose", "0")
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout
-    from checkpoint import current_version
+    from tig.checkpoint import current_version
     assert sorted(os.listdir(current_version(str(out)))) == ["meta.json", "metrics.json", "model.keras",
                                                              "tokenizer.json"]
     assert "oneDNN" not in result.stderr and "absl" not in result.stderr
@@ -114,7 +114,7 @@ def test_visualize_misclassified_samples(tiny_checkpoints, data_dir, tmp_path, c
     assert len(captions) == 3 and all(label != predicted for label, predicted in captions)
     # labels the model gets right on every text (its own predictions): nothing to show, and the run
     # says so in one line
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     agreed = tmp_path / "agreed"
     agreed.mkdir()
     predicted = visualize.predict_probabilities(load_checkpoint(tiny_checkpoints["cnn"]), [t for _, t in rows]).argmax(1)
@@ -126,7 +126,7 @@ def test_visualize_misclassified_samples(tiny_checkpoints, data_dir, tmp_path, c
 
 def test_bench_runs_and_reports_every_number(tiny_checkpoints, data_dir):
     import json
-    result = run("bench.py", "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir, "-n", "4",
+    result = run("bench/bench_ig.py", "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", data_dir, "-n", "4",
                  "--steps", "4", "--min-seconds", "0", "--full")
     assert result.returncode == 0, result.stderr
     # progress on stderr, no warnings; results are measurements, not goals that read like failures

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import ROOT
-from checkpoint import current_version
+from tig.checkpoint import current_version
 
 TIMEOUT = 300   # seconds per subprocess: a hung collective fails the test instead of blocking it
 
@@ -27,7 +27,7 @@ def env(**extra):
 def reloaded_accuracy(out, data_dir):
     """Test accuracy of a checkpoint reloaded here, on this process's single CPU device."""
     from dataset import load_task
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     ckpt = load_checkpoint(out)
     test = load_task("hotel", data_dir).test
     probs = ckpt.model.predict(ckpt.tokenizer.encode(test.texts, ckpt.maxlen), verbose=0)
@@ -35,7 +35,7 @@ def reloaded_accuracy(out, data_dir):
 
 
 def test_mirrored_on_two_cpu_devices_trains_like_one_device_and_reloads(tmp_path, data_dir, tiny_checkpoints):
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     # the single-device run: the session's tiny cnn, trained by conftest.train_tiny with tiny_args' settings
     single = load_checkpoint(tiny_checkpoints["cnn"]).metrics
     out = str(tmp_path / "mirrored")
@@ -92,8 +92,8 @@ def test_two_worker_run_completes_and_only_the_chief_writes(tmp_path, data_dir):
 
 
 def test_multiworker_without_tf_config_is_a_clear_error(monkeypatch):
-    from errors import UserError
-    from distribute import make_strategy
+    from tig.errors import UserError
+    from tig.distribute import make_strategy
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("TIG_CPU_DEVICES", raising=False)
     with pytest.raises(UserError, match=r"needs \$TF_CONFIG"):

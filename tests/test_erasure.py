@@ -1,8 +1,8 @@
-"""Greedy erasure (erasure.py) against exact answers on real Keras layers, and as a first-class method."""
+"""Greedy erasure (tig/erasure.py) against exact answers on real Keras layers, and as a first-class method."""
 import numpy as np
 
-from erasure import greedy_erasure, grouped_drops, ordered_scores, pooled_nonincreasing, search_budget
-from methods import attribute, explain_texts
+from tig.erasure import greedy_erasure, grouped_drops, ordered_scores, pooled_nonincreasing, search_budget
+from tig.methods import attribute, explain_texts
 from test_evaluate import MARKER, marked_ids, marker_model
 from test_peers import VOCAB, bag_of_characters, random_ids
 from test_visualize import probe
@@ -69,7 +69,7 @@ def test_finds_the_marker_is_seeded_and_ignores_padding():
 
 
 def test_is_a_method_of_the_api_and_of_visualize(tiny_checkpoints, tmp_path, capsys):
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     ckpt = load_checkpoint(tiny_checkpoints["cnn"])
     [explained] = explain_texts(ckpt, ["房间很干净，服务也好"], "greedy-erasure")
     assert explained.method == "greedy-erasure" and len(explained.scores) == len(explained.tokens) == 10

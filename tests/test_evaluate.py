@@ -149,9 +149,9 @@ def test_a_whole_evaluation_traces_a_bounded_number_of_graphs(tiny_checkpoints, 
     """Explanations and the perturbation predictions share the static-shape graphs: per kind
     (outputs, gradient, path), one trace per bucket (XLA is off by default for a run this short),
     however many texts and perturbed copies are run."""
-    import cli
-    from embedding_split import split_at_embedding
-    from engine import ENGINE
+    from tig import cli
+    from tig.embedding_split import split_at_embedding
+    from tig.engine import ENGINE
     loaded, real_resolve = [], cli.resolve_explainable
 
     def resolve(*args, **kwargs):        # the checkpoint evaluate.py loads (a fresh model: no graphs yet)

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, SHARED_DATA, skip_or_fail
 
 import explain
-from errors import UserError
+from tig.errors import UserError
 
 N_TEXTS = 1000
 SHARD = 100
@@ -78,7 +78,7 @@ def test_one_line_per_text_in_input_order_and_completeness(hotel, full_run):
 
 def test_lines_match_integrated_gradients_called_directly(hotel, full_run):
     from integrated_gradients import integrated_gradients
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     ckpt = load_checkpoint(hotel["ckpt"])
     _, lines = read_out(full_run)
     picked = [lines[i] for i in (0, 1, 399, 777, N_TEXTS - 1)]
@@ -146,7 +146,7 @@ def marker_checkpoint(directory, marker, alphabet):
     """A 'mean' model whose only route to class 1 is the marker's embedding dimension 0; every other
     character has a small random embedding in the other dimensions."""
     from model import build_model
-    from checkpoint import save_checkpoint
+    from tig.checkpoint import save_checkpoint
     from tokenizer import RESERVED, Tokenizer
     tokenizer = Tokenizer(RESERVED + [marker] + alphabet)
     dim = 4

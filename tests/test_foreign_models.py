@@ -15,7 +15,7 @@ from keras import layers, ops
 
 import keras_io_example
 from conftest import SHARED_DATA, skip_or_fail
-from errors import UserError
+from tig.errors import UserError
 from gradients import gradients
 from integrated_gradients import integrated_gradients, quadrature
 
@@ -250,8 +250,8 @@ def test_traces_per_exact_length_are_bounded(monkeypatch):
     """Other models run at their exact length (no bucketing: their padding invariance is
     unknown): one trace per length (rows left open) for EXACT_LENGTHS_PER_MODEL lengths, then one
     None-dim graph per kind, with the same numbers; a repeat traces nothing new."""
-    from embedding_split import none_dim_graphs, split_at_embedding
-    from engine import ENGINE
+    from tig.embedding_split import none_dim_graphs, split_at_embedding
+    from tig.engine import ENGINE
     monkeypatch.setattr(ENGINE, "exact_lengths", 2)
     model, _ = original_layout()
 
@@ -344,7 +344,7 @@ def test_keras_io_model_from_file(keras_io_file):
 
 
 def test_user_model_loader(keras_io_file, tmp_path):
-    from user_model import load_user_model
+    from tig.user_model import load_user_model
     texts = ["房间很干净，服务也好", "太差了，不会再来"]
     ckpt = load_user_model(keras_io_file, classes="negative,positive")
     assert ckpt.classes == ["negative", "positive"] and ckpt.maxlen == SEQUENCE

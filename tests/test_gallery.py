@@ -16,7 +16,7 @@ SPAN = re.compile(r'<font color="#[0-9a-f]{6}">(.*?)</font>')
 def test_gallery_writes_pngs_and_font_spans_of_correctly_classified_short_sentences(
         capsys, tiny_checkpoints, data_dir, tmp_path):
     import gallery
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     from visualize import pick_samples, predict_probabilities
     checkpoints = tmp_path / "checkpoints"
     shutil.copytree(tiny_checkpoints["cnn"], checkpoints / "hotel")

@@ -6,10 +6,17 @@ import re
 
 import pytest
 
-import cli
-
-SCRIPTS = ("train", "visualize", "evaluate", "bench", "bench_train", "bench_corpus", "gallery", "explain",
+from tig import cli
+SCRIPTS = ("train", "visualize", "evaluate", "bench_ig", "bench_train", "bench_corpus", "gallery", "explain",
            "keras_io_example", "compare_fasttext", "checkpoint_sizes", "choose_erasure")
+
+
+def script_path(script):
+    """Where a command lives: the top level, bench/ or examples/ (relative to the repo root)."""
+    from conftest import ROOT
+    found = [p for p in (f"{script}.py", f"bench/{script}.py", f"examples/{script}.py") if os.path.exists(os.path.join(ROOT, p))]
+    assert len(found) == 1, (script, found)
+    return found[0]
 
 
 class Captured(Exception):
@@ -59,8 +66,9 @@ def test_help_parses_before_tensorflow_is_imported(script):
     interpreter by what got imported, not by a clock."""
     import subprocess
     import sys
-    probe = (f"import sys, runpy; sys.argv = [{script + '.py'!r}, '--help']\n"
-             f"try:\n    runpy.run_path({script + '.py'!r}, run_name='__main__')\n"
+    path = script_path(script)
+    probe = (f"import sys, runpy; sys.argv = [{path!r}, '--help']\n"
+             f"try:\n    runpy.run_path({path!r}, run_name='__main__')\n"
              "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
              "heavy = sorted(m for m in ('tensorflow', 'keras', 'matplotlib', 'jieba') if m in sys.modules)\n"
              "print('imported:', heavy)")

@@ -19,7 +19,7 @@ from test_safety import snapshot
 def small_checkpoint(tmp_path_factory):
     """An untrained hotel-format cnn checkpoint (tiny sizes), saved by model.save_checkpoint."""
     from model import build_model
-    from checkpoint import save_checkpoint
+    from tig.checkpoint import save_checkpoint
     from tokenizer import RESERVED, Tokenizer
     tokenizer = Tokenizer(RESERVED + list("房间很干净服务好差早餐太了"), "char")
     model = build_model("cnn", len(tokenizer), 2, embed_dim=8, hidden=8)
@@ -59,7 +59,7 @@ def test_files_merely_named_like_a_flat_checkpoint_are_not_one(data_dir, tmp_pat
 
 
 def test_out_inside_a_checkpoints_version_folder_is_refused(small_checkpoint, data_dir, tmp_path, capsys):
-    from checkpoint import current_version, load_checkpoint
+    from tig.checkpoint import current_version, load_checkpoint
     ckpt = tmp_path / "ckpt"
     shutil.copytree(small_checkpoint, ckpt)
     before = snapshot(ckpt)
@@ -70,7 +70,7 @@ def test_out_inside_a_checkpoints_version_folder_is_refused(small_checkpoint, da
 
 
 def test_replacing_a_checkpoint_of_another_task_or_arch_needs_a_flag(small_checkpoint, data_dir, tmp_path, capsys):
-    from checkpoint import load_checkpoint, save_checkpoint
+    from tig.checkpoint import load_checkpoint, save_checkpoint
     ckpt = tmp_path / "ckpt"
     shutil.copytree(small_checkpoint, ckpt)
     before = snapshot(ckpt)
@@ -111,7 +111,7 @@ def test_class_names_with_control_characters_are_refused_at_load(data_dir, tmp_p
 
 
 def test_a_meta_with_control_characters_in_class_names_is_refused(small_checkpoint, tmp_path):
-    from checkpoint import CheckpointError, current_version, load_checkpoint
+    from tig.checkpoint import CheckpointError, current_version, load_checkpoint
     ckpt = tmp_path / "ckpt"
     shutil.copytree(small_checkpoint, ckpt)
     meta_path = os.path.join(current_version(str(ckpt)), "meta.json")
@@ -126,7 +126,7 @@ def test_os_errors_and_user_errors_stay_one_clean_line(capsys):
         raise FileNotFoundError(2, "No such file or directory", f"out/{HOSTILE}")
 
     def user_error():
-        from errors import UserError
+        from tig.errors import UserError
         raise UserError(f"bad {HOSTILE}")
 
     for main in (os_error, user_error):
@@ -148,7 +148,7 @@ def test_library_warnings_are_sanitised(capsys):
 
 
 def test_reports_and_terminal_views_carry_no_bidi_or_control_characters():
-    from render import Explanation, to_markdown, to_report_html, to_terminal
+    from tig.render import Explanation, to_markdown, to_report_html, to_terminal
     expl = Explanation(text="好\u202e坏", units=list("好\u202e坏"), scores=np.array([0.1, 0.2, -0.3]),
                        unknown=[False] * 3, method="ig", target="posi\u202etive", predicted="posi\u202etive",
                        prob=0.9, target_prob=0.9, label="neg\x1bative", steps=8, delta=0.0, baseline="zero")
@@ -170,8 +170,8 @@ def test_wrote_lines_print_paths_sanitised(small_checkpoint, tmp_path, capsys):
 # --- 3. silently wrong: one reader per format, the same numbers, refusals instead of coercion -------------
 
 def test_explain_refuses_an_unclosed_quote_like_the_loaders(tmp_path):
-    from errors import UserError
-    from corpus import FileSource, plan_shards
+    from tig.errors import UserError
+    from tig.corpus import FileSource, plan_shards
     path = tmp_path / "texts.csv"
     path.write_text('text,label\n好的,1\n"没有关上的引号,0\n第三行,1\n第四行,0\n', encoding="utf-8")
     with pytest.raises(UserError, match="unclosed quote"):
@@ -180,7 +180,7 @@ def test_explain_refuses_an_unclosed_quote_like_the_loaders(tmp_path):
 
 def test_visualize_and_explain_split_lines_and_drop_a_bom_the_same_way(tmp_path):
     import argparse
-    from corpus import FileSource
+    from tig.corpus import FileSource
     from visualize import read_texts
     body = "\ufeff第一行\u2028还是第一行\x0c也是\n第二行\r\n\n第三行\r还是第三行\n"
     for name in ("texts.txt", "texts.jsonl"):
@@ -198,10 +198,10 @@ def test_visualize_and_explain_split_lines_and_drop_a_bom_the_same_way(tmp_path)
 
 
 def test_a_huge_text_reports_the_same_truncation_everywhere(small_checkpoint, tmp_path):
-    from corpus import FileSource, read_shard
+    from tig.corpus import FileSource, read_shard
     from explain import Explainer
-    from checkpoint import load_checkpoint
-    from render import to_terminal
+    from tig.checkpoint import load_checkpoint
+    from tig.render import to_terminal
     from visualize import explain
     text = "房间很干净" * 200_000
     path = tmp_path / "huge.txt"
@@ -215,7 +215,7 @@ def test_a_huge_text_reports_the_same_truncation_everywhere(small_checkpoint, tm
 
 
 def test_a_meta_without_tokenizer_fingerprint_is_refused(small_checkpoint, tmp_path):
-    from checkpoint import CheckpointError, current_version, load_checkpoint
+    from tig.checkpoint import CheckpointError, current_version, load_checkpoint
     ckpt = tmp_path / "ckpt"
     shutil.copytree(small_checkpoint, ckpt)
     meta_path = os.path.join(current_version(str(ckpt)), "meta.json")
@@ -244,8 +244,8 @@ def test_duplicates_across_splits_are_counted(data_dir):
 
 
 def test_tig_xla_must_be_0_1_or_unset():
-    from errors import UserError
-    from engine import xla_from_env
+    from tig.errors import UserError
+    from tig.engine import xla_from_env
     assert (xla_from_env("0"), xla_from_env("1"), xla_from_env("")) == (False, True, None)
     with pytest.raises(UserError, match="TIG_XLA must be 0, 1 or unset"):
         xla_from_env("maybe")
@@ -263,7 +263,7 @@ def test_tig_xla_must_be_0_1_or_unset():
 ])
 def test_integrated_gradients_refuses_instead_of_coercing(small_checkpoint, kwargs, error, fragment):
     from integrated_gradients import integrated_gradients
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     ckpt = load_checkpoint(small_checkpoint)
     ids = ckpt.tokenizer.encode(["房间很干净"], ckpt.maxlen)
     with pytest.raises(error, match=fragment):
@@ -273,7 +273,7 @@ def test_integrated_gradients_refuses_instead_of_coercing(small_checkpoint, kwar
 def test_token_ids_outside_the_vocabulary_and_none_are_refused(small_checkpoint):
     from gradients import gradients
     from integrated_gradients import integrated_gradients
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     ckpt = load_checkpoint(small_checkpoint)
     for bad in ([[4, -1, 0]], [[4, len(ckpt.tokenizer), 0]]):
         for fn in (integrated_gradients, gradients):
@@ -286,7 +286,7 @@ def test_token_ids_outside_the_vocabulary_and_none_are_refused(small_checkpoint)
 
 
 def test_visualize_explain_refuses_bad_arguments(small_checkpoint):
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     from visualize import explain
     ckpt = load_checkpoint(small_checkpoint)
     with pytest.raises(TypeError, match=r"list of strings.*\[text\]"):
@@ -392,7 +392,7 @@ def test_shard_numbers_past_99999_are_ours(tmp_path):
 
 
 def test_a_checkpoint_replaced_mid_job_is_refused_by_the_explainer(small_checkpoint):
-    from errors import UserError
+    from tig.errors import UserError
     from explain import Explainer
     with pytest.raises(UserError, match="changed since this job started"):
         Explainer(small_checkpoint, method="grad", model_sha256="0" * 64)
@@ -406,8 +406,8 @@ def test_out_slash_is_refused_without_walking_the_file_system(small_checkpoint, 
 
 
 def test_limits_on_devices_and_maxlen(monkeypatch, data_dir, capsys):
-    from errors import UserError
-    from distribute import cpu_devices_requested
+    from tig.errors import UserError
+    from tig.distribute import cpu_devices_requested
     monkeypatch.setenv("TIG_CPU_DEVICES", "999")
     with pytest.raises(UserError, match="from 1 to 64"):
         cpu_devices_requested()

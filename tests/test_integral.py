@@ -62,8 +62,8 @@ def test_the_engine_gives_the_same_integral_as_the_plain_sum():
     """The engine's fused path graphs against one gradient call per node, on a real Keras model."""
     import tensorflow as tf
 
-    from embedding_split import split_at_embedding
-    from engine import ENGINE
+    from tig.embedding_split import split_at_embedding
+    from tig.engine import ENGINE
     from model import build_model
     model = build_model("cnn", 40, 3, embed_dim=8, hidden=8)
     ids = np.array([[5, 9, 17, 3, 0, 0], [4, 11, 0, 0, 0, 0]], np.int32)

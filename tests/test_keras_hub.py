@@ -19,7 +19,7 @@ keras_hub = pytest.importorskip("keras_hub")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from errors import UserError  # noqa: E402
+from tig.errors import UserError  # noqa: E402
 from conftest import SHARED_DATA, skip_or_fail  # noqa: E402
 from gradients import gradients  # noqa: E402
 from integrated_gradients import integrated_gradients  # noqa: E402
@@ -221,7 +221,7 @@ def test_token_and_position_embedding_mask_zero_is_explained_as_itself():
 def test_a_split_that_is_not_the_model_is_refused(monkeypatch):
     """Losing the mask (what the interception did before it copied the layer's own mask) and a
     model that is random at inference: both refused with the layer's name, never explained."""
-    import embedding_split
+    from tig import embedding_split
     model = masked_encoder(seed=1)
     monkeypatch.setattr(embedding_split, "get_keras_mask", lambda tensor: None)
     with pytest.raises(UserError, match="'token_embedding' does not compute the model's own function"):
@@ -245,7 +245,7 @@ def test_visualize_command_on_a_task_saved_with_its_preprocessor(tmp_path, capsy
     the tokenizer's tokens shown, the caption says a logit is explained, no Keras warning printed."""
     import visualize
     from test_cli import in_process
-    from user_model import load_user_model
+    from tig.user_model import load_user_model
     path = saved_task("bert")
     ckpt = load_user_model(path, classes="negative,positive")
     assert ckpt.meta["input"] == "strings" and ckpt.maxlen == SEQUENCE and ckpt.meta["output_kind"] == "raw"

@@ -1,27 +1,51 @@
-"""The layout the README promises: no import cycle among the project's modules (imports inside
-functions count), no file over 400 lines, and every module named in the README's Layout table."""
+"""The layout the README promises: the card's files and a few commands at the top, the shared internals
+in the `tig` package, benchmarks in bench/ and foreign-model examples in examples/; no import cycle
+among the project's modules (imports inside functions count), no edge from the package or the library
+up to a command, no import of another module's private names, no file over 400 lines, and every
+module named in the README's Layout table."""
 import ast
 import os
 import re
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+
 MAX_LINES = 400
+CARD = {"dataset", "tokenizer", "model", "train", "gradients", "integrated_gradients", "visualize"}
+COMMANDS = {"train", "visualize", "evaluate", "explain", "serve"}     # what a user types, at the top
+LIBRARY = CARD - COMMANDS                                              # the card's importable modules
+FOLDERS = {"": "", "tig": "tig.", "bench": "", "examples": ""}         # folder -> how its modules are imported
 
 
 def modules():
-    return sorted(f[:-3] for f in os.listdir(ROOT) if f.endswith(".py"))
+    """{module name as imported: path relative to the repo root} for every project .py file."""
+    found = {}
+    for folder, prefix in FOLDERS.items():
+        for f in sorted(os.listdir(os.path.join(ROOT, folder or "."))):
+            if f.endswith(".py") and f != "__init__.py":
+                found[prefix + f[:-3]] = os.path.join(folder, f)
+    return found
 
 
-def imports_of(name, known):
+def import_nodes(path):
+    return [node for node in ast.walk(ast.parse(open(os.path.join(ROOT, path), encoding="utf-8").read()))
+            if isinstance(node, (ast.Import, ast.ImportFrom))]
+
+
+def imports_of(name, path, known):
     """Project modules that `name` imports anywhere in its file (top level or inside functions)."""
-    tree = ast.parse(open(os.path.join(ROOT, name + ".py"), encoding="utf-8").read())
     found = set()
-    for node in ast.walk(tree):
+    for node in import_nodes(path):
         if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
-    return (found & known) - {name}
+            found |= {a.name for a in node.names}
+        elif node.level == 0 and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}     # from tig import validate
+    return (found & set(known)) - {name}
+
+
+def graph():
+    known = modules()
+    return {name: imports_of(name, path, known) for name, path in known.items()}
 
 
 def cycles(graph):
@@ -60,20 +84,50 @@ def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
+def test_the_top_level_is_the_card_and_a_few_commands():
+    top = {f[:-3] for f in os.listdir(ROOT) if f.endswith(".py")}
+    assert CARD <= top and top <= CARD | COMMANDS and len(top) <= 10, sorted(top)
+    assert {"tig", "bench", "examples", "tests", "asset"} <= set(os.listdir(ROOT))
+
+
+def test_the_package_init_stays_small():
+    init = open(os.path.join(ROOT, "tig", "__init__.py"), encoding="utf-8").read()
+    assert len(init.splitlines()) <= 20 and not import_nodes(os.path.join("tig", "__init__.py"))
+
+
 def test_no_import_cycle_among_the_project_modules():
-    known = set(modules())
-    graph = {name: imports_of(name, known) for name in known}
-    assert cycles(graph) == []
+    assert cycles(graph()) == []
+
+
+def test_nothing_below_a_command_imports_one():
+    """The package and the card's library modules never import a command, a benchmark or an example;
+    commands import no other command (benchmarks may drive commands' public functions)."""
+    known = modules()
+    upper = COMMANDS | {name for name, path in known.items() if path.startswith(("bench", "examples"))}
+    for name, deps in graph().items():
+        if name.startswith("tig.") or name in LIBRARY:
+            assert not deps & upper, (name, sorted(deps & upper))
+        elif name in COMMANDS:
+            assert not deps & (upper - {name}), (name, sorted(deps & upper))
+
+
+def test_no_module_imports_another_modules_private_names():
+    known = modules()
+    for name, path in known.items():
+        for node in import_nodes(path):
+            if isinstance(node, ast.ImportFrom) and node.module in known:
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, (name, node.module, private)
 
 
 def test_no_file_is_longer_than_400_lines():
-    long = {name: n for name in modules()
-            if (n := len(open(os.path.join(ROOT, name + ".py"), encoding="utf-8").read().splitlines())) > MAX_LINES}
+    long = {path: n for path in modules().values()
+            if (n := len(open(os.path.join(ROOT, path), encoding="utf-8").read().splitlines())) > MAX_LINES}
     assert long == {}
 
 
 def test_the_readme_layout_names_every_module():
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     layout = readme[readme.index("## Layout"):]
-    named = set(re.findall(r"`(\w+)\.py`", layout))
-    assert set(modules()) <= named, sorted(set(modules()) - named)
+    named = set(re.findall(r"`((?:tig/|bench/|examples/)?\w+\.py)`", layout))
+    assert set(modules().values()) <= named, sorted(set(modules().values()) - named)

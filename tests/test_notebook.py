@@ -14,12 +14,12 @@ SETUP = """
 import os, sys
 sys.path.insert(0, {root!r})
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-from cli import quiet_tensorflow
+from tig.cli import quiet_tensorflow
 quiet_tensorflow()
 """
 # the README's "Explaining from Python" lines, as a reader pastes them into a notebook
 README_IG = """
-from checkpoint import load_checkpoint
+from tig.checkpoint import load_checkpoint
 from integrated_gradients import integrated_gradients
 ckpt = load_checkpoint({checkpoint!r})
 token_ids = ckpt.tokenizer.encode([{text!r}], ckpt.maxlen)

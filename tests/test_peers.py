@@ -1,4 +1,4 @@
-"""Perturbation methods (perturbation.py) against exact answers, and the LIME/shap adapters (peers.py)."""
+"""Perturbation methods (tig/perturbation.py) against exact answers, and the LIME/shap adapters (tig/peers.py)."""
 import json
 
 import numpy as np
@@ -7,10 +7,10 @@ import keras
 from keras import layers, ops
 
 import evaluate
-import peers
+from tig import peers
 from model import ZeroPadding, build_embedder, compose
 from integrated_gradients import integrated_gradients
-from perturbation import (deletion_ig, deletion_surrogate, delete_tokens, occlusion, sample_masks, spread_back,
+from tig.perturbation import (deletion_ig, deletion_surrogate, delete_tokens, occlusion, sample_masks, spread_back,
                           stratified_masks)
 from test_cli import assert_clean_failure, in_process
 from test_evaluate import MARKER, marked_ids, marker_model

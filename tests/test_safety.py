@@ -97,7 +97,7 @@ def test_empty_out_is_refused(data_dir, capsys):
 
 
 def test_replacing_a_checkpoint_keeps_one_version_and_follows_the_umask(tiny_checkpoints, tmp_path):
-    from checkpoint import POINTER_FILE, current_version, load_checkpoint, save_checkpoint
+    from tig.checkpoint import POINTER_FILE, current_version, load_checkpoint, save_checkpoint
     ckpt = load_checkpoint(tiny_checkpoints["cnn"])
     target = str(tmp_path / "ckpt")
     old_umask = os.umask(0o022)
@@ -114,7 +114,7 @@ def test_replacing_a_checkpoint_keeps_one_version_and_follows_the_umask(tiny_che
 
 
 def test_older_flat_checkpoints_load_and_are_replaced_in_place(tiny_checkpoints, tmp_path):
-    from checkpoint import current_version, load_checkpoint, save_checkpoint
+    from tig.checkpoint import current_version, load_checkpoint, save_checkpoint
     flat = tmp_path / "flat"
     shutil.copytree(current_version(tiny_checkpoints["cnn"]), flat)   # the four files, no pointer
     ckpt = load_checkpoint(str(flat))
@@ -126,7 +126,7 @@ def test_older_flat_checkpoints_load_and_are_replaced_in_place(tiny_checkpoints,
 SAVER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {root!r})
-    from cli import quiet_tensorflow
+    from tig.cli import quiet_tensorflow
     quiet_tensorflow()
     import checkpoint, files
     from tokenizer import Tokenizer
@@ -158,7 +158,7 @@ SAVER = textwrap.dedent("""
 @pytest.mark.parametrize("how", ["kill", "interrupt"])
 @pytest.mark.parametrize("point", ["writing", "renamed", "pointer"])
 def test_a_save_killed_at_any_point_leaves_the_previous_checkpoint(tiny_checkpoints, tmp_path, point, how):
-    from checkpoint import load_checkpoint, save_checkpoint
+    from tig.checkpoint import load_checkpoint, save_checkpoint
     ckpt = load_checkpoint(tiny_checkpoints["cnn"])
     target = str(tmp_path / "ckpt")
     save_checkpoint(target, ckpt.model, ckpt.tokenizer, ckpt.meta, {"run": "previous"})
@@ -176,7 +176,7 @@ def test_a_save_killed_at_any_point_leaves_the_previous_checkpoint(tiny_checkpoi
 
 
 def test_a_training_killed_by_sigint_keeps_the_checkpoint(tiny_checkpoints, data_dir, tmp_path):
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     target = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoints["cnn"], target)
     before = snapshot(target)
@@ -197,7 +197,7 @@ def test_a_training_killed_by_sigint_keeps_the_checkpoint(tiny_checkpoints, data
 
 
 def test_two_concurrent_trainings_on_one_out(data_dir, tmp_path):
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     out = str(tmp_path / "shared")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     procs = [subprocess.Popen([sys.executable, *TRAIN, "--data-dir", data_dir, "--out", out, "--seed", str(seed)],
@@ -254,7 +254,7 @@ def test_thucnews_in_gbk_and_duplicate_classes(data_dir, tmp_path, capsys):
 def test_training_that_diverges_saves_nothing(data_dir, tmp_path, monkeypatch):
     import model
     import train
-    from errors import UserError
+    from tig.errors import UserError
     real_build = model.build_model
 
     def poisoned(*args, **kwargs):
@@ -288,7 +288,7 @@ def visualize_probe(capsys, *args):
 
 
 def test_a_shuffled_tokenizer_of_the_same_size_is_refused(tiny_checkpoints, tmp_path, capsys):
-    from checkpoint import current_version
+    from tig.checkpoint import current_version
     bad = tmp_path / "shuffled"
     shutil.copytree(tiny_checkpoints["cnn"], bad)
     path = os.path.join(current_version(str(bad)), "tokenizer.json")
@@ -305,7 +305,7 @@ def test_a_shuffled_tokenizer_of_the_same_size_is_refused(tiny_checkpoints, tmp_
     (lambda m: m.update(task=3), "field 'task'"),
 ])
 def test_every_meta_field_is_validated(tiny_checkpoints, tmp_path, capsys, change, fragment):
-    from checkpoint import current_version
+    from tig.checkpoint import current_version
     bad = tmp_path / "meta"
     shutil.copytree(tiny_checkpoints["cnn"], bad)
     path = os.path.join(current_version(str(bad)), "meta.json")
@@ -374,8 +374,8 @@ def test_terminal_output_has_no_control_characters_from_texts(tiny_checkpoints, 
 
 
 def test_png_labels_are_never_mathtext(tmp_path):
-    from plots import to_png
-    from render import Explanation
+    from tig.plots import to_png
+    from tig.render import Explanation
     expl = Explanation(text="好差", units=["好", "差"], scores=np.array([1.0, -1.0], np.float32),
                        unknown=[False, False], method="ig", target="$x^{2}$", predicted="$\\frac{a}{}$", prob=0.9,
                        target_prob=0.1, label="$$", steps=50, delta=0.0, baseline="zero")
@@ -383,19 +383,19 @@ def test_png_labels_are_never_mathtext(tmp_path):
 
 
 def test_evaluate_and_bench_bad_arguments(tiny_checkpoints, tmp_path, capsys):
-    import bench
+    import bench_ig
     import evaluate
     ckpt = tiny_checkpoints["cnn"]
     one_line(in_process(capsys, evaluate.main, "--checkpoint", ckpt, "--methods", ","), "--methods", status=2)
     one_line(in_process(capsys, evaluate.main, "--checkpoint", ckpt, "--steps", "99999"), "--steps", status=2)
-    one_line(in_process(capsys, bench.main, "--checkpoint", ckpt, "-n", "0"), "-n", status=2)
-    one_line(in_process(capsys, bench.main, "--checkpoint", ckpt, "--steps", "-1"), "--steps", status=2)
-    one_line(in_process(capsys, bench.main, "--checkpoint", str(tmp_path / "none")), "checkpoint not found", status=1)
+    one_line(in_process(capsys, bench_ig.main, "--checkpoint", ckpt, "-n", "0"), "-n", status=2)
+    one_line(in_process(capsys, bench_ig.main, "--checkpoint", ckpt, "--steps", "-1"), "--steps", status=2)
+    one_line(in_process(capsys, bench_ig.main, "--checkpoint", str(tmp_path / "none")), "checkpoint not found", status=1)
 
 
 def test_api_rejects_absurd_steps_and_batch_size(tiny_checkpoints):
     from integrated_gradients import MAX_STEPS, integrated_gradients
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     ckpt = load_checkpoint(tiny_checkpoints["cnn"])
     ids = ckpt.tokenizer.encode(["房间很好"], ckpt.maxlen)
     with pytest.raises(ValueError, match="steps must be between"):

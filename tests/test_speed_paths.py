@@ -1,13 +1,14 @@
 """Static shapes and XLA: bounded traces, and the same numbers as one None-dim graph per model.
-Speed itself is measured by bench.py, never here."""
+Speed itself is measured by bench/bench_ig.py, never here."""
 import numpy as np
 import pytest
 
-import engine
-from checkpoint import load_checkpoint
-from embedding_split import none_dim_graphs, split_at_embedding
-from engine import ENGINE, Engine, bucket_length, chunks, length_groups, slots_for
-from gradients import class_scores, gradients
+from tig import engine
+from tig.checkpoint import load_checkpoint
+from tig.embedding_split import none_dim_graphs, split_at_embedding
+from tig.engine import ENGINE, Engine, bucket_length, chunks, length_groups, slots_for
+from gradients import gradients
+from tig.attribution import class_scores
 from integrated_gradients import integrated_gradients
 from model import build_model
 

@@ -53,7 +53,7 @@ def files(tmp_path_factory):
 
 
 def test_padding_pre_matches_the_models_own_pipeline(files):
-    from user_model import load_user_model
+    from tig.user_model import load_user_model
     from integrated_gradients import integrated_gradients
     root, bilstm = files
     own = np.asarray(bilstm(keras.utils.pad_sequences(ids_of(TEXTS), maxlen=L)))[:, 0]

@@ -11,9 +11,9 @@ import pytest
 
 from conftest import skip_or_fail
 from test_cli import assert_clean_failure, in_process, run
-import render
-from plots import to_png
-from render import Explanation, to_ansi, to_font_html, to_markdown, to_report_html
+from tig import render
+from tig.plots import to_png
+from tig.render import Explanation, to_ansi, to_font_html, to_markdown, to_report_html
 
 XSS = "<script>alert(1)</script>房间很干净"
 SHORT_XSS = "<script>1</script>很干净"     # fits the tiny checkpoint's maxlen of 24
@@ -116,7 +116,7 @@ def test_samples_from_the_test_split(tiny_checkpoints, data_dir, tmp_path, capsy
 
 
 def test_word_level_sums_character_scores(tiny_checkpoints):
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     ckpt = load_checkpoint(tiny_checkpoints["cnn"])
     import visualize
     chars = visualize.explain(ckpt, ["房间很干净"], "ig")[0]
@@ -137,7 +137,7 @@ def test_bad_input(tiny_checkpoints, tmp_path, capsys):
                          "unknown target")
     bad = tmp_path / "bad"
     shutil.copytree(ckpt, bad)
-    from checkpoint import current_version
+    from tig.checkpoint import current_version
     from tokenizer import Tokenizer
     Tokenizer.fit(["别的词表"], min_freq=1).save(os.path.join(current_version(str(bad)), "tokenizer.json"))
     assert_clean_failure(probe(capsys, "--checkpoint", str(bad), "--text", "好"), "not the vocabulary")

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, fields
 
 import keras
 
-from errors import UserError, has_control
-from files import atomic_write, process_alive
+from tig.errors import UserError, has_control
+from tig.files import atomic_write, process_alive
 from model import HashedNgramEmbedding
 from tokenizer import Tokenizer
 
@@ -306,7 +306,7 @@ def checkpoint_time(directory):
 
 def load_checkpoint(directory):
     """Reload a checkpoint written by train.py, checking that its parts belong together."""
-    from validate import check_path
+    from tig.validate import check_path
     check_path(directory)
     if not os.path.isdir(directory):
         raise CheckpointError(f"checkpoint not found: {directory} (train one with: python train.py --task ...)")

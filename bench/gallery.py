@@ -1,32 +1,37 @@
 """The README gallery: gradient x input and integrated gradients PNGs on the same test sentences
 of each task's checkpoint, plus asset/gallery.md with the same rows as <font> spans.
 
-    python gallery.py --data-dir DIR            # reads checkpoints/<task>, writes out/gallery/
-    python gallery.py --data-dir DIR --tasks hotel --checkpoints runs --out /tmp/gallery
-    python gallery.py --data-dir DIR --checkpoints runs/gallery --out asset --replace   # the README's
+    python bench/gallery.py --data-dir DIR            # reads checkpoints/<task>, writes out/gallery/
+    python bench/gallery.py --data-dir DIR --tasks hotel --checkpoints runs --out /tmp/gallery
+    python bench/gallery.py --data-dir DIR --checkpoints runs/gallery --out asset --replace   # the README's
 
 Sentences are the first correctly classified test texts of at most GALLERY_MAXCHARS
 characters, at most ceil(GALLERY_PER_TASK / classes) per true class.
 """
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
+
 import os
 
-from errors import printable
-from cli import quiet_tensorflow
+from tig.errors import printable
+from tig.cli import quiet_tensorflow
 
 TASKS = ("thucnews", "weibo", "moods", "hotel")
 PER_TASK = 4
 MAXCHARS = 48       # gallery sentences are short enough to read in a README
 OUT = os.path.join("out", "gallery")   # git-ignored; the README's asset/ is written only when asked
-SHOWN = ("grad", "ig")   # methods shown (methods.py names; also the PNG file names)
+SHOWN = ("grad", "ig")   # methods shown (tig/methods.py names; also the PNG file names)
 
 
 def main(argv=None):
-    from errors import UserError
-    from files import atomic_write, prepare_output_dir
-    from cli import CHECKPOINTS_DIR, ArgumentParser, add_replace_argument, comma_list, resolve_checkpoint
-    from plots import to_png
-    from methods import canonical
-    from render import METHOD_TITLES, to_markdown
+    from tig.errors import UserError
+    from tig.files import atomic_write, prepare_output_dir
+    from tig.cli import CHECKPOINTS_DIR, ArgumentParser, add_replace_argument, comma_list, resolve_checkpoint
+    from tig.plots import to_png
+    from tig.methods import canonical
+    from tig.render import METHOD_TITLES, to_markdown
     from visualize import STEPS, pick_samples, run_methods
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
@@ -63,11 +68,11 @@ def main(argv=None):
     command_checkpoints = "" if args.checkpoints == CHECKPOINTS_DIR else f" --checkpoints {args.checkpoints}"
     command_checkpoints += "" if args.out == OUT else f" --out {args.out}" + (" --replace" if args.replace else "")
     path = atomic_write(os.path.join(args.out, "gallery.md"),
-                        f"# Gallery\n\nMade by `python gallery.py --data-dir DIR{command_checkpoints}` from the "
+                        f"# Gallery\n\nMade by `python bench/gallery.py --data-dir DIR{command_checkpoints}` from the "
                         f"checkpoints in {args.checkpoints}/.\n\n" + "\n".join(sections))
     print(f"wrote {printable(path)}")
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tig.cli import run
     run(main)

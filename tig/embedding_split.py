@@ -42,10 +42,10 @@ import tensorflow as tf
 import keras
 from keras.src.backend import get_keras_mask, set_keras_mask   # Keras 3's mask on a tensor
 
-from errors import UserError
-from model_io import HubInputs, as_classes, model_scores, output_kind, prepare_inputs
+from tig.errors import UserError
+from tig.model_io import HubInputs, as_classes, model_scores, output_kind, prepare_inputs
 from tokenizer import PAD_ID
-from validate import prepare_ids
+from tig.validate import prepare_ids
 
 OUTPUT_KINDS = ("softmax", "sigmoid", "raw")
 
@@ -76,7 +76,7 @@ class Split:
 
 def none_dim_graphs(split):
     """The same split run on one None-dim graph per kind, at the given lengths, without XLA: the
-    path every model took before static shapes (bench.py's "before", the tests' reference)."""
+    path every model took before static shapes (bench/bench_ig.py's "before", the tests' reference)."""
     return replace(split, padding_invariant=False, none_dims=True)
 
 

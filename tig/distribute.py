@@ -25,7 +25,7 @@ def cpu_devices_requested():
     if not value:
         return 0
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_CPU_DEVICES:
-        from errors import UserError
+        from tig.errors import UserError
         raise UserError(f"${CPU_DEVICES_ENV} must be an integer from 1 to {MAX_CPU_DEVICES}, got {value[:20]!r}")
     return int(value)
 
@@ -56,7 +56,7 @@ def make_strategy(name="auto"):
     """(strategy, resolved name). Call first thing in a program: multi-worker collectives and logical
     CPU devices must be set up before TensorFlow runs any op."""
     import tensorflow as tf
-    from errors import UserError
+    from tig.errors import UserError
     if name not in STRATEGIES:
         raise UserError(f"unknown --distribute {name!r}; choose one of: {', '.join(STRATEGIES)}")
     split_cpu()

@@ -1,8 +1,8 @@
 """Benchmark corpus-scale work: explain.py throughput and memory as the corpus grows, and the
 THUCTC folder loader's memory on a generated tree of many files.
 
-    python bench_corpus.py explain --checkpoint runs/weibo --task weibo --data-dir ../shared/data --sizes 1000,10000
-    python bench_corpus.py thuctc --files 50000 --body-chars 1000,4000
+    python bench/bench_corpus.py explain --checkpoint runs/weibo --task weibo --data-dir ../shared/data --sizes 1000,10000
+    python bench/bench_corpus.py thuctc --files 50000 --body-chars 1000,4000
 
 explain: builds a .txt corpus of N texts (the task's texts, repeated with a counter when N exceeds
 them), runs `python explain.py` on it in a fresh process per size, and prints texts/s of the
@@ -14,15 +14,19 @@ thuctc: writes THUCNews/<category>/<n>.txt files (a title line, then a body of -
 characters), loads them with dataset.load_task in a fresh process and prints its peak RSS against the
 corpus size on disk: bodies are never read, so memory follows the number of files, not their size.
 """
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
+
 import os
 
-from cli import quiet_tensorflow
+from tig.cli import quiet_tensorflow
 
 import json
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -30,7 +34,7 @@ SIZES = "1000,10000"
 STEPS = 50
 BATCH = 64
 CATEGORIES = 14            # THUCNews has 14 categories
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repo root
 
 
 PEAK_RSS = ("import os, runpy, sys\n"
@@ -67,7 +71,7 @@ def write_corpus(path, texts, n):
 def ig_floor_rate(checkpoint, texts, steps):
     """texts/s of one integrated_gradients call on BATCH texts (best of 3, after a warm-up call)."""
     from integrated_gradients import integrated_gradients
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     ckpt = load_checkpoint(checkpoint)
     ids = ckpt.tokenizer.encode(texts[:BATCH], ckpt.maxlen)
     integrated_gradients(ckpt.model, ids, steps=steps)
@@ -136,7 +140,7 @@ def bench_thuctc(args):
                     % (ROOT, tmp))
             status, stdout, stderr, wall, rss = run_measured(["-c", code])
             if status != 0:
-                from errors import UserError
+                from tig.errors import UserError
                 raise UserError(f"loading failed: {stderr.strip().splitlines()[-1][:300] if stderr.strip() else status}")
             texts = json.loads(stdout)["texts"]
             results.append({"files": args.files, "body_chars": body, "corpus_mb": round(size), "texts": texts,
@@ -147,7 +151,7 @@ def bench_thuctc(args):
 
 
 def main():
-    from cli import ArgumentParser, int_range  # defaults in --help, one-line errors
+    from tig.cli import ArgumentParser, int_range  # defaults in --help, one-line errors
     p = ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
     e = sub.add_parser("explain", help="explain.py texts/s and peak RSS per corpus size")
@@ -165,5 +169,5 @@ def main():
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tig.cli import run
     run(main)

@@ -1,9 +1,9 @@
 """Attribution methods by name, and the one way to explain texts with one of them.
 
-    attribute(model, token_ids, "ig", steps=50)      # one batch -> gradients.Attribution
+    attribute(model, token_ids, "ig", steps=50)      # one batch -> an Attribution (tig/attribution.py)
     explain_texts(ckpt, texts, "ig")                 # texts -> one TextAttribution per text
 
-Every script (visualize.py, explain.py, evaluate.py, gallery.py) and the notebook display take
+Every script (visualize.py, explain.py, evaluate.py, bench/gallery.py) and the notebook display take
 method names from METHODS, with the same aliases (ALIASES: "grad" is gradient x input). What
 each computes is in its own module; this file only dispatches, encodes texts, lines scores up
 with the tokens a reader sees and sums them per jieba word. It imports no TensorFlow until a
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from render import METHOD_TITLES
+from tig.render import METHOD_TITLES
 
 STEPS = 50              # integrated gradients' quadrature nodes (the API's and evaluate.py's default)
 TEXTS_PER_CALL = 32     # texts explained per attribution call
@@ -64,7 +64,7 @@ def attribute(model, inputs, method, *, target=None, layer=None, steps=STEPS, ba
     without them."""
     method = canonical(method)
     if METHODS[method].ids_only and isinstance(inputs, (list, tuple)):
-        from errors import UserError
+        from tig.errors import UserError
         raise UserError(f"--method {method} deletes token ids: it needs a model that takes token ids")
     if method == "ig":
         from integrated_gradients import DEFAULT_BASELINE, integrated_gradients
@@ -76,9 +76,9 @@ def attribute(model, inputs, method, *, target=None, layer=None, steps=STEPS, ba
         return gradients(model, inputs, target, layer=layer, times_input=times_input,
                          reduce=reduce if times_input else None, xla=xla)
     if method == "greedy-erasure":
-        from erasure import greedy_erasure
+        from tig.erasure import greedy_erasure
         return greedy_erasure(model, inputs, target, layer=layer, seed=seed, xla=xla)
-    import perturbation
+    from tig import perturbation
     if method == "occlusion":
         return perturbation.occlusion(model, inputs, target, layer=layer, xla=xla)
     if method == "deletion-ig":

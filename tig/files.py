@@ -7,7 +7,7 @@ import hashlib
 import os
 import tempfile
 
-from errors import UserError
+from tig.errors import UserError
 
 OUTPUT_MARKER = ".tig-output"   # marks a folder this project created for its outputs
 

@@ -1,9 +1,9 @@
 """Benchmark integrated_gradients against its floor, the path before static shapes, and the
 original per-alpha loop.
 
-    python bench.py --checkpoint checkpoints/hotel --data-dir ../shared/data          # about a minute
-    python bench.py --checkpoint checkpoints/hotel --data-dir ../shared/data --full   # RESULTS.md's figures
-    python bench.py --model my_model.keras [--vocab vocab.txt | --tokenizer tokenizer.json] --task hotel
+    python bench/bench_ig.py --checkpoint checkpoints/hotel --data-dir ../shared/data          # about a minute
+    python bench/bench_ig.py --checkpoint checkpoints/hotel --data-dir ../shared/data --full   # RESULTS.md's figures
+    python bench/bench_ig.py --model my_model.keras [--vocab vocab.txt | --tokenizer tokenizer.json] --task hotel
 
 Prints, measured in this one run on the same N test texts x S steps (64 x 50 with --full; by default
 a quick look: 16 texts, 1 s per variant, no memory or per-alpha loop):
@@ -21,14 +21,18 @@ Every time is the fastest of runs interleaved round by round (at least 3 per var
 after an untimed warm-up that traces and compiles), so load on a shared machine hits all variants alike.
 The last line is all of it as JSON.
 """
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
+
 import os
 
-from cli import quiet_tensorflow
+from tig.cli import quiet_tensorflow
 
 import json
 import resource
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -85,7 +89,7 @@ def interpolated_chunks(split, inputs, steps, pad=False):
     nodes), built in advance: per length group, x' + a_k (x - x') for every (text, node) pair at
     the group's length, cut into IG's chunks (pad: padded to IG's two chunk sizes, as with XLA)."""
     import tensorflow as tf
-    from engine import chunk_cap, chunks, length_groups, pad_rows
+    from tig.engine import chunk_cap, chunks, length_groups, pad_rows
     from integrated_gradients import make_baseline, quadrature
     x, context, token_ids = split.lookup(inputs)
     context = np.asarray(context)
@@ -107,7 +111,7 @@ def floors(split, inputs, steps):
     on every chunk's exact shape, and the same with XLA (on the padded chunks IG runs with XLA):
     {name: a function that runs it} (XLA cannot run string ops)."""
     import tensorflow as tf
-    from engine import gradient_of_target
+    from tig.engine import gradient_of_target
     work = {pad: interpolated_chunks(split, inputs, steps, pad) for pad in (False, True)}
 
     def one_graph_per_shape(jit, open_rows=False):   # (a tf.function retracing per shape would warn)
@@ -131,7 +135,7 @@ def floors(split, inputs, steps):
 
 def time_ig(model, inputs, steps, min_seconds=MIN_SECONDS):
     """IG now (with and without XLA), IG before static shapes, the floors; one dict of numbers."""
-    from embedding_split import none_dim_graphs, split_at_embedding
+    from tig.embedding_split import none_dim_graphs, split_at_embedding
     from integrated_gradients import integrated_gradients
     split = split_at_embedding(model, inputs)
     before = none_dim_graphs(split)   # one Split, so its graphs are traced once
@@ -208,7 +212,7 @@ def peak_rss_mb():
 
 
 def load_inputs(args):
-    from cli import resolve_checkpoint
+    from tig.cli import resolve_checkpoint
     from dataset import load_task
     ckpt = resolve_checkpoint(checkpoint=args.checkpoint)
     texts = load_task(ckpt.meta["task"], args.data_dir).test.texts[:args.n]
@@ -261,8 +265,8 @@ def print_extras(r):
 
 def main():
     import argparse
-    from cli import ArgumentParser, float_range, int_range
-    from validate import MAX_STEPS
+    from tig.cli import ArgumentParser, float_range, int_range
+    from tig.validate import MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="checkpoints/hotel", help="Checkpoint folder whose model is timed.")
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
@@ -295,7 +299,7 @@ def main():
 
     if args.model:
         from dataset import load_task
-        from user_model import load_user_model
+        from tig.user_model import load_user_model
         ckpt = load_user_model(args.model, vocab=args.vocab, tokenizer=args.tokenizer, maxlen=args.maxlen)
         inputs = ckpt.tokenizer.encode(load_task(args.task, args.data_dir).test.texts[:args.n], ckpt.maxlen)
         name = f"model {args.model} ({ckpt.meta['input']} input, {ckpt.meta['output_kind']} output)"
@@ -315,5 +319,5 @@ def main():
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tig.cli import run
     run(main)

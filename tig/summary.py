@@ -6,8 +6,8 @@ import csv
 import io
 import os
 
-from errors import UserError
-from files import atomic_write
+from tig.errors import UserError
+from tig.files import atomic_write
 
 MIN_COUNT = 5              # a unit must occur this often to be ranked by its mean
 TOP_K = 20                 # units per class, level and ranking in summary.csv
@@ -55,7 +55,7 @@ def write_csv(path, rows):
 
 def plot_summary(rows, classes, path, title, k=PLOT_K):
     """One row of panels per class: top characters and top words by mean attribution, as bars."""
-    from plots import font_charmap, setup_matplotlib
+    from tig.plots import font_charmap, setup_matplotlib
     plt = setup_matplotlib()
     charmap = font_charmap()
     fig, axes = plt.subplots(len(classes), 2, figsize=(9, 0.28 * k * len(classes) + 1.0), squeeze=False)
@@ -86,7 +86,7 @@ def plot_summary(rows, classes, path, title, k=PLOT_K):
 def summary_section_html(rows, classes, png_path=None, k=10, note=""):
     """An HTML <section> with the summary picture (embedded) and, per class, the top units tables;
     made to be dropped into a report."""
-    from render import escape
+    from tig.render import escape
     parts = ['<section id="global-summary"><h2>What drives this classifier</h2>']
     if note:
         parts.append(f'<p class="meta">{escape(note)}</p>')

@@ -11,7 +11,7 @@ import itertools
 import json
 import os
 
-from errors import UserError
+from tig.errors import UserError
 
 SPLITS = ("train", "val", "test")
 TEXT_COLUMNS = ("text", "review", "title", "content", "sentence")

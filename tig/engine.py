@@ -5,7 +5,7 @@ head's outputs, or the gradient of a class score, for many rows of embeddings. T
 it fast and with flat memory:
 
   - graphs are traced per length, with the number of rows left open: a None length runs 1.3-1.6x
-    slower on CPU, an open number of rows costs 2-6% (bench.py's floors) and saves padding;
+    slower on CPU, an open number of rows costs 2-6% (bench/bench_ig.py's floors) and saves padding;
   - padding-invariant splits (this project's models: PAD columns with mask False change nothing,
     tests/test_attributions.py) run each text at the bucket of its own real length (16, 24, 32,
     48, 64, 96, ...: at most 1.5x the text): one trace per (kind, bucket); other models keep the
@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from errors import UserError
+from tig.errors import UserError
 
 # rows (interpolated inputs) per forward/backward chunk: IG 64 texts x 50 steps with XLA measured
-# fastest near 128 rows on the hotel, weibo and THUCNews char-CNNs (bench.py's chunk sizes 64..2048,
+# fastest near 128 rows on the hotel, weibo and THUCNews char-CNNs (bench/bench_ig.py's chunk sizes 64..2048,
 # one run each); long texts are capped at FLOATS_PER_CHUNK embedding floats (32 MB) per chunk
 CHUNK_ROWS = 128
 FLOATS_PER_CHUNK = 1 << 23
@@ -52,7 +52,7 @@ def xla_from_env(value=None):
     return {"0": False, "1": True}.get(value.strip())
 
 
-# --- the plan: length groups and chunks (pure NumPy; bench.py times exactly these) -----------
+# --- the plan: length groups and chunks (pure NumPy; bench/bench_ig.py times exactly these) -----------
 
 def bucket_length(length):
     """The smallest of 16, 24, 32, 48, 64, 96, ... (2^k and 1.5 * 2^k) that holds `length`."""

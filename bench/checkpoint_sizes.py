@@ -1,14 +1,19 @@
 """Checkpoint size per architecture at its documented settings: saved now (weights only) and as a
 compiled model with its optimizer state (how checkpoints were saved before).
 
-    python checkpoint_sizes.py --data-dir DIR
+    python bench/checkpoint_sizes.py --data-dir DIR
 
 The size depends on the parameter count, not on training, so each model gets one training step
 (which creates the optimizer's slots) on THUCNews, whose vocabulary the documented settings use.
 """
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
+
 import os
 
-from cli import quiet_tensorflow
+from tig.cli import quiet_tensorflow
 
 from train import ARCH_DEFAULTS
 
@@ -29,7 +34,7 @@ def folder_bytes(path):
 
 
 def main(argv=None):
-    from cli import ArgumentParser
+    from tig.cli import ArgumentParser
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
     p.add_argument("--out", default=os.path.join("runs", "checkpoint-sizes"), help="Folder for the checkpoints.")
@@ -37,7 +42,7 @@ def main(argv=None):
     quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     import numpy as np
 
-    from checkpoint import current_version, save_checkpoint
+    from tig.checkpoint import current_version, save_checkpoint
     from dataset import load_task
     from model import build_model, make_optimizer
     from tokenizer import Tokenizer
@@ -60,5 +65,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tig.cli import run
     run(main)

@@ -6,7 +6,7 @@ tokenizer, exactly what re-tokenising the string after removing those characters
 removal brings a leading or trailing space to the edge of the text, which tokenizer.clean_text would
 strip, and the text fits in maxlen; tests/test_peers.py checks the equivalence). No string is
 re-tokenised: every perturbed row is built from the ids in NumPy, and all rows of a batch of texts run
-through gradients.class_scores, the explanations' static-shape graphs (each row at the bucket of its
+through attribution.class_scores, the explanations' static-shape graphs (each row at the bucket of its
 own length for model.py's models).
 
 For a text x of n real tokens, target class t and a keep-mask z in {0,1}^n (z_i = 0: token i
@@ -44,9 +44,9 @@ and the surrogate with ridge=0 recovers each token's weight exactly (tests/test_
 """
 import numpy as np
 
-from gradients import Attribution, class_scores, resolve_target, split_of, tokens_of
+from tig.attribution import Attribution, class_scores, resolve_target, split_of, tokens_of
 from tokenizer import PAD_ID
-from validate import prepare_ids
+from tig.validate import prepare_ids
 
 SAMPLES = 500             # K perturbed texts per text (the surrogate)
 KERNEL_WIDTH = 25.0       # LIME's LimeTextExplainer default
@@ -328,9 +328,9 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
     seed: the masks' random generator (one per call; the same seed gives the same scores).
     Returns an Attribution (method "deletion-ig").
     """
-    from embedding_split import verify_split
-    from engine import ENGINE
-    from gradients import reduce_scores
+    from tig.embedding_split import verify_split
+    from tig.engine import ENGINE
+    from tig.attribution import reduce_scores
     from integrated_gradients import integrate, quadrature
     if int(samples) < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")

@@ -1,16 +1,21 @@
 """Train a small KerasHub text classifier FROM CONFIG (no preset download) on a task and save it
 with its preprocessor as .keras: a KerasHub model to explain, made the way KerasHub makes them.
 
-    python keras_hub_example.py --task hotel --data-dir ../shared/data --out /tmp/bert.keras
+    python examples/keras_hub_example.py --task hotel --data-dir ../shared/data --out /tmp/bert.keras
 
 The tokenizer's vocabulary is [PAD] [UNK] [CLS] [SEP] [MASK] and every character of the training
 texts (WordPiece on Chinese splits into characters); the backbone is tiny (--layers, --dim).
 --family bert (BertTextClassifier, default) or distil_bert (DistilBertTextClassifier).
 The task outputs raw logits (KerasHub's default: no activation). Binary and multi-class tasks.
 """
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
+
 import os
 
-from cli import quiet_tensorflow
+from tig.cli import quiet_tensorflow
 
 FAMILIES = ("bert", "distil_bert")
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -58,9 +63,9 @@ def train(texts, labels, classes=2, epochs=EPOCHS, verbose=0, vocab_texts=(), ba
 def main(argv=None):
     import tempfile
     import warnings
-    from errors import UserError, printable
-    from files import current_umask
-    from cli import ArgumentParser, choice, int_range
+    from tig.errors import UserError, printable
+    from tig.files import current_umask
+    from tig.cli import ArgumentParser, choice, int_range
     from dataset import TASKS, load_task
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="hotel", type=choice(TASKS, "task"))
@@ -104,5 +109,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tig.cli import run
     run(main)

@@ -1,8 +1,8 @@
 """Train the keras-io `text_classification_from_scratch` model on a task and save it as .keras:
 a user's own model, made the way the Keras tutorial makes it, for trying `--model`.
 
-    python keras_io_example.py --task hotel --data-dir ../shared/data --out /tmp/keras_io_hotel.keras
-    python keras_io_example.py ... --out my_model.keras --int-out int_model.keras --vocab-out vocab.txt
+    python examples/keras_io_example.py --task hotel --data-dir ../shared/data --out /tmp/keras_io_hotel.keras
+    python examples/keras_io_example.py ... --out my_model.keras --int-out int_model.keras --vocab-out vocab.txt
 
 --int-out also saves the nested int model (token ids in) and --vocab-out its vocabulary, one token
 per line (line number = id): what `--model int_model.keras --vocab vocab.txt` explains.
@@ -11,10 +11,15 @@ The model (scaled by --dim): TextVectorization(split="character") outside a nest
 Embedding -> Dropout -> Conv1D valid stride 3 -> Conv1D valid stride 3 -> GlobalMaxPooling1D
 -> Dense relu -> Dropout -> Dense(1, sigmoid). Binary tasks only (hotel, weibo).
 """
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
+
 import os
 
-from errors import printable
-from cli import quiet_tensorflow
+from tig.errors import printable
+from tig.cli import quiet_tensorflow
 
 MAX_TOKENS = 5000
 SEQUENCE = 256
@@ -55,9 +60,9 @@ def train(texts, labels, epochs=EPOCHS, verbose=0, **kwargs):
 
 def main(argv=None):
     import tempfile
-    from errors import UserError
-    from files import current_umask
-    from cli import ArgumentParser, choice, int_range
+    from tig.errors import UserError
+    from tig.files import current_umask
+    from tig.cli import ArgumentParser, choice, int_range
     from dataset import TASKS, load_task
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="hotel", type=choice(TASKS, "task"), help="Task whose training split is used.")
@@ -111,7 +116,7 @@ def main(argv=None):
 def check_writable_folder(path):
     """Before training: the file's folder, or the nearest folder above it that exists (the rest is
     created when saving), must be a writable folder."""
-    from errors import UserError
+    from tig.errors import UserError
     folder = existing = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
@@ -126,5 +131,5 @@ def write_vocab(vocab, path):
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tig.cli import run
     run(main)

@@ -11,7 +11,7 @@ import unicodedata
 
 import numpy as np
 
-from render import BLUE, RED, WHITE, caption, cjk_font, unit_colours
+from tig.render import BLUE, RED, WHITE, caption, cjk_font, unit_colours
 
 PNG_WIDTH = 28              # full-width characters per line in PNG images
 BAR_BOTTOM, BAR_HEIGHT = 0.26, 0.11   # colour bar, inches from the bottom: room for tick labels with descenders
@@ -108,7 +108,7 @@ def to_png(rows, path, width=PNG_WIDTH, title=None):
 def save_figure(fig, path, **kwargs):
     """Save a figure atomically (temporary name, then rename) and close it."""
     import matplotlib.pyplot as plt
-    from files import atomic_write
+    from tig.files import atomic_write
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", **kwargs)
     plt.close(fig)

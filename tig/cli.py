@@ -14,7 +14,7 @@ import os
 import re
 import sys
 
-from errors import UserError, printable
+from tig.errors import UserError, printable
 
 CHECKPOINTS_DIR = "checkpoints"
 MAX_MAXLEN = 2048               # tokens per text at most: dataset.MAX_TEXT_CHARS, where every text is cut
@@ -211,7 +211,7 @@ def choice(choices, name):
 
 def latest_checkpoint(root=CHECKPOINTS_DIR):
     """The most recently written checkpoint under root, or None."""
-    from checkpoint import checkpoint_time
+    from tig.checkpoint import checkpoint_time
     found = [(checkpoint_time(path), path) for path in glob.glob(os.path.join(root, "*"))]
     found = [(t, path) for t, path in found if t is not None]
     return max(found)[1] if found else None
@@ -222,7 +222,7 @@ def resolve_checkpoint(task=None, checkpoint=None, announce=True):
 
     With both a task and a checkpoint, the checkpoint must have been trained for that task.
     """
-    from checkpoint import load_checkpoint
+    from tig.checkpoint import load_checkpoint
     if checkpoint is None and task is not None:
         checkpoint = os.path.join(CHECKPOINTS_DIR, task)
         if not os.path.exists(checkpoint):
@@ -273,7 +273,7 @@ def resolve_explainable(args, announce=True):
         return resolve_checkpoint(args.task, args.checkpoint, announce)
     if args.checkpoint:
         raise UserError("give --model or --checkpoint, not both")
-    from user_model import load_user_model
+    from tig.user_model import load_user_model
     classes = args.classes
     if classes is None and args.task is not None:
         from dataset import TASK_CLASSES

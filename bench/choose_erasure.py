@@ -1,13 +1,17 @@
 """How greedy erasure's defaults were chosen: its settings side by side on the *validation* texts.
 
-    python choose_erasure.py --checkpoint runs/ckpt/hotel_cnn --data-dir DIR -n 100
+    python bench/choose_erasure.py --checkpoint runs/ckpt/hotel_cnn --data-dir DIR -n 100
 
 Scores deletion IG, greedy erasure at each (share, candidates) setting and, when installed, LIME at
 evaluate.py's default (2000 samples), with evaluate.py's metric (comprehensiveness AOPC, delete, bins 1/5/10/20/50%) on the first
-n texts of the validation split, so the defaults in erasure.py are never tuned on the test texts
+n texts of the validation split, so the defaults in tig/erasure.py are never tuned on the test texts
 that evaluate.py reports. Prints a Markdown table with each setting's seconds per text in this run.
 """
+import pathlib
 import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
+
 import time
 
 SHARES = (0.1, 0.2, 0.5)      # greedy erasure settings compared (erasure.SHARE, erasure.CANDIDATES)
@@ -15,7 +19,7 @@ CANDIDATES = (5, 8)
 
 
 def parse_args(argv=None):
-    from cli import ArgumentParser, int_range
+    from tig.cli import ArgumentParser, int_range
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="a train.py checkpoint folder")
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
@@ -25,16 +29,16 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from cli import quiet_tensorflow
+    from tig.cli import quiet_tensorflow
     quiet_tensorflow()
     import numpy as np
     import evaluate
-    import peers
-    from checkpoint import load_checkpoint
+    from tig import peers
+    from tig.checkpoint import load_checkpoint
     from dataset import load_task
-    from erasure import greedy_erasure
-    from gradients import class_scores
-    from perturbation import deletion_ig
+    from tig.erasure import greedy_erasure
+    from tig.attribution import class_scores
+    from tig.perturbation import deletion_ig
     ckpt = load_checkpoint(args.checkpoint)
     texts = load_task(ckpt.meta["task"], args.data_dir).val.texts[:args.n]
     token_ids = ckpt.tokenizer.encode(texts, ckpt.maxlen)
@@ -64,5 +68,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tig.cli import run
     run(main)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from errors import UserError
+from tig.errors import UserError
 from tokenizer import HubTokenizer, StringInputTokenizer, Tokenizer, VocabularyTokenizer
 
 DEFAULT_MAXLEN = 256           # for an int-input model with no fixed length and no --maxlen
@@ -92,8 +92,8 @@ def load_user_model(path, vocab=None, tokenizer=None, classes=None, maxlen=None,
     padding: "pre" or "post" (default) for an int-input model; custom_objects: a .py file to import first."""
     import warnings
     import keras
-    from embedding_split import embedding_layers, output_kind, text_vectorizers
-    from model_io import HubInputs, tokenizer_of
+    from tig.embedding_split import embedding_layers, output_kind, text_vectorizers
+    from tig.model_io import HubInputs, tokenizer_of
     # Keras' UserWarnings (compile config not restored, masks destroyed by position embeddings, ...)
     # are about training and layer internals, not about the explanation: kept off the CLI's output
     warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(_hub)?(\.|$)")
@@ -166,7 +166,7 @@ def load_user_model(path, vocab=None, tokenizer=None, classes=None, maxlen=None,
     kind = output_kind(model)
     example = tok.encode(["a"], maxlen)
     if hub is not None:
-        from gradients import class_scores
+        from tig.attribution import class_scores
         raw = class_scores(model, example)
         units = 1 if output_kind(model) == "sigmoid" or getattr(model.outputs[0], "shape", (0,))[-1] == 1 \
             else raw.shape[-1]

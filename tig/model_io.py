@@ -29,8 +29,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from errors import UserError
-from validate import prepare_ids
+from tig.errors import UserError
+from tig.validate import prepare_ids
 
 IDS_KEY = "token_ids"
 MASK_KEY = "padding_mask"

@@ -1,7 +1,7 @@
 """Benchmark training with and without XLA (Keras `compile(jit_compile=...)`), in one run.
 
-    nice -n 5 python bench_train.py --task hotel --data-dir ../shared/data
-    nice -n 5 python bench_train.py --task thucnews --data-dir ../shared/data [--arch fasttext]
+    nice -n 5 python bench/bench_train.py --task hotel --data-dir ../shared/data
+    nice -n 5 python bench/bench_train.py --task thucnews --data-dir ../shared/data [--arch fasttext]
 
 Builds the task's tokenizer, inputs, model and optimizer exactly as train.py does (its functions
 and defaults), then for jit_compile=False and jit_compile=True trains a fresh model from the same
@@ -21,7 +21,12 @@ without a ratio). A bad flag or missing data is one line and a non-zero exit, as
 `--dropout 0` shows what XLA costs without dropout: on CPU, XLA's random numbers for dropout
 (Keras' stateless_dropout) are the slow part.
 """
-from cli import quiet_tensorflow
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
+
+from tig.cli import quiet_tensorflow
 
 import json
 import os
@@ -39,9 +44,9 @@ VAL_BATCH_SIZE = 256       # train.py's validation batch
 
 
 def parse_args(argv=None):
-    from cli import ArgumentParser, choice, float_range, int_range
+    from tig.cli import ArgumentParser, choice, float_range, int_range
     from dataset import TASKS
-    from defaults import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
+    from tig.defaults import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
     from train import BATCH_SIZE, LEARNING_RATE
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default=TASK, type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
@@ -182,5 +187,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tig.cli import run
     run(main)

@@ -1,20 +1,24 @@
 """Real fastText and this project's classifier, trained side by side on the same split in one run.
 
     pip install fasttext-wheel        # optional: only this script needs it
-    python compare_fasttext.py --task thucnews --data-dir ../shared/data
+    python bench/compare_fasttext.py --task thucnews --data-dir ../shared/data
 
 Trains the `fasttext-wheel` package (characters as tokens, wordNgrams 3, dim 200, 25 epochs,
 lr 0.5, as its authors' THUCNews setting) on exactly the train split that train.py uses,
 then train.py with TRAIN_ARGS[task] (or --train-args), and prints both test accuracies and
 fit times (wall time of fitting only, same machine, same run) with their ratio.
 """
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
+
 import os
 
-from cli import quiet_tensorflow
+from tig.cli import quiet_tensorflow
 
 import json
 import shlex
-import sys
 import tempfile
 import time
 
@@ -30,7 +34,7 @@ DEFAULT_TRAIN_ARGS = "--arch fasttext --dropout 0.2"
 
 
 def import_fasttext():
-    from errors import UserError
+    from tig.errors import UserError
     try:
         import fasttext
     except ImportError:
@@ -63,14 +67,14 @@ def run_fasttext(data, threads=None, seed=0):
 
 def checkpoint_size(directory):
     """Parameters of the saved model and the size of its file (which may also hold optimizer state)."""
-    from checkpoint import MODEL_FILE, current_version, load_checkpoint
+    from tig.checkpoint import MODEL_FILE, current_version, load_checkpoint
     parameters = load_checkpoint(directory).model.count_params()
     return {"parameters": int(parameters), "parameter_mb": parameters * 4 / 1e6,
             "file_mb": os.path.getsize(os.path.join(current_version(directory), MODEL_FILE)) / 1e6}
 
 
 def parse_args(argv=None):
-    from cli import ArgumentParser, choice, int_range
+    from tig.cli import ArgumentParser, choice, int_range
     from dataset import TASKS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="thucnews", type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
@@ -88,7 +92,7 @@ def main(argv=None):
     import_fasttext()   # fail before any training when the package is missing
     import train
     from dataset import load_task
-    from checkpoint import MODEL_FILE, check_checkpoint_target
+    from tig.checkpoint import MODEL_FILE, check_checkpoint_target
     out = args.out or os.path.join("runs", "compare", args.task)
     check_checkpoint_target(out)   # before fastText's minutes, not after
     data = load_task(args.task, args.data_dir)
@@ -122,5 +126,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tig.cli import run
     run(main)

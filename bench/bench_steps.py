@@ -1,6 +1,6 @@
 """Benchmark the command lines' default `--steps auto` against a fixed 50 steps, in one run.
 
-    python bench_steps.py --checkpoint checkpoints/hotel --data-dir ../shared/data
+    python bench/bench_steps.py --checkpoint checkpoints/hotel --data-dir ../shared/data
 
 Integrated gradients on the same N test texts (in visualize.py's batches of 32) with steps="auto"
 (Gauss-Legendre nodes, 16, 32, ... 512 per text until |delta| <= 1% of |F(x) - F(x')|) and with
@@ -8,7 +8,12 @@ steps=50. For each: the fastest of interleaved runs (after an untimed warm-up), 
 within 1% of F(x) - F(x'), the largest |delta| / |F(x) - F(x')| and the mean steps per text; then
 the time ratio auto / 50. The last line is all of it as JSON.
 """
-from cli import quiet_tensorflow
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
+
+from tig.cli import quiet_tensorflow
 
 import json
 
@@ -21,7 +26,7 @@ MIN_SECONDS = 5.0    # each variant runs at least 3 times and this long in total
 def explain_all(model, token_ids, steps):
     """IG in the command line's batches (methods.TEXTS_PER_CALL texts per call)."""
     from integrated_gradients import integrated_gradients
-    from methods import TEXTS_PER_CALL
+    from tig.methods import TEXTS_PER_CALL
     return [integrated_gradients(model, token_ids[i:i + TEXTS_PER_CALL], steps=steps)
             for i in range(0, len(token_ids), TEXTS_PER_CALL)]
 
@@ -36,7 +41,7 @@ def completeness(attributions):
 
 
 def parse_args(argv=None):
-    from cli import ArgumentParser, float_range, int_range
+    from tig.cli import ArgumentParser, float_range, int_range
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="Checkpoint folder of the model to explain.")
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
@@ -49,7 +54,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
-    from bench import best_times, load_inputs
+    from bench_ig import best_times, load_inputs
     ckpt, token_ids = load_inputs(args)
     variants = {"auto": lambda: explain_all(ckpt.model, token_ids, "auto"),
                 "50": lambda: explain_all(ckpt.model, token_ids, 50)}
@@ -67,5 +72,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tig.cli import run
     run(main)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from errors import printable
+from tig.errors import printable
 
 
 def cjk_font():

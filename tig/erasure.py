@@ -39,8 +39,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from gradients import split_of
-from perturbation import delete_tokens, deletion_ig, real_lengths, target_scores
+from tig.attribution import split_of
+from tig.perturbation import delete_tokens, deletion_ig, real_lengths, target_scores
 
 SHARE = 0.2         # search the first ceil(SHARE * n) deletions; deletion IG orders the rest
 CANDIDATES = 8      # characters tried per step: the remaining ones deletion IG ranks first
