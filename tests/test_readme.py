@@ -18,6 +18,10 @@ def test_ci_runs_the_readme_test_command():
     assert ci_lines[-1] == TEST_COMMAND
 
 
+def test_the_readme_is_a_front_page():
+    assert len(read("README.md").splitlines()) <= 250
+
+
 def test_readme_and_results_images_and_links_exist():
     for doc in ("README.md", "RESULTS.md"):
         for target in re.findall(r"\]\(([^)#]+)\)", read(doc)):
