@@ -22,6 +22,15 @@ def test_the_readme_is_a_front_page():
     assert len(read("README.md").splitlines()) <= 250
 
 
+def test_every_documented_command_names_a_script_that_exists():
+    """Each `python X.py` in the README, RESULTS.md and the scripts' docstrings runs at its path."""
+    import glob
+    docs = ["README.md", "RESULTS.md"] + [os.path.relpath(p, ROOT) for folder in ("", "bench", "examples")
+                                          for p in glob.glob(os.path.join(ROOT, folder, "*.py"))]
+    named = {(doc, script) for doc in docs for script in re.findall(r"python ([a-z_/]+\.py)", read(doc))}
+    assert named and not {(doc, s) for doc, s in named if not os.path.exists(os.path.join(ROOT, s))}
+
+
 def test_readme_and_results_images_and_links_exist():
     for doc in ("README.md", "RESULTS.md"):
         for target in re.findall(r"\]\(([^)#]+)\)", read(doc)):
