@@ -128,7 +128,7 @@ SAVER = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from tig.cli import quiet_tensorflow
     quiet_tensorflow()
-    import checkpoint, files
+    from tig import checkpoint, files
     from tokenizer import Tokenizer
     source, target, point, how = sys.argv[1:5]
     ckpt = checkpoint.load_checkpoint(source)

@@ -121,10 +121,10 @@ def test_readme_own_model_section_runs_as_written(tmp_path, capsys, monkeypatch)
     blocks = re.findall(r"```(bash|python)\n(.*?)```", section, re.S)
     assert [kind for kind, _ in blocks] == ["bash", "python", "bash"]
     monkeypatch.chdir(tmp_path)
-    scripts = {"keras_io_example.py": keras_io_example.main, "keras_hub_example.py": keras_hub_example.main,
+    scripts = {"examples/keras_io_example.py": keras_io_example.main, "examples/keras_hub_example.py": keras_hub_example.main,
                "visualize.py": visualize.main, "evaluate.py": evaluate.main}
-    small = {"keras_io_example.py": ["--limit", "64", "--epochs", "1", "--dim", "8"],
-             "keras_hub_example.py": ["--limit", "64", "--epochs", "1", "--dim", "8", "--layers", "1"],
+    small = {"examples/keras_io_example.py": ["--limit", "64", "--epochs", "1", "--dim", "8"],
+             "examples/keras_hub_example.py": ["--limit", "64", "--epochs", "1", "--dim", "8", "--layers", "1"],
              "visualize.py": ["--steps", "8", "--format", "md"], "evaluate.py": ["--steps", "8"]}
 
     def run_commands(block):
