@@ -11,10 +11,13 @@
 The data directory is `--data-dir`, else $TIG_DATA_DIR, else ./data. Files with a public
 direct URL (hotel, THUCNews) are downloaded into the Keras cache when absent.
 Every text is cut to MAX_TEXT_CHARS characters as it is read (see cap_text).
+Splits made here are honest (SPLIT_RULE): the texts are deduplicated before splitting (compared after
+folding whitespace, one copy kept per distinct text, texts seen with two labels dropped), so no
+validation or test text is a training text. THUCNews' official split is kept as published; its
+overlap is reported (TaskData.unseen_test).
 Bad rows never become silent wrong labels: an unparsable label or a missing column is an
 error naming file and line; an empty text is skipped and counted.
 """
-import csv
 import glob
 import gzip
 import os
@@ -25,12 +28,14 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from tig.errors import UserError
+from tig.readers import DataError, csv_records, open_text, reading, utf8_lines  # noqa: F401  (DataError: the loaders' error)
 from tokenizer import clean_text
 
 TASKS = ("thucnews", "weibo", "moods", "hotel", "reviews")
 SPLIT_SEED = 0              # the test split never depends on the training seed
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+SPLIT_RULE = "dedup-v1"     # recorded in checkpoints: deduplicated before the stratified split
+OFFICIAL_SPLIT = "official" # THUCNews' published train/dev/test files, kept as they are
 DOWNLOAD_TIMEOUT = 5        # seconds to reach a host before giving up (offline machines)
 # characters kept per text at read time: far above any model's maxlen (train.py caps it at 256), so no
 # prediction changes, while a corpus of long documents never sits whole in memory
@@ -74,46 +79,6 @@ def cap_text_counted(text):
     return cleaned[:MAX_TEXT_CHARS], max(0, len(cleaned) - MAX_TEXT_CHARS)
 
 
-# --- the shared readers: every script splits lines, drops a BOM and reads CSV records the same way --------
-
-def utf8_lines(f, path, at=None):
-    """Lines of a binary file, split on b"\\n" only (a lone \\r, U+2028 or a form feed stays inside its
-    line, where clean_text makes it a space), decoded as UTF-8, with a byte-order mark dropped from the
-    start of the file. at: [byte offset] to start from; it moves to the end of each line handed out."""
-    at = at if at is not None else [0]
-    f.seek(at[0])
-    for raw in f:
-        first = at[0] == 0
-        at[0] += len(raw)
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text near byte {at[0] - len(raw) + e.start}; convert it, e.g. "
-                            "iconv -f GBK -t UTF-8") from None
-        yield line[1:] if first and line.startswith("\ufeff") else line
-
-
-def csv_records(lines, where):
-    """(line number within `lines`, row) per CSV record. A record must sit on one line: none of the
-    real files has a line break inside a field, so a record that spans lines is an unclosed quote that
-    would silently fold the rows after it into one text. where(line) names the place in errors."""
-    reader = csv.reader(lines)
-    previous = reader.line_num
-    try:
-        for row in reader:
-            first, previous = previous + 1, reader.line_num
-            if reader.line_num > first:
-                raise DataError(f"{where(first)}: a quoted field runs across lines {first}-{reader.line_num} "
-                                "(an unclosed quote?)")
-            yield first, row
-    except csv.Error as e:
-        raise DataError(f"{where(previous + 1)}: {e}") from None
-
-
-class DataError(UserError):
-    pass
-
-
 @dataclass
 class LabelledTexts:
     texts: list
@@ -129,17 +94,49 @@ class TaskData:
     test: LabelledTexts
     files: list = field(default_factory=list)   # source files, for the checksum in meta.json
     skipped: int = 0                             # rows dropped (empty text)
+    split_rule: str = SPLIT_RULE
+    dedup: dict = field(default_factory=dict)    # deduplicate()'s counts (empty for an official split)
+
+    def unseen_test(self):
+        """Boolean mask over the test texts: True where the text (after dedup_key) is not a training text."""
+        train = {dedup_key(t) for t in self.train.texts}
+        return np.array([dedup_key(t) not in train for t in self.test.texts], dtype=bool)
 
     def overlap(self):
-        """How many validation and test texts also occur (verbatim, after cleaning) in the training split:
-        the data sets repeat some texts, and a repeated text scores as seen, not held out."""
-        train = set(self.train.texts)
-        return {"val_texts_also_in_train": sum(t in train for t in self.val.texts),
-                "test_texts_also_in_train": sum(t in train for t in self.test.texts)}
+        """How many validation and test texts also occur (after dedup_key) in the training split: 0 for the
+        splits made here; THUCNews' official split repeats a few titles."""
+        train = {dedup_key(t) for t in self.train.texts}
+        return {"val_texts_also_in_train": sum(dedup_key(t) in train for t in self.val.texts),
+                "test_texts_also_in_train": sum(dedup_key(t) in train for t in self.test.texts)}
 
     def sha256(self):
         from tig.files import files_sha256
         return files_sha256(*sorted(self.files))
+
+
+def dedup_key(text):
+    """What makes two texts the same text: whitespace runs folded to one space (the loaders have already
+    cleaned every text and cut it to MAX_TEXT_CHARS, so this is the same normalisation for every task)."""
+    return " ".join(text.split())
+
+
+def deduplicate(texts, labels):
+    """One copy per distinct text (its first occurrence, in the original order); a text that occurs with
+    more than one label is dropped altogether. Returns (texts, labels, counts). A data set without
+    repeats comes back unchanged, so its split is the one it always had."""
+    first, seen_labels, rows = {}, {}, {}
+    for i, text in enumerate(texts):
+        key = dedup_key(text)
+        first.setdefault(key, i)
+        seen_labels.setdefault(key, set()).add(int(labels[i]))
+        rows[key] = rows.get(key, 0) + 1
+    conflicting = {key for key, found in seen_labels.items() if len(found) > 1}
+    keep = [i for key, i in first.items() if key not in conflicting]   # dicts keep insertion order
+    counts = {"rows_read": len(texts), "distinct_texts": len(first),
+              "duplicate_rows_removed": len(texts) - len(first),
+              "conflicting_texts_dropped": len(conflicting),
+              "conflicting_rows_dropped": sum(rows[key] for key in conflicting), "texts_kept": len(keep)}
+    return [texts[i] for i in keep], np.asarray(labels)[keep], counts
 
 
 def resolve_data_dir(data_dir=None):
@@ -200,11 +197,6 @@ def fetch(relpath):
 
 # --- readers ----------------------------------------------------------------------------
 
-def open_text(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    return opener(path, "rt", encoding="utf-8-sig", newline="")
-
-
 def parse_label(value, num_classes, path, line):
     value = value.strip().replace("\ufeff", "")
     if not (value.isascii() and value.isdigit()) or not 0 <= int(value) < num_classes:
@@ -240,24 +232,6 @@ def read_label_review_csv(path, num_classes):
                 texts.append(text)
                 labels.append(label)
     return texts, np.array(labels, dtype=np.int32), skipped
-
-
-class reading:
-    """Context manager: any error while reading `path` becomes one DataError naming the file."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, tb):
-        if isinstance(error, UnicodeDecodeError):
-            raise DataError(f"{self.path}: not UTF-8 text (byte {error.start}); convert it, e.g. "
-                            f"iconv -f GBK -t UTF-8") from None
-        if isinstance(error, (csv.Error, OSError, EOFError)):
-            raise DataError(f"{self.path}: cannot read ({error.__class__.__name__}: {error})") from None
-        return False
 
 
 def read_tsv(path, num_classes):
@@ -324,7 +298,8 @@ def load_thucnews_split(folder):
         texts, labels, n = read_tsv(path, len(classes))
         parts[name], skipped = LabelledTexts(texts, labels), skipped + n
         files.append(path)
-    return TaskData("thucnews", classes, parts["train"], parts["dev"], parts["test"], files, skipped)
+    return TaskData("thucnews", classes, parts["train"], parts["dev"], parts["test"], files, skipped,
+                    split_rule=OFFICIAL_SPLIT)
 
 
 def load_thuctc(root):
@@ -369,10 +344,14 @@ def load_reviews():
 
 
 def split_task(task, classes, texts, labels, files, skipped=0):
-    """Deterministic stratified 80/10/10 split (SPLIT_SEED), independent of the training seed."""
+    """Deduplicate (deduplicate), then a deterministic stratified 80/10/10 split (SPLIT_SEED), independent
+    of the training seed: no validation or test text is also a training text."""
     where = f"task {task!r} ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
     if len(texts) == 0:
         raise DataError(f"{where}: no usable rows")
+    texts, labels, counts = deduplicate(texts, labels)
+    if len(texts) == 0:
+        raise DataError(f"{where}: every text occurs with more than one label")
     check_classes(classes, where)
     present = np.unique(labels)
     if len(present) < 2:
@@ -394,4 +373,4 @@ def split_task(task, classes, texts, labels, files, skipped=0):
     for name, idx in parts.items():
         idx = rng.permutation(np.array(idx, dtype=np.int64))
         splits[name] = LabelledTexts([texts[i] for i in idx], labels[idx])
-    return TaskData(task, classes, splits["train"], splits["val"], splits["test"], files, skipped)
+    return TaskData(task, classes, splits["train"], splits["val"], splits["test"], files, skipped, dedup=counts)

@@ -184,9 +184,15 @@ def main(argv=None):
         train_texts, train_labels = train_texts[:args.limit], train_labels[:args.limit]
     print(f"task {args.task}: {len(train_texts)} train / {len(data.val.texts)} val / {len(data.test.texts)} test, "
           f"{len(data.classes)} classes, {data.skipped} empty rows skipped", file=sys.stderr)
+    if data.dedup:
+        d = data.dedup
+        print(f"deduplicated before splitting: {d['rows_read']} rows read, {d['distinct_texts']} distinct texts, "
+              f"{d['duplicate_rows_removed']} repeated rows removed, {d['conflicting_texts_dropped']} texts with "
+              f"conflicting labels dropped ({d['conflicting_rows_dropped']} rows)", file=sys.stderr)
     overlap = data.overlap()
-    print(f"texts also in the training split: {overlap['val_texts_also_in_train']} of {len(data.val.texts)} val, "
-          f"{overlap['test_texts_also_in_train']} of {len(data.test.texts)} test", file=sys.stderr)
+    print(f"split {data.split_rule}: texts also in the training split: {overlap['val_texts_also_in_train']} of "
+          f"{len(data.val.texts)} val, {overlap['test_texts_also_in_train']} of {len(data.test.texts)} test",
+          file=sys.stderr)
 
     tokenizer = Tokenizer.fit(train_texts, level="word" if args.word else "char", min_freq=args.min_freq)
     maxlen = args.maxlen or default_maxlen(tokenizer, train_texts)
@@ -237,11 +243,15 @@ def main(argv=None):
     else:
         probs = model.predict(make_dataset(x_test, data.test.labels, 256), verbose=0)
     pred = probs.argmax(-1)
+    unseen = data.unseen_test()   # all True for the splits made here; THUCNews' official test repeats a few titles
     val_acc = history.history["val_accuracy"]
     metrics = {
         "test_accuracy": float(np.mean(pred == data.test.labels)),
         "test_macro_f1": macro_f1(data.test.labels, pred, len(data.classes)),
         "test_size": int(len(pred)),
+        "test_accuracy_not_in_train": float(np.mean(pred[unseen] == data.test.labels[unseen])) if unseen.any() else None,
+        "test_texts_not_in_train": int(unseen.sum()),
+        "split_rule": data.split_rule, "dedup": data.dedup,
         "best_val_accuracy": float(max(val_acc)),
         "epochs_run": len(val_acc),
         "best_epoch": int(np.argmax(val_acc)) + 1,
@@ -256,7 +266,7 @@ def main(argv=None):
         "epochs": args.epochs, "batch_size": args.batch_size, "replicas": int(replicas), "lr": args.lr,
         "schedule": args.schedule, "row_lr": args.row_lr, "ngram_lr_scale": args.ngram_lr_scale, "ngram_buckets": args.ngram_buckets,
         "min_freq": args.min_freq, "train_size": len(train_texts), "init_from": args.init_from,
-        "data_sha256": data.sha256(),
+        "data_sha256": data.sha256(), "split_rule": data.split_rule,
         "data_files": [os.path.basename(f) for f in data.files[:8]],
         "command": "python train.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }

@@ -183,7 +183,7 @@ def read_texts(args):
     if args.file:
         if os.path.isdir(args.file):
             raise UserError(f"--file {args.file} is a folder; give a text file with one text per line")
-        from dataset import utf8_lines
+        from tig.readers import utf8_lines
         try:
             with open(args.file, "rb") as f:   # the lines explain.py reads from the same file
                 texts.extend(line for line in utf8_lines(f, args.file) if line.strip())

@@ -45,7 +45,7 @@ def write_fixture_data(root):
     rows = sentiment_rows()
     write_csv(os.path.join(root, "ChnSentiCorp_htl_all.csv"), rows)
     write_csv(os.path.join(root, "weibo_senti_100k.csv"), rows)
-    moods = [(i % 4, f"{['开心', '愤怒', '恶心', '难过'][i % 4]}的一天{s}") for i, s in enumerate(SUBJECTS * 4)]
+    moods = [(i % 4, f"{['开心', '愤怒', '恶心', '难过'][i % 4]}的一天{s}{i}") for i, s in enumerate(SUBJECTS * 4)]
     write_csv(os.path.join(root, "simplifyweibo_4_moods.csv"), moods)
     os.makedirs(os.path.join(root, "thucnews"))
     names = list(TOPICS)

