@@ -48,3 +48,14 @@ def test_the_readme_python_example_runs_as_written(tiny_checkpoints):
     exec(block.replace('"checkpoints/hotel"', repr(tiny_checkpoints["cnn"])), namespace)
     ig = namespace["ig"]
     assert ig.scores.shape == namespace["token_ids"].shape and abs(float(ig.delta[0])) < 0.05
+
+
+def test_one_tensorflow_distribution():
+    """requirements.txt asks for exactly one TensorFlow distribution, and the environment holds one:
+    tensorflow and tensorflow-cpu write the same package folder, so having both breaks on any change."""
+    import importlib.metadata
+    wanted = [line.split("#")[0].strip() for line in read("requirements.txt").splitlines()]
+    names = [re.split(r"[<>=\[ ]", w)[0].lower() for w in wanted if w]
+    assert [n for n in names if n.startswith("tensorflow")] == ["tensorflow"]
+    installed = {d.metadata["Name"].lower() for d in importlib.metadata.distributions()}
+    assert not {"tensorflow-cpu", "tensorflow-intel"} & installed, "a second TensorFlow distribution is installed"
