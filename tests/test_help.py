@@ -7,7 +7,7 @@ import re
 import pytest
 
 from tig import cli
-SCRIPTS = ("train", "visualize", "evaluate", "bench_ig", "bench_train", "bench_corpus", "gallery", "explain",
+SCRIPTS = ("train", "visualize", "evaluate", "serve", "bench_ig", "bench_train", "bench_corpus", "gallery", "explain",
            "keras_io_example", "compare_fasttext", "checkpoint_sizes", "choose_erasure")
 
 
