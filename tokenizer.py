@@ -122,6 +122,12 @@ def decode_ids(vocab, token_ids):
 UNK_NAMES = ("[UNK]", "<unk>", "<UNK>", "[unk]", "<oov>", "[OOV]")
 
 
+def kept(tokens, maxlen, padding="post"):
+    """The tokens a model of maxlen positions sees: the first maxlen, or with pre-padding the last
+    maxlen (keras' pad_sequences pads and truncates at the start by default: it keeps a text's end)."""
+    return tokens[-maxlen:] if padding == "pre" and len(tokens) > maxlen else tokens[:maxlen]
+
+
 class VocabularyTokenizer:
     """A vocabulary file as a tokenizer: char level when (nearly) every token is one character,
     else words (whitespace if the text has spaces, jieba otherwise). Unknown tokens -> the
@@ -152,7 +158,7 @@ class VocabularyTokenizer:
     def encode(self, texts, maxlen):
         out = np.zeros((len(texts), maxlen), np.int32)
         for row, text in enumerate(texts):
-            ids = [self.index.get(t, self.unk_id) for t in self.tokenize(text)][:maxlen]
+            ids = [self.index.get(t, self.unk_id) for t in kept(self.tokenize(text), maxlen, self.padding)]
             if self.padding == "pre":      # padded at the start, as keras' pad_sequences does by default
                 out[row, maxlen - len(ids):] = ids
             else:

@@ -68,6 +68,22 @@ def test_padding_pre_matches_the_models_own_pipeline(files):
     assert np.abs(post_probs - own).max() > 1e-3     # the other side is another input
 
 
+def test_padding_pre_keeps_the_end_of_a_long_text_as_pad_sequences_does(files):
+    from tig.methods import explain_texts
+    from tig.user_model import load_user_model
+    root, bilstm = files
+    long = "差差差差" + "房间很干净服务好" * 2          # 20 characters, L = 12
+    pre = load_user_model(str(root / "bilstm.keras"), vocab=str(root / "vocab.txt"), padding="pre")
+    ids = pre.tokenizer.encode([long], pre.maxlen)
+    np.testing.assert_array_equal(ids, keras.utils.pad_sequences(ids_of([long]), maxlen=L))   # truncating="pre"
+    result = explain_texts(pre, [long], "ig", steps=8)[0]
+    assert "".join(result.tokens) == long[-L:] and result.truncated == len(long) - L
+    own = float(np.asarray(bilstm(keras.utils.pad_sequences(ids_of([long]), maxlen=L)))[0, 0])
+    assert result.probs[1] == pytest.approx(own, rel=1e-5)
+    post = load_user_model(str(root / "bilstm.keras"), vocab=str(root / "vocab.txt"))
+    assert "".join(explain_texts(post, [long], "ig", steps=8)[0].tokens) == long[:L]
+
+
 def test_padding_pre_from_the_command_line(files, tmp_path, capsys):
     import visualize
     root, bilstm = files

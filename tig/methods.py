@@ -152,6 +152,7 @@ def explain_texts(ckpt, texts, method, *, target=None, steps=STEPS, baseline=Non
     import time
 
     from dataset import cap_text_counted
+    from tokenizer import kept
     method = canonical(method)
     tokenizer, maxlen, out = ckpt.tokenizer, ckpt.maxlen, []
     for start in range(0, len(texts), texts_per_call):
@@ -164,11 +165,11 @@ def explain_texts(ckpt, texts, method, *, target=None, steps=STEPS, baseline=Non
         if timer is not None:
             timer.append(time.perf_counter() - began)
         for row, (text, cut, tokens, first) in enumerate(zip(chunk, cuts, token_lists, firsts)):
-            seen = tokens[:maxlen]
+            seen = kept(tokens, maxlen, getattr(tokenizer, "padding", "post"))
             positions = slice(first, first + len(seen))
             out.append(TextAttribution(
                 text=text, tokens=seen, scores=a.scores[row, positions], token_ids=a.token_ids[row, positions],
-                truncated=cut + len("".join(tokens[maxlen:])), probs=a.probs[row],
+                truncated=cut + len("".join(tokens)) - len("".join(seen)), probs=a.probs[row],
                 predicted=int(a.probs[row].argmax()), target=int(a.target[row]), method=method,
                 output=float(a.output[row]), output_kind=a.output_kind,
                 baseline_output=None if a.baseline_output is None else float(a.baseline_output[row]),

@@ -45,10 +45,12 @@ def installed():
 
 
 def visible_texts(tokenizer, texts, maxlen):
-    """Each text as the model sees it: its tokens up to maxlen, joined (char tokenizer only)."""
+    """Each text as the model sees it: the tokens it keeps of maxlen, joined (char tokenizer only)."""
+    from tokenizer import kept
     if getattr(tokenizer, "level", "char") != "char":
         raise ValueError("LIME and shap are compared on characters: they need a character-level tokenizer")
-    return ["".join(tokenizer.tokenize(t)[:maxlen]) for t in texts]
+    padding = getattr(tokenizer, "padding", "post")
+    return ["".join(kept(tokenizer.tokenize(t), maxlen, padding)) for t in texts]
 
 
 def lime_scores(predict, texts, target, length, samples=LIME_SAMPLES, seed=0):
