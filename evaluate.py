@@ -20,20 +20,18 @@ top-k% is ceil(k% of the text's tokens). "Remove" deletes the characters and re-
 (default); `--removal pad|unk` replaces them in place with PAD or UNK instead.
 Writes a JSON file and a deletion-curve PNG, and prints a Markdown table.
 """
-import os
-
-from tig.errors import printable
-from tig.cli import quiet_tensorflow
-
 import json
 import math
+import os
 import sys
 
 import numpy as np
 
+from tig.cli import quiet_tensorflow
+from tig.errors import UserError, printable
 from tig.methods import METHODS
-from tokenizer import PAD_ID
 from tig.validate import BASELINES
+from tokenizer import PAD_ID
 
 SAMPLES = 500
 KS = (1, 5, 10, 20, 50)               # percent of tokens, as in ERASER
@@ -130,13 +128,14 @@ def top_count(n_tokens, percent):
     return min(n_tokens, max(1, math.ceil(n_tokens * percent / 100)))
 
 
-def perturb(token_ids, positions, removal="delete", keep=False):
-    """Remove the tokens at `positions` (or keep only them); returns a row of the same length."""
+def perturb(token_ids, positions, removal="delete", keep=False, fixed=(PAD_ID,)):
+    """Remove the tokens at `positions` (or keep only them), never those with a `fixed` id (padding; a
+    KerasHub tokenizer's [CLS], [SEP]): a row of the same length."""
     from tokenizer import UNK_ID
     real = token_ids != PAD_ID
     chosen = np.zeros(len(token_ids), bool)
     chosen[positions] = True
-    drop = real & ~chosen if keep else chosen
+    drop = (~chosen if keep else chosen) & ~np.isin(token_ids, fixed)
     out = np.full_like(token_ids, PAD_ID)
     if removal == "delete":
         kept = token_ids[real & ~drop]
@@ -149,13 +148,14 @@ def perturb(token_ids, positions, removal="delete", keep=False):
     return out
 
 
-def faithfulness(predict, token_ids, scores, target, removal="delete", ks=KS, curve=CURVE):
+def faithfulness(predict, token_ids, scores, target, removal="delete", ks=KS, curve=CURVE, fixed=(PAD_ID,)):
     """Comprehensiveness, sufficiency, log-odds and the deletion curve for one method.
 
     predict: ids [M,L] -> probabilities [M,C]. scores: [N,L]. target: [N] explained class.
+    fixed: ids that are never ranked nor removed (padding, and a KerasHub task's special tokens).
     """
     n = len(token_ids)
-    mask = token_ids != PAD_ID
+    mask = ~np.isin(token_ids, fixed)
     rows, index = [], {}
     for i in range(n):
         order = ranking(scores[i], mask[i])
@@ -163,12 +163,12 @@ def faithfulness(predict, token_ids, scores, target, removal="delete", ks=KS, cu
         for k in ks:
             top = order[:top_count(length, k)]
             index[("comp", k, i)] = len(rows)
-            rows.append(perturb(token_ids[i], top, removal))
+            rows.append(perturb(token_ids[i], top, removal, fixed=fixed))
             index[("suff", k, i)] = len(rows)
-            rows.append(perturb(token_ids[i], top, removal, keep=True))
+            rows.append(perturb(token_ids[i], top, removal, keep=True, fixed=fixed))
         for f in curve:
             index[("curve", f, i)] = len(rows)
-            rows.append(perturb(token_ids[i], order[:int(round(f * length))], removal))
+            rows.append(perturb(token_ids[i], order[:int(round(f * length))], removal, fixed=fixed))
     probs = predict(np.stack(rows))
     full = predict(token_ids)[np.arange(n), target]
 
@@ -231,6 +231,23 @@ def markdown_table(results):
                      f"{r['deletion_auc']:.3f} | {complete} | {r['same_top_token_as_first']:.1%} | "
                      f"{seconds:.3g} |" + (f" {seconds / lime:.2f} |" if lime else ""))
     return "\n".join(lines)
+
+
+def hub_task(ckpt, args):
+    """A KerasHub task with its preprocessor: its HubInputs (tokens deleted by id, [CLS]/[SEP] fixed); None
+    for a model of ids; other string-input models and the id-deleting methods refused."""
+    if ckpt.meta.get("input") != "strings":
+        return None
+    from tig.model_io import HubInputs
+    hub = HubInputs.of(ckpt.model)
+    if hub is None or getattr(ckpt.model, "preprocessor", None) is None:
+        raise UserError("evaluate.py removes tokens by id, so it needs a model that takes token ids or a KerasHub "
+                        "task with its preprocessor; this one takes strings (explain it with visualize.py --model)")
+    refused = [m for m in args.methods if m not in ("ig", "gradxinput", "grad", "saliency", "random")]
+    if refused or args.removal != "delete":
+        raise UserError(f"on a KerasHub task evaluate.py runs ig, gradxinput, saliency and random with --removal "
+                        f"delete; not {', '.join(refused) or '--removal ' + args.removal}")
+    return hub
 
 
 def model_source(ckpt):
@@ -303,7 +320,6 @@ def main(argv=None):
     args = parse_args(argv)
     quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     import time
-    from tig.errors import UserError
     from tig.files import atomic_write, prepare_output_dir
     from tig.cli import resolve_explainable
     from tig.engine import ENGINE
@@ -316,9 +332,8 @@ def main(argv=None):
         if peers.missing(name):
             raise UserError(peers.missing(name))
     ckpt = resolve_explainable(args)
-    if ckpt.meta.get("input") == "strings":
-        raise UserError("evaluate.py removes tokens by id, so it needs a model that takes token ids; this one "
-                        "takes strings (explain it with visualize.py --model)")
+    hub = hub_task(ckpt, args)
+    import keras
     if ckpt.meta.get("task") is None:
         raise UserError("evaluate.py explains a task's test split: give --task with --model")
     task = args.task or ckpt.meta["task"]
@@ -334,11 +349,15 @@ def main(argv=None):
             print("note: the mask baseline needs a checkpoint of train.py trained with --mask-rate; skipped for "
                   "this model", file=sys.stderr)
     test = load_task(task, args.data_dir).test
-    token_ids = ckpt.tokenizer.encode(test.texts[:args.n], ckpt.maxlen)
+    texts = test.texts[:args.n]
+    # a KerasHub task's own preprocessor makes its ids ([CLS] ... [SEP]); the task takes them as plain ids
+    token_ids = np.asarray(hub.features(texts)["token_ids"]) if hub else ckpt.tokenizer.encode(texts, ckpt.maxlen)
+    fixed = hub.special_ids if hub else (PAD_ID,)
     start, traced_before = time.time(), ENGINE.traces()
 
-    def predict(ids):     # the explanations' own static-shape graphs (no retracing per batch)
-        return class_scores(ckpt.model, ids, layer=ckpt.meta.get("layer"))
+    def predict(ids):     # the explanations' own static-shape graphs; a KerasHub task's logits as probabilities
+        scores = class_scores(ckpt.model, ids, layer=ckpt.meta.get("layer"))
+        return np.asarray(keras.ops.softmax(scores.astype(np.float32))) if hub else scores
 
     probs = predict(token_ids)
     target = probs.argmax(-1)
@@ -346,7 +365,7 @@ def main(argv=None):
                                args.steps, args.seed, progress=True, layer=ckpt.meta.get("layer"),
                                surrogate_samples=args.surrogate_samples)
     if wanted_peers:
-        explanations.update(explain_peers(ckpt, test.texts[:args.n], token_ids, target, wanted_peers,
+        explanations.update(explain_peers(ckpt, texts, token_ids, target, wanted_peers,
                                           lime_samples=args.lime_samples, shap_evals=args.shap_evals, seed=args.seed))
     results = {"task": task, "checkpoint": ckpt.directory, "model": model_source(ckpt), "n": len(token_ids), "removal": args.removal,
                "steps": args.steps, "lime_samples": args.lime_samples, "shap_evals": args.shap_evals,
@@ -356,10 +375,10 @@ def main(argv=None):
     reference = next(iter(explanations.values()))["scores"]
     for name, explained in explanations.items():
         scores, complete = explained["scores"], explained["complete"]
-        r = faithfulness(predict, token_ids, scores, target, args.removal)
+        r = faithfulness(predict, token_ids, scores, target, args.removal, fixed=fixed)
         r["complete_share"] = None if complete is None else float(np.mean(complete))
         r["mean_steps"] = None if explained["steps"] is None else float(np.mean(explained["steps"]))
-        r["same_top_token_as_first"] = top_token_agreement(scores, reference, token_ids != PAD_ID)
+        r["same_top_token_as_first"] = top_token_agreement(scores, reference, ~np.isin(token_ids, fixed))
         r["seconds_per_text"] = explained["seconds"] / len(token_ids)
         results["methods"][name] = r
         print(f"  {name}: comprehensiveness AOPC {r['comprehensiveness_aopc']:.3f}", file=sys.stderr)

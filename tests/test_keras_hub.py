@@ -228,6 +228,12 @@ def test_a_split_that_is_not_the_model_is_refused(monkeypatch):
         integrated_gradients(model, padded_ids(), steps=4)
     with pytest.raises(UserError, match="'token_embedding'"):
         gradients(model, padded_ids())
+    from tig.attribution import class_scores
+    from tig.perturbation import occlusion
+    with pytest.raises(UserError, match="'token_embedding' does not compute"):    # the perturbation path too
+        class_scores(model, padded_ids())
+    with pytest.raises(UserError, match="'token_embedding' does not compute"):
+        occlusion(model, padded_ids())
     monkeypatch.undo()
 
     keras.utils.set_random_seed(2)
@@ -238,6 +244,8 @@ def test_a_split_that_is_not_the_model_is_refused(monkeypatch):
     random_model = keras.Model(ids_in, keras.layers.Dense(2, activation="softmax")(x))
     with pytest.raises(UserError, match="'tokens' does not compute the model's own function"):
         integrated_gradients(random_model, padded_ids(), steps=4)
+    with pytest.raises(UserError, match="'tokens' does not compute the model's own function"):
+        class_scores(random_model, padded_ids())
 
 
 def test_visualize_command_on_a_task_saved_with_its_preprocessor(tmp_path, capsys):
@@ -263,3 +271,43 @@ def test_visualize_command_on_a_task_saved_with_its_preprocessor(tmp_path, capsy
     md = (out / "explanations.md").read_text(encoding="utf-8")
     assert md.count('<font color="#') == len(TEXTS[0]) + 2 and "[CLS]" in md and "[SEP]" in md
     assert "logit" in md and "not a probability" in md
+
+
+def test_evaluate_on_a_task_saved_with_its_preprocessor(tmp_path, capsys):
+    """evaluate.py on a string-input KerasHub task: its own preprocessor makes the ids, tokens are deleted
+    by id with [CLS]/[SEP] never removed, and the task's logits are scored as probabilities."""
+    import evaluate
+    from test_cli import in_process
+    hotel()     # skips (or fails in CI) without the shared data
+    path = saved_task("bert")
+    fixed = (0, 2, 3)      # [PAD], [CLS], [SEP]
+    row = np.array([2, 5, 6, 7, 3, 0])
+    np.testing.assert_array_equal(evaluate.perturb(row, [0, 1], fixed=fixed), [2, 6, 7, 3, 0, 0])
+    np.testing.assert_array_equal(evaluate.perturb(row, [2], keep=True, fixed=fixed), [2, 6, 3, 0, 0, 0])
+    result = in_process(capsys, evaluate.main, "--model", path, "--classes", "negative,positive", "--task", "hotel",
+                        "--data-dir", SHARED_DATA, "-n", "8", "--steps", "8", "--baselines", "zero",
+                        "--out", str(tmp_path / "ev"))
+    assert result.returncode == 0, result.stderr
+    import json
+    results = json.loads((tmp_path / "ev" / "faithfulness.json").read_text(encoding="utf-8"))
+    assert set(results["methods"]) == {"ig[zero]", "gradxinput", "saliency", "random"}
+    for r in results["methods"].values():
+        assert all(0.0 <= p <= 1.0 for p in r["deletion_curve"])       # probabilities, not logits
+    refused = in_process(capsys, evaluate.main, "--model", path, "--classes", "negative,positive", "--task", "hotel",
+                         "--data-dir", SHARED_DATA, "-n", "4", "--methods", "occlusion", "--out", str(tmp_path / "o"))
+    assert refused.returncode == 1 and "on a KerasHub task evaluate.py runs ig" in refused.stderr
+
+
+def test_plain_ids_to_a_task_with_its_tokenizer_hold_cls_and_sep_fixed():
+    """Plain ids (no dict) given to a task whose tokenizer is known (its preprocessor is attached): the
+    tokenizer's special tokens keep their embedding on the path and score exactly 0.0, as for strings."""
+    hotel()
+    model = load(saved_task("bert"))
+    ids = np.asarray(model.preprocessor(tf.constant(TEXTS))["token_ids"])
+    special = set(model.preprocessor.tokenizer.special_token_ids)
+    assert {int(ids[0, 0])} <= special and len(special) > 1
+    on_ids = integrated_gradients(model, ids, steps=STEPS, baseline="pad")
+    on_strings = integrated_gradients(model, TEXTS, steps=STEPS, baseline="pad")
+    assert np.all(on_ids.scores[np.isin(ids, list(special))] == 0.0) and np.any(on_ids.scores != 0.0)
+    np.testing.assert_allclose(on_ids.scores, on_strings.scores, atol=1e-6)
+    np.testing.assert_allclose(on_ids.delta, on_strings.delta, atol=1e-6)

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from tig import validate
-from tig.embedding_split import Split, split_at_embedding
+from tig.embedding_split import Split, split_at_embedding, verify_split
 from tig.engine import ENGINE
 from tokenizer import PAD_ID
 
 REDUCTIONS = ("sum", "l2")
+VERIFY_ROWS = 8                 # rows of each class_scores call checked against the model's own forward pass
 COMPLETENESS_TOLERANCE = 0.01   # an IG explanation is "complete" when |delta| <= 1% of |F(x) - F(x')|
 
 
@@ -94,12 +95,16 @@ def class_scores(model, inputs, *, layer=None, xla=None, rows_per_call=1024):
     """Class scores [N,C] of any model this module explains (softmax probabilities, [1-p, p] for
     one sigmoid unit, or raw scores), on the same static-shape graphs as the explanations;
     inputs are embedded `rows_per_call` at a time so large perturbation sets stay small in memory.
+    Like every explanation, each call first checks on its first VERIFY_ROWS rows that the split gives
+    the model's own outputs (embedding_split.verify_split), or refuses with a one-line error.
     model: a Keras model or a Split (embedding_split.split_at_embedding)."""
     split = split_of(model, inputs[:1] if len(inputs) else inputs, layer)
     parts = []
     for start in range(0, len(inputs), rows_per_call):
         embeddings, context, _ = split.lookup(inputs[start:start + rows_per_call])
         parts.append(ENGINE.outputs(split, embeddings, context, xla))
+        if start == 0:
+            verify_split(split, inputs[:VERIFY_ROWS], parts[0][:VERIFY_ROWS])
     return np.concatenate(parts)
 
 

@@ -45,6 +45,7 @@ and the surrogate with ridge=0 recovers each token's weight exactly (tests/test_
 import numpy as np
 
 from tig.attribution import Attribution, class_scores, resolve_target, split_of, tokens_of
+from tig.embedding_split import verify_split
 from tokenizer import PAD_ID
 from tig.validate import prepare_ids
 
@@ -105,6 +106,7 @@ def _prepare(model, inputs, target, layer, xla):
     token_ids = prepare_ids(inputs)
     split = split_of(model, token_ids, layer)
     probs = class_scores(split, token_ids, xla=xla)
+    verify_split(split, token_ids, probs)     # every text explained, as integrated_gradients checks them
     return split, token_ids, probs, resolve_target(target, probs)
 
 
@@ -328,7 +330,6 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
     seed: the masks' random generator (one per call; the same seed gives the same scores).
     Returns an Attribution (method "deletion-ig").
     """
-    from tig.embedding_split import verify_split
     from tig.engine import ENGINE
     from tig.attribution import reduce_scores
     from integrated_gradients import integrate, quadrature
@@ -337,7 +338,6 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
     if int(steps) < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     split, token_ids, probs, target = _prepare(model, inputs, target, layer, xla)
-    verify_split(split, token_ids, probs)     # once, on the texts themselves (as integrated_gradients)
     rng = np.random.default_rng(seed)
     lengths = real_lengths(token_ids)
     masks, rows, owner = perturbed_copies(token_ids, lengths,
