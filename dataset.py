@@ -96,18 +96,23 @@ class TaskData:
     skipped: int = 0                             # rows dropped (empty text)
     split_rule: str = SPLIT_RULE
     dedup: dict = field(default_factory=dict)    # deduplicate()'s counts (empty for an official split)
+    _train_keys: set = field(default=None, init=False, repr=False, compare=False)
+
+    def in_train(self, texts):
+        """Boolean mask: True where a text (after dedup_key) is also a training text."""
+        if self._train_keys is None:   # built once: train.py asks for the overlap and the unseen test texts
+            self._train_keys = {dedup_key(t) for t in self.train.texts}
+        return np.array([dedup_key(t) in self._train_keys for t in texts], dtype=bool)
 
     def unseen_test(self):
-        """Boolean mask over the test texts: True where the text (after dedup_key) is not a training text."""
-        train = {dedup_key(t) for t in self.train.texts}
-        return np.array([dedup_key(t) not in train for t in self.test.texts], dtype=bool)
+        """Boolean mask over the test texts: True where the text is not a training text."""
+        return ~self.in_train(self.test.texts)
 
     def overlap(self):
         """How many validation and test texts also occur (after dedup_key) in the training split: 0 for the
         splits made here; THUCNews' official split repeats a few titles."""
-        train = {dedup_key(t) for t in self.train.texts}
-        return {"val_texts_also_in_train": sum(dedup_key(t) in train for t in self.val.texts),
-                "test_texts_also_in_train": sum(dedup_key(t) in train for t in self.test.texts)}
+        return {"val_texts_also_in_train": int(self.in_train(self.val.texts).sum()),
+                "test_texts_also_in_train": int(self.in_train(self.test.texts).sum())}
 
     def sha256(self):
         from tig.files import files_sha256

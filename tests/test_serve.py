@@ -110,24 +110,29 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_checkpoints):
-    """serve.py as a user starts it, on a free port; stopped with Ctrl-C (SIGINT) at the end.
-    TIG_SCREENSHOT_CHECKPOINT serves a real checkpoint instead (for the README's screenshot)."""
+def start_server(checkpoint):
+    """serve.py as a user starts it, on a free port; returns (process, url) once it accepts connections."""
     port = free_port()
-    checkpoint = os.environ.get("TIG_SCREENSHOT_CHECKPOINT") or tiny_checkpoints["cnn"]
     proc = subprocess.Popen([sys.executable, "serve.py", "--checkpoint", checkpoint, "--port", str(port)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return proc, f"http://127.0.0.1:{port}"
         except OSError:
             if proc.poll() is not None:
                 pytest.fail(proc.stderr.read())
             time.sleep(0.5)
+    proc.kill()
+    pytest.fail("serve.py did not start listening within 2 minutes")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoints):
+    """A running serve.py, stopped with Ctrl-C (SIGINT) at the end. TIG_SCREENSHOT_CHECKPOINT serves a
+    real checkpoint instead (for the README's screenshot)."""
+    proc, url = start_server(os.environ.get("TIG_SCREENSHOT_CHECKPOINT") or tiny_checkpoints["cnn"])
     yield url, proc
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -138,17 +143,7 @@ def server(tiny_checkpoints):
 
 
 def test_ctrl_c_stops_the_server_cleanly(tiny_checkpoints):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "serve.py", "--checkpoint", tiny_checkpoints["cnn"], "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    for _ in range(240):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.5)
+    proc, _ = start_server(tiny_checkpoints["cnn"])
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode in (0, 1) and "Traceback" not in err, err

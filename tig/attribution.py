@@ -91,21 +91,21 @@ def reduce_scores(contributions, mask, reduce):
     return np.where(mask, scores, 0.0).astype(np.float32)
 
 
-def class_scores(model, inputs, *, layer=None, xla=None, rows_per_call=1024):
+def class_scores(model, inputs, *, layer=None, xla=None, rows_per_call=1024, verify_rows=VERIFY_ROWS):
     """Class scores [N,C] of any model this module explains (softmax probabilities, [1-p, p] for
     one sigmoid unit, or raw scores), on the same static-shape graphs as the explanations;
     inputs are embedded `rows_per_call` at a time so large perturbation sets stay small in memory.
-    Like every explanation, each call first checks on its first VERIFY_ROWS rows that the split gives
-    the model's own outputs (embedding_split.verify_split), or refuses with a one-line error.
+    Like every explanation, each call checks on its first `verify_rows` rows that the
+    split gives the model's own outputs (embedding_split.verify_split), or refuses with a one-line error.
     model: a Keras model or a Split (embedding_split.split_at_embedding)."""
     split = split_of(model, inputs[:1] if len(inputs) else inputs, layer)
     parts = []
     for start in range(0, len(inputs), rows_per_call):
         embeddings, context, _ = split.lookup(inputs[start:start + rows_per_call])
         parts.append(ENGINE.outputs(split, embeddings, context, xla))
-        if start == 0:
-            verify_split(split, inputs[:VERIFY_ROWS], parts[0][:VERIFY_ROWS])
-    return np.concatenate(parts)
+    scores = np.concatenate(parts)
+    verify_split(split, inputs[:verify_rows], scores[:verify_rows])
+    return scores
 
 
 def split_of(model, inputs, layer=None):
