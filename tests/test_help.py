@@ -8,7 +8,7 @@ import pytest
 
 from tig import cli
 SCRIPTS = ("train", "visualize", "evaluate", "serve", "bench_ig", "bench_train", "bench_corpus", "gallery", "explain",
-           "keras_io_example", "compare_fasttext", "checkpoint_sizes", "choose_erasure")
+           "keras_io_example", "compare_fasttext", "compare_captum", "checkpoint_sizes", "choose_erasure")
 
 
 def script_path(script):

@@ -43,7 +43,8 @@ import keras
 from keras.src.backend import get_keras_mask, set_keras_mask   # Keras 3's mask on a tensor
 
 from tig.errors import UserError
-from tig.model_io import HubInputs, as_classes, model_scores, output_kind, prepare_inputs
+from tig.first_token import first_position_call, last_layer_reading_first
+from tig.model_io import HubInputs, OwnForward, as_classes, model_scores, output_kind, prepare_inputs
 from tokenizer import PAD_ID
 from tig.validate import prepare_ids
 
@@ -70,6 +71,7 @@ class Split:
     vocabulary: list = None              # id -> token, when the model carries one (TextVectorization)
     padding_invariant: bool = False      # PAD columns change nothing (model.py's models): length buckets
     none_dims: bool = False              # run on one graph with None dims (none_dim_graphs)
+    compiles: bool = False               # XLA can compile its graphs (no string ops): model.py's, KerasHub ids
     reference: Callable = None           # user inputs -> the model's own [B, C] scores (verify_split)
     fixed_ids: tuple = (PAD_ID,)         # ids that keep their embedding on the path and score 0.0
 
@@ -77,7 +79,7 @@ class Split:
 def none_dim_graphs(split):
     """The same split run on one None-dim graph per kind, at the given lengths, without XLA: the
     path every model took before static shapes (bench/bench_ig.py's "before", the tests' reference)."""
-    return replace(split, padding_invariant=False, none_dims=True)
+    return replace(split, padding_invariant=False, none_dims=True, compiles=False)
 
 
 # --- call interception -------------------------------------------------------------
@@ -288,14 +290,17 @@ def own_split(model, embedder, head, embedding):
     def run_head(embeddings, mask):
         return head([embeddings, mask], training=False)
 
+    forward = OwnForward(model)     # the reference: the model's own call, traced after a few calls
+
     def lookup(inputs):
         token_ids = prepare_ids(inputs)
         embeddings, mask = embedder(tf.constant(token_ids), training=False)
         return np.asarray(embeddings, np.float32), tf.constant(np.asarray(mask)), token_ids
 
     return Split(head=run_head, lookup=lookup, embed_ids=lambda ids: lookup(ids)[0], layer=embedding,
-                 output_kind="softmax", padding_invariant=True,
-                 reference=lambda inputs: model_scores(model, tf.constant(prepare_ids(inputs)), "softmax"))
+                 output_kind="softmax", padding_invariant=True, compiles=True,
+                 reference=lambda inputs: model_scores(model, tf.constant(prepare_ids(inputs)), "softmax",
+                                                       forward=forward))
 
 
 def intercepted_split(model, layer, inputs):
@@ -310,8 +315,11 @@ def intercepted_split(model, layer, inputs):
     return cached(model, key, lambda: build_intercepted(model, layer, context, hub))
 
 
-def build_intercepted(model, layer, context, hub):
+def build_intercepted(model, layer, context, hub, first_token=True):
+    """first_token: a KerasHub task whose head reads one position runs its last encoder layer for
+    that position alone (tig/first_token.py; False: the whole layer, the tests' reference)."""
     chosen, vectorizer = choose_layer(model, context, layer, hub)
+    last = last_layer_reading_first(model) if hub is not None and first_token else None
     kind = output_kind(model)
     # None batch (and length, for ids); a string input keeps its trailing dims ([B, 1] for keras.Input((1,)))
     spec = tf.TensorSpec([None] + ([None] * (context.shape.rank - 1) if context.dtype != tf.string
@@ -329,6 +337,8 @@ def build_intercepted(model, layer, context, hub):
         def to_path_point(original, ids, *args, **kwargs):
             return path_point(original, ids, embeddings, chosen, *args, **kwargs)
         replacements = {chosen: to_path_point}
+        if last is not None:
+            replacements[last] = first_position_call
         model_input = context
         if strings_by_ids:
             replacements[vectorizer] = lambda original, *args, **kwargs: tf.cast(context, tf.int64)
@@ -364,9 +374,11 @@ def build_intercepted(model, layer, context, hub):
         return np.asarray(chosen(tf.constant(token_ids, tf.int32)), np.float32)
 
     vocabulary = hub.vocabulary if hub else None
+    forward = OwnForward(model)     # the reference: the model's own call, traced after a few calls
     if vectorizer is not None:
         vocabulary = [str(t) for t in vectorizer.get_vocabulary()]
     return Split(head=run_head, lookup=lookup, embed_ids=embed_ids, layer=chosen, output_kind=kind,
                  vocabulary=vocabulary, fixed_ids=hub.special_ids if hub else (PAD_ID,),
+                 compiles=hub is not None,    # a KerasHub backbone on packed int ids: no string op in the graph
                  reference=lambda inputs: model_scores(model, (hub.unpack if hub else lambda c: c)(
-                     prepare_inputs(model, inputs)), kind))
+                     prepare_inputs(model, inputs)), kind, forward=forward))

@@ -12,7 +12,8 @@ it fast and with flat memory:
     exact length they are given, one trace per length for up to `exact_lengths` lengths, then
     one None-dim graph;
   - rows stream in chunks of at most CHUNK_ROWS (fewer when a chunk would pass FLOATS_PER_CHUNK);
-  - XLA (jit_compile) only for padding-invariant splits (others may hold string ops), which
+  - XLA (jit_compile) only for splits known to compile (model.py's, KerasHub tasks on their
+    ids; others may hold string ops), which
     compiles every shape, so its chunks have two sizes (a group's last chunk is padded with
     copies of a real row). Compiling a shape costs 1.6-2.1 s here and saves ~0.012 s per 128-row
     IG chunk, so by default only IG's path graphs are compiled, for a length that has already run
@@ -206,10 +207,10 @@ class Engine:
         return xla_from_env()
 
     def use_xla(self, split, xla=None, calls=None, kind="path"):
-        """The XLA rule: never for splits that are not padding-invariant; else the call's choice
+        """The XLA rule: never for splits XLA may not compile (Split.compiles); else the call's choice
         (choose_xla), else whether this is an XLA_KINDS graph whose length already ran
         xla_after_calls chunks (`calls`)."""
-        if not split.padding_invariant:
+        if not split.compiles:
             return False
         choice = self.choose_xla(xla)
         if choice is not None:
@@ -228,6 +229,7 @@ class Engine:
         graphs = self.graphs(split)
         none_dims = split.none_dims or (not split.padding_invariant and self._over_length_budget(
             graphs, kind, args[0].shape[1]))
+        jit = jit and not none_dims     # a None-dim graph would compile again for every shape
         key = (kind, "none dims" if none_dims else "static", jit)
         if key not in graphs.functions:
             owner = weakref.ref(split)   # the graphs must not keep their model alive

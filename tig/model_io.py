@@ -197,13 +197,34 @@ def as_classes(outputs, kind):
     return outputs
 
 
-def model_scores(model, inputs, kind, rows=REFERENCE_ROWS):
+class OwnForward:
+    """The model's own forward pass, model(x, training=False), nothing intercepted: eager for its first
+    EAGER_CALLS calls (a one-off explanation pays no trace), then one tf.function with
+    reduce_retracing (a 2-layer BERT, 10 rows: 35-45 ms eager, 5-10 ms traced, ~0.3 s per trace)."""
+    EAGER_CALLS = 2
+
+    def __init__(self, model):
+        self.model, self.calls, self.graph = model, 0, None
+
+    def __call__(self, inputs):
+        self.calls += 1
+        if self.calls <= self.EAGER_CALLS:
+            return self.model(inputs, training=False)
+        if self.graph is None:
+            model = self.model
+            self.graph = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        return self.graph(inputs)
+
+
+def model_scores(model, inputs, kind, rows=REFERENCE_ROWS, forward=None):
     """The model's own outputs on its own inputs (a tensor or array [N, ...], or a dict of them),
-    as [N, C] class scores, in eager calls of `rows` rows."""
+    as [N, C] class scores, in calls of `rows` rows: eager calls of the model, or `forward` (an
+    OwnForward of it)."""
     first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
+    forward = forward or (lambda part: model(part, training=False))
     parts = []
     for start in range(0, int(first.shape[0]), rows):
         part = ({k: v[start:start + rows] for k, v in inputs.items()} if isinstance(inputs, dict)
                 else inputs[start:start + rows])
-        parts.append(np.asarray(as_classes(model(part, training=False), kind)))
+        parts.append(np.asarray(as_classes(forward(part), kind)))
     return np.concatenate(parts)
