@@ -223,8 +223,11 @@ def compare(args):
     from dataset import load_task
     torch.set_num_threads(args.threads)
     import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    except RuntimeError:    # TensorFlow already ran in this process (a test session): its threads stay
+        pass
 
     data = load_task("hotel", args.data_dir)
     vocab = keras_hub_example.vocabulary(data.train.texts)
