@@ -211,8 +211,7 @@ def logits_both(model, task, groups, rows):
             ids, mask = pad_batch([rows[i] for i in group], PAD_TO)
             torch_logits[group] = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask.astype(np.int64)),
                                         token_type_ids=torch.zeros_like(torch.tensor(ids))).logits.numpy()
-            keras_logits[group] = np.asarray(task({"token_ids": ids.astype(np.int32), "padding_mask": mask,
-                                                   "segment_ids": np.zeros_like(ids, np.int32)}, training=False))
+            keras_logits[group] = np.asarray(task(features(ids, mask), training=False))
     return torch_logits, keras_logits
 
 

@@ -69,40 +69,42 @@ def correlations(first, second):
     return float(np.mean([spearman(a, b) for (_, a), (_, b) in zip(first, second)]))
 
 
-def cascading(ckpt, copy, texts, methods, explain, target, seed=SEED, log=print):
-    """{"stages": [layer names], method: [mean Spearman after each stage], "flagged": [...]}; `copy`
-    (a second load of the same checkpoint) is randomised in place. explain(model, texts, method,
-    target=, seed=) -> ([(tokens, scores)], seconds); target: the class explained, per text."""
-    from tig.errors import UserError
-    trained, out = {}, {"stages": [], "refused": {}}
-    for spec in methods:
-        try:
-            trained[spec] = explain(ckpt, texts, spec, target=target, seed=seed)[0]
-            out[spec] = []
-        except UserError as e:
-            out["refused"][spec] = str(e)
-    rng = np.random.default_rng(seed)
-    for layer in stages(copy.model):
-        randomise(layer, rng)
-        out["stages"].append(layer.name)
-        for spec in trained:
-            out[spec].append(correlations(trained[spec], explain(copy, texts, spec, target=target, seed=seed)[0]))
-        log(f"  randomised {layer.name}: " + "  ".join(f"{s} {out[s][-1]:.2f}" for s in trained))
-    out["flagged"] = [spec for spec in trained if abs(out[spec][-1]) >= FLAG]
-    return out
-
-
-def data_randomisation(ckpt, shuffled, texts, methods, explain, target, seed=SEED):
-    """{method: Spearman between the trained model's scores and the shuffled-label model's}."""
+def trained_scores(ckpt, texts, methods, explain, target, seed=SEED):
+    """{method: [(tokens, scores)] per text} on the trained model, or {method: the one-line refusal}.
+    explain(model, texts, method, target=, seed=) -> ([(tokens, scores)], seconds); target: the class
+    explained, per text (the trained model's prediction, kept for every randomised model)."""
     from tig.errors import UserError
     out = {}
     for spec in methods:
         try:
-            out[spec] = correlations(explain(ckpt, texts, spec, target=target, seed=seed)[0],
-                                     explain(shuffled, texts, spec, target=target, seed=seed)[0])
-        except UserError:
-            continue
+            out[spec] = explain(ckpt, texts, spec, target=target, seed=seed)[0]
+        except UserError as e:
+            out[spec] = str(e)
     return out
+
+
+def cascading(trained, copy, texts, explain, target, seed=SEED, log=print):
+    """{"stages": [layer names], method: [mean Spearman with `trained` (trained_scores) after each
+    stage], "flagged": [...], "refused": {...}}; `copy` (a second load of the trained checkpoint) is
+    randomised in place."""
+    methods = [spec for spec, scores in trained.items() if not isinstance(scores, str)]
+    out = {"stages": [], "refused": {spec: v for spec, v in trained.items() if isinstance(v, str)}}
+    out.update({spec: [] for spec in methods})
+    rng = np.random.default_rng(seed)
+    for layer in stages(copy.model):
+        randomise(layer, rng)
+        out["stages"].append(layer.name)
+        for spec in methods:
+            out[spec].append(correlations(trained[spec], explain(copy, texts, spec, target=target, seed=seed)[0]))
+        log(f"  randomised {layer.name}: " + "  ".join(f"{s} {out[s][-1]:.2f}" for s in methods))
+    out["flagged"] = [spec for spec in methods if abs(out[spec][-1]) >= FLAG]
+    return out
+
+
+def data_randomisation(trained, shuffled, texts, explain, target, seed=SEED):
+    """{method: Spearman between the trained model's scores (trained_scores) and the shuffled-label model's}."""
+    return {spec: correlations(scores, explain(shuffled, texts, spec, target=target, seed=seed)[0])
+            for spec, scores in trained.items() if not isinstance(scores, str)}
 
 
 def markdown(result):
@@ -115,6 +117,22 @@ def markdown(result):
         shuffle = f"{shuffled[spec]:.2f}" if spec in shuffled else ""
         lines.append(f"| {spec} | {cells} | {shuffle} | {'yes' if spec in result['flagged'] else ''} |")
     return "\n".join(lines) + "\n"
+
+
+def read_results(path, arch):
+    """shortcuts.py run's own results file, to resume from; anything else there is refused, never overwritten."""
+    from tig.errors import UserError
+    if not os.path.exists(path):
+        return {"arch": arch, "kinds": {}}
+    try:
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not a results file of this command ({e.__class__.__name__}): refusing to "
+                        "overwrite it; give another --out") from None
+    if not isinstance(result, dict) or result.get("arch") != arch or not isinstance(result.get("kinds"), dict):
+        raise UserError(f"{path} is not this command's results for --arch {arch}: refusing to overwrite it")
+    return result
 
 
 def write_outputs(out, result, md):

@@ -273,14 +273,31 @@ def train_model(arch, data_dir, out, epochs=None):
     return out
 
 
+def score_planted(ckpt, planted, limit, methods, seed=SEED, log=print):
+    """A model trained on the planted copy `planted`: its test accuracy, the flip check, and every method
+    scored on up to `limit` deciding test texts -> the kind's result (a dict)."""
+    from dataset import load_task
+    manifest = read_manifest(planted)
+    kind, tokens = manifest["kind"], manifest["tokens"]
+    data, predict = load_task(TASK, planted, download=False), predictor(ckpt)
+    accuracy = float(np.mean(predict(data.test.texts).argmax(-1) == np.asarray(data.test.labels)))
+    texts, _, carrying = deciding_texts(predict, data.test.texts, data.test.labels, kind, tokens, limit)
+    log(f"{kind}: test accuracy {accuracy:.3f}; {len(texts)} deciding test texts of {carrying}")
+    if not texts:
+        raise UserError(f"no test text is decided by the planted {kind} shortcut: the model did not learn it")
+    return {"tokens": tokens, "test_accuracy": accuracy, "carrying": carrying, "deciding": len(texts),
+            "flip_rate": flip_rates(predict, data.test.texts, kind, tokens),
+            "methods": score(ckpt, texts, tokens, methods, seed, log)}
+
+
 def run(args, log=print):
     """Plant, train, check, score (and the sanity checks) for one architecture; resumable."""
     from dataset import load_task
-    from sanity_checks import report, write_outputs
+    from sanity_checks import read_results, report, write_outputs
     root = os.path.join(args.out, args.arch)
     os.makedirs(root, exist_ok=True)
     out = os.path.join(root, "shortcuts.json")
-    result = json.load(open(out, encoding="utf-8")) if os.path.exists(out) else {"arch": args.arch, "kinds": {}}
+    result = read_results(out, args.arch)
     methods = [m for m in args.methods.split(",") if m]
     suffix = ".keras" if args.arch == "bert" else ""
 
@@ -298,16 +315,8 @@ def run(args, log=print):
         if kind in result["kinds"] and set(result["kinds"][kind]["methods"]) >= set(methods):
             continue
         planted, path = model_for(kind)
-        manifest, ckpt = read_manifest(planted), load_model(path)
-        tokens, data, predict = manifest["tokens"], load_task(TASK, planted, download=False), predictor(ckpt)
-        accuracy = float(np.mean(predict(data.test.texts).argmax(-1) == np.asarray(data.test.labels)))
-        texts, _, carrying = deciding_texts(predict, data.test.texts, data.test.labels, kind, tokens, args.texts)
-        log(f"{args.arch} {kind}: test accuracy {accuracy:.3f}; {len(texts)} deciding test texts of {carrying}")
-        if not texts:
-            raise UserError(f"no test text is decided by the planted {kind} shortcut: the model did not learn it")
-        result["kinds"][kind] = {"tokens": tokens, "test_accuracy": accuracy, "carrying": carrying,
-                                 "deciding": len(texts), "flip_rate": flip_rates(predict, data.test.texts, kind, tokens),
-                                 "methods": score(ckpt, texts, tokens, methods, args.seed, log)}
+        result["kinds"][kind] = score_planted(load_model(path), planted, args.texts, methods, args.seed,
+                                              lambda line: log(f"{args.arch} {line}"))
         write_outputs(out, result, report(result))
     if args.sanity and "sanity" not in result:
         import sanity_checks
@@ -315,12 +324,12 @@ def run(args, log=print):
         texts = load_task(TASK, planted, download=False).test.texts[:sanity_checks.TEXTS]
         ckpt = load_model(path)
         target = predictor(ckpt)(texts).argmax(-1)
-        sanity = sanity_checks.cascading(ckpt, load_model(path), texts, sanity_checks.METHODS, explain, target,
-                                         args.seed, log)
+        trained = sanity_checks.trained_scores(ckpt, texts, sanity_checks.METHODS, explain, target, args.seed)
+        sanity = sanity_checks.cascading(trained, load_model(path), texts, explain, target, args.seed, log)
         if args.arch != "bert":        # data randomisation where it is cheap: this project's models
             shuffled = load_model(model_for("shuffled")[1])
-            sanity["data_randomisation"] = sanity_checks.data_randomisation(ckpt, shuffled, texts,
-                                                                            sanity_checks.METHODS, explain, target)
+            sanity["data_randomisation"] = sanity_checks.data_randomisation(trained, shuffled, texts, explain,
+                                                                            target, args.seed)
         sanity["texts"] = len(texts)
         result["sanity"] = sanity
     write_outputs(out, result, report(result))
@@ -365,19 +374,14 @@ def main(argv=None):
     quiet_tensorflow()
     if args.command == "run":
         return run(args)
-    from dataset import load_task
-    manifest, ckpt = read_manifest(args.planted), load_model(args.checkpoint)
-    data, predict = load_task(TASK, args.planted, download=False), predictor(ckpt)
-    texts, _, carrying = deciding_texts(predict, data.test.texts, data.test.labels, manifest["kind"],
-                                        manifest["tokens"], args.texts)
-    if not texts:
-        raise UserError("no test text is decided by the planted shortcut: the model did not learn it")
-    result = {"kind": manifest["kind"], "tokens": manifest["tokens"], "deciding": len(texts), "carrying": carrying,
-              "methods": score(ckpt, texts, manifest["tokens"], [m for m in args.methods.split(",") if m], args.seed)}
+    if os.path.exists(args.out):
+        raise UserError(f"{args.out} exists: refusing to overwrite it; give a new --out path")
+    result = score_planted(load_model(args.checkpoint), args.planted, args.texts,
+                           [m for m in args.methods.split(",") if m], args.seed)
+    result["kind"] = read_manifest(args.planted)["kind"]
     from tig.files import atomic_write
     atomic_write(args.out, json.dumps(result, ensure_ascii=False, indent=1).encode("utf-8"))
     return result
-
 
 if __name__ == "__main__":
     from tig.cli import run as run_command

@@ -164,8 +164,8 @@ def test_cascading_randomisation_decorrelates_and_leaves_the_trained_model_alone
     weights = [w.copy() for w in ckpt.model.get_weights()]
     texts = load_task("hotel", data_dir).test.texts[:8]
     target = shortcuts.predictor(ckpt)(texts).argmax(-1)
-    result = sanity_checks.cascading(ckpt, copy, texts, ["ig:zero", "gradxinput"], shortcuts.explain, target,
-                                     log=lambda *a: None)
+    trained = sanity_checks.trained_scores(ckpt, texts, ["ig:zero", "gradxinput"], shortcuts.explain, target)
+    result = sanity_checks.cascading(trained, copy, texts, shortcuts.explain, target, log=lambda *a: None)
     assert result["stages"][-1] == "embedding" and len(result["stages"]) == len(sanity_checks.stages(copy.model))
     for spec in ("ig:zero", "gradxinput"):
         assert len(result[spec]) == len(result["stages"]) and abs(result[spec][-1]) < 0.5

@@ -29,9 +29,14 @@ READS_ONE_POSITION = {
 def last_layer_reading_first(model):
     """The backbone's last TransformerEncoder if `model` is a KerasHub task whose head reads only
     position 0 of it, else None."""
-    attribute = READS_ONE_POSITION.get(type(model).__name__)
+    import keras_hub
+    name = type(model).__name__
+    # the class itself, not a subclass or a namesake: another head may read other positions
+    if name not in READS_ONE_POSITION or type(model) is not getattr(keras_hub.models, name, None):
+        return None
+    attribute = READS_ONE_POSITION[name]
     backbone = getattr(model, "backbone", None)
-    if attribute is None or backbone is None or getattr(backbone, attribute, None) != 0:
+    if backbone is None or getattr(backbone, attribute, None) != 0:
         return None
     layers = getattr(backbone, "transformer_layers", None) or []
     if not layers:
