@@ -29,14 +29,14 @@ import numpy as np
 
 from tig.cli import quiet_tensorflow
 from tig.errors import UserError, printable
+from tig.defaults import STEPS
 from tig.methods import METHODS
 from tig.validate import BASELINES
-from tokenizer import PAD_ID
+from tig.tokenizer import PAD_ID
 
 SAMPLES = 500
 KS = (1, 5, 10, 20, 50)               # percent of tokens, as in ERASER
 CURVE = tuple(np.round(np.linspace(0, 1, 11), 2))
-STEPS = 50
 DEFAULT_METHODS = ("ig", "gradxinput", "saliency", "random")   # any name of tig/methods.py, "random", or a peer
 NATIVE = DEFAULT_METHODS + tuple(m for m in METHODS if m not in DEFAULT_METHODS)   # --methods all: and every peer
 REMOVALS = ("delete", "pad", "unk")
@@ -131,7 +131,7 @@ def top_count(n_tokens, percent):
 def perturb(token_ids, positions, removal="delete", keep=False, fixed=(PAD_ID,)):
     """Remove the tokens at `positions` (or keep only them), never those with a `fixed` id (padding; a
     KerasHub tokenizer's [CLS], [SEP]): a row of the same length."""
-    from tokenizer import UNK_ID
+    from tig.tokenizer import UNK_ID
     real = token_ids != PAD_ID
     chosen = np.zeros(len(token_ids), bool)
     chosen[positions] = True
@@ -276,7 +276,7 @@ def default_out_dir(ckpt, root=RESULTS_DIR):
 def parse_args(argv=None):
     from tig.cli import (ArgumentParser, add_model_arguments, add_replace_argument, choice, comma_list, int_range,
                      steps_or_auto)
-    from dataset import TASKS
+    from tig.dataset import TASKS
     from tig.methods import ALIASES, canonical
     from tig.validate import MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
@@ -324,7 +324,7 @@ def main(argv=None):
     from tig.cli import resolve_explainable
     from tig.engine import ENGINE
     from tig.attribution import class_scores
-    from dataset import load_task
+    from tig.dataset import load_task
     from tig import peers
     from tig import perturbation
     wanted_peers = [m for m in args.methods if m in peers.PEERS]

@@ -37,11 +37,11 @@ from tig.cli import quiet_tensorflow
 from tig.corpus import SPLITS, FileSource, TaskSource, plan_shards, read_shard
 from tig.errors import UserError, printable
 from tig.files import atomic_write, check_folder_path, files_sha256, process_alive
+from tig.defaults import STEPS
 from tig.summary import MIN_COUNT, TOP_K, write_summary
 
 # defaults, visible in one place
 METHOD = "ig"
-STEPS = 50
 SHARD_SIZE = 1000          # texts per shard: the unit of atomic commit and of resume
 TEXTS_PER_CALL = 64        # texts per attribution call
 ENGINES = ("local", "ray")
@@ -301,7 +301,7 @@ def iter_lines(out, n_shards):
 
 def parse_args(argv=None):
     from tig.cli import ArgumentParser, choice, float_range, int_range
-    from dataset import TASKS
+    from tig.dataset import TASKS
     from tig.methods import NAMES, describe
     from tig.validate import BASELINES, MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])

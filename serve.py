@@ -21,11 +21,11 @@ import sys
 import threading
 
 from tig.cli import quiet_tensorflow
+from tig.defaults import INTERACTIVE_STEPS
 
 HOST = "127.0.0.1"
 PORT = 8000
 MAX_CHARS = 20000           # a request over this many characters is refused (413)
-STEPS = "auto"              # IG steps, as visualize.py: complete within 1% for every text
 PAGE_METHODS = ("ig", "gradxinput", "saliency", "occlusion")   # ticked choices on the page (ig, grad ticked)
 
 
@@ -40,7 +40,7 @@ class RequestError(ValueError):
 class Explainer:
     """The model behind the page: one explanation at a time, and the page's font built once."""
 
-    def __init__(self, ckpt, steps=STEPS):
+    def __init__(self, ckpt, steps=INTERACTIVE_STEPS):
         self.ckpt, self.steps = ckpt, steps
         self.lock = threading.Lock()
         self._font = None
@@ -191,7 +191,7 @@ document.getElementById("go").addEventListener("click", go);
 
 def parse_args(argv=None):
     from tig.cli import ArgumentParser, add_model_arguments, choice, int_range, steps_or_auto
-    from dataset import TASKS
+    from tig.dataset import TASKS
     from tig.validate import MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0] + " " + __doc__.splitlines()[1].strip())
     p.add_argument("--checkpoint", default=None,
@@ -200,7 +200,7 @@ def parse_args(argv=None):
     add_model_arguments(p)
     p.add_argument("--host", default=HOST, help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", default=PORT, type=int_range(1, 65535), help="port (default: 8000)")
-    p.add_argument("--steps", type=steps_or_auto(MAX_STEPS), default=STEPS,
+    p.add_argument("--steps", type=steps_or_auto(MAX_STEPS), default=INTERACTIVE_STEPS,
                    help="integrated gradients steps when a request gives none (default: auto)")
     return p.parse_args(argv)
 

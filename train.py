@@ -56,7 +56,7 @@ TASK_DEFAULTS = {
 
 def parse_args(argv=None):
     from tig.cli import MAX_MAXLEN, ArgumentParser, choice, float_range, int_range
-    from dataset import TASKS
+    from tig.dataset import TASKS
     from tig.distribute import STRATEGIES
     from tig.defaults import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
     p = ArgumentParser(description=__doc__.splitlines()[0])
@@ -146,7 +146,7 @@ def macro_f1(y_true, y_pred, num_classes):
 
 def make_dataset(x, y, batch_size, shuffle=False, mask_rate=0.0, seed=0):
     import tensorflow as tf
-    from tokenizer import MASK_ID, PAD_ID
+    from tig.tokenizer import MASK_ID, PAD_ID
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -170,10 +170,10 @@ def main(argv=None):
     replicas = strategy.num_replicas_in_sync
     import keras
     from tig.errors import UserError
-    from dataset import load_task
-    from model import build_model, make_optimizer
+    from tig.dataset import load_task
+    from tig.model import build_model, make_optimizer
     from tig.checkpoint import init_from_checkpoint, save_checkpoint
-    from tokenizer import Tokenizer
+    from tig.tokenizer import Tokenizer
 
     from tig.checkpoint import check_checkpoint_target
     check_checkpoint_target(args.out, args.task, args.arch, args.replace_different)   # refuse a bad --out before spending minutes on training

@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 
+from tig.defaults import INTERACTIVE_STEPS, STEPS
 from tig.methods import METHODS, NAMES, TEXTS_PER_CALL, canonical, describe, explain_texts, word_sums
 from tig.render import METHOD_TITLES, Explanation, Explanations, to_markdown, to_report_html, to_terminal
 
-STEPS = 50
 FORMATS = ("html", "md", "png", "ansi")
 CLI_METHODS = {**{name: [name] for name in NAMES}, "both": ["gradxinput", "ig"]}   # --method -> methods run
 OUTPUT_STEM = "explanations"
@@ -67,7 +67,7 @@ def explain(ckpt, texts, method="ig", *, steps=STEPS, baseline=None, target=None
 
 def group_units(tokens, scores, token_ids, tokenizer, level):
     """Model tokens -> display units; with level="word", char scores are summed per jieba word."""
-    from tokenizer import UNK_ID
+    from tig.tokenizer import UNK_ID
     unknown = [int(i) == UNK_ID for i in token_ids]
     if level == "char" or getattr(tokenizer, "level", "char") == "word":
         return list(tokens), np.asarray(scores, np.float32), unknown
@@ -92,7 +92,7 @@ def predict_probabilities(ckpt, texts):
 def pick_samples(ckpt, task, data_dir, n, errors=False, max_chars=None, balanced=False):
     """The first n test samples (in split order) that the model gets right (or wrong);
     balanced: at most ceil(n / classes) per true class, so a gallery shows several classes."""
-    from dataset import load_task
+    from tig.dataset import load_task
     test = load_task(task, data_dir).test
     cap = -(-n // len(ckpt.classes)) if balanced else n
     chosen_texts, chosen_labels = [], []
@@ -135,7 +135,7 @@ def write_outputs(rows, out, formats, stem=OUTPUT_STEM, title=None, color="auto"
 
 def parse_args(argv=None):
     from tig.cli import ArgumentParser, add_model_arguments, add_replace_argument, choice, comma_list, int_range, steps_or_auto
-    from dataset import TASKS
+    from tig.dataset import TASKS
     from tig.validate import BASELINES, MAX_STEPS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", default="ig", type=choice(tuple(CLI_METHODS), "method"),
@@ -152,7 +152,7 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=None, help="data directory for -n")
     # auto by default: what is shown is complete within 1% for every text; on the hotel char-CNN it took
     # 0.74x the time of 50 fixed steps (bench/bench_steps.py, RESULTS.md)
-    p.add_argument("--steps", type=steps_or_auto(MAX_STEPS), default="auto",
+    p.add_argument("--steps", type=steps_or_auto(MAX_STEPS), default=INTERACTIVE_STEPS,
                    help=f"Integrated gradients steps (Gauss-Legendre nodes), 1 to {MAX_STEPS}, or auto: 16, 32, ... "
                         "512 per text until |delta| <= 1%% of |F(x) - F(x')|.")
     p.add_argument("--baseline", default=None, type=choice(BASELINES, "baseline"),
@@ -178,7 +178,7 @@ def parse_args(argv=None):
 
 def read_texts(args):
     from tig.errors import UserError
-    from tokenizer import clean_text
+    from tig.tokenizer import clean_text
     texts = list(args.text)
     if args.file:
         if os.path.isdir(args.file):

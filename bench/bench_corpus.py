@@ -70,7 +70,7 @@ def write_corpus(path, texts, n):
 
 def ig_floor_rate(checkpoint, texts, steps):
     """texts/s of one integrated_gradients call on BATCH texts (best of 3, after a warm-up call)."""
-    from integrated_gradients import integrated_gradients
+    from tig.ig import integrated_gradients
     from tig.checkpoint import load_checkpoint
     ckpt = load_checkpoint(checkpoint)
     ids = ckpt.tokenizer.encode(texts[:BATCH], ckpt.maxlen)
@@ -84,7 +84,7 @@ def ig_floor_rate(checkpoint, texts, steps):
 
 
 def bench_explain(args):
-    from dataset import load_task
+    from tig.dataset import load_task
     data = load_task(args.task, args.data_dir)
     texts = data.test.texts + data.val.texts + data.train.texts
     floor = ig_floor_rate(args.checkpoint, texts, args.steps)

@@ -38,7 +38,7 @@ import time
 import numpy as np
 
 SAMPLES = 64
-STEPS = 50
+from tig.defaults import STEPS  # noqa: E402
 REPEATS = 3
 MIN_SECONDS = 5.0    # each timed variant runs at least REPEATS times and at least this long in total
 QUICK_SAMPLES, QUICK_MIN_SECONDS = 16, 1.0   # the default run (about a minute); --full: the two above
@@ -90,7 +90,7 @@ def interpolated_chunks(split, inputs, steps, pad=False):
     the group's length, cut into IG's chunks (pad: padded to IG's two chunk sizes, as with XLA)."""
     import tensorflow as tf
     from tig.engine import chunk_cap, chunks, length_groups, pad_rows
-    from integrated_gradients import make_baseline, quadrature
+    from tig.ig import make_baseline, quadrature
     x, context, token_ids = split.lookup(inputs)
     context = np.asarray(context)
     x0 = make_baseline(split, token_ids, x, "zero")
@@ -136,7 +136,7 @@ def floors(split, inputs, steps):
 def time_ig(model, inputs, steps, min_seconds=MIN_SECONDS):
     """IG now (with and without XLA), IG before static shapes, the floors; one dict of numbers."""
     from tig.embedding_split import none_dim_graphs, split_at_embedding
-    from integrated_gradients import integrated_gradients
+    from tig.ig import integrated_gradients
     split = split_at_embedding(model, inputs)
     before = none_dim_graphs(split)   # one Split, so its graphs are traced once
     n = len(inputs)
@@ -213,7 +213,7 @@ def peak_rss_mb():
 
 def load_inputs(args):
     from tig.cli import resolve_checkpoint
-    from dataset import load_task
+    from tig.dataset import load_task
     ckpt = resolve_checkpoint(checkpoint=args.checkpoint)
     texts = load_task(ckpt.meta["task"], args.data_dir).test.texts[:args.n]
     return ckpt, ckpt.tokenizer.encode(texts, ckpt.maxlen)
@@ -221,7 +221,7 @@ def load_inputs(args):
 
 def child_memory(args):
     """Run in a fresh process: peak RSS of one IG call at args.steps steps."""
-    from integrated_gradients import integrated_gradients
+    from tig.ig import integrated_gradients
     ckpt, ids = load_inputs(args)
     ckpt.model(ids[:1])
     before = peak_rss_mb()
@@ -231,7 +231,7 @@ def child_memory(args):
 
 def checkpoint_extras(args, ckpt, ids):
     """The per-alpha loop, memory at S and 6*S steps, and the quadrature rules' completeness gaps."""
-    from integrated_gradients import integrated_gradients
+    from tig.ig import integrated_gradients
     n, steps = len(ids), args.steps
     loop_ids = ids[:LOOP_SAMPLES]
     loop_time = best_time(lambda: per_alpha_loop(ckpt.model, loop_ids, steps), repeats=1)
@@ -298,7 +298,7 @@ def main():
         p.error(f"argument --steps: must be at most {MAX_STEPS // 6} (memory is also measured at 6x)")
 
     if args.model:
-        from dataset import load_task
+        from tig.dataset import load_task
         from tig.user_model import load_user_model
         ckpt = load_user_model(args.model, vocab=args.vocab, tokenizer=args.tokenizer, maxlen=args.maxlen)
         inputs = ckpt.tokenizer.encode(load_task(args.task, args.data_dir).test.texts[:args.n], ckpt.maxlen)

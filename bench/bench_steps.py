@@ -25,7 +25,7 @@ MIN_SECONDS = 5.0    # each variant runs at least 3 times and this long in total
 
 def explain_all(model, token_ids, steps):
     """IG in the command line's batches (methods.TEXTS_PER_CALL texts per call)."""
-    from integrated_gradients import integrated_gradients
+    from tig.ig import integrated_gradients
     from tig.methods import TEXTS_PER_CALL
     return [integrated_gradients(model, token_ids[i:i + TEXTS_PER_CALL], steps=steps)
             for i in range(0, len(token_ids), TEXTS_PER_CALL)]

@@ -45,7 +45,7 @@ VAL_BATCH_SIZE = 256       # train.py's validation batch
 
 def parse_args(argv=None):
     from tig.cli import ArgumentParser, choice, float_range, int_range
-    from dataset import TASKS
+    from tig.dataset import TASKS
     from tig.defaults import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
     from train import BATCH_SIZE, LEARNING_RATE
     p = ArgumentParser(description=__doc__.splitlines()[0])
@@ -66,8 +66,8 @@ def parse_args(argv=None):
 
 def prepare(args):
     """Inputs as train.py makes them: tokenizer fit on the training texts, its default maxlen."""
-    from dataset import load_task
-    from tokenizer import Tokenizer
+    from tig.dataset import load_task
+    from tig.tokenizer import Tokenizer
     from train import MIN_FREQ, default_maxlen
     data = load_task(args.task, args.data_dir)
     tokenizer = Tokenizer.fit(data.train.texts, level="char", min_freq=MIN_FREQ)
@@ -79,7 +79,7 @@ def prepare(args):
 def fresh_model(args, data, tokenizer, x_train, jit_compile):
     """The same model, optimizer and (infinite, reshuffled) training batches for either setting."""
     import keras
-    from model import build_model, make_optimizer
+    from tig.model import build_model, make_optimizer
     from train import MASK_RATE, make_dataset
     keras.utils.set_random_seed(args.seed)   # same initial weights, dropout and shuffle seeds
     model = build_model(args.arch, len(tokenizer), len(data.classes), args.embed_dim, args.dropout, args.hidden)

@@ -43,9 +43,9 @@ def main(argv=None):
     import numpy as np
 
     from tig.checkpoint import current_version, save_checkpoint
-    from dataset import load_task
-    from model import build_model, make_optimizer
-    from tokenizer import Tokenizer
+    from tig.dataset import load_task
+    from tig.model import build_model, make_optimizer
+    from tig.tokenizer import Tokenizer
     data = load_task("thucnews", args.data_dir)
     tokenizer = Tokenizer.fit(data.train.texts, min_freq=2)
     ids, labels = tokenizer.encode(data.train.texts[:64], 32), np.asarray(data.train.labels[:64])

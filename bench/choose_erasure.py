@@ -35,7 +35,7 @@ def main(argv=None):
     import evaluate
     from tig import peers
     from tig.checkpoint import load_checkpoint
-    from dataset import load_task
+    from tig.dataset import load_task
     from tig.erasure import greedy_erasure
     from tig.attribution import class_scores
     from tig.perturbation import deletion_ig

@@ -42,7 +42,7 @@ from tig.errors import UserError
 
 INSTALL = "pip install torch==2.13.0 captum transformers"
 N_TEXTS = 50
-STEPS = 50
+from tig.defaults import STEPS  # noqa: E402
 LAYERS = 2
 HIDDEN = 128
 HEADS = 4
@@ -165,7 +165,7 @@ def captum_ig(model, groups, rows, targets, steps, internal_batch_size=None):
 
 def ours_ig(task, groups, rows, targets, steps, xla=None):
     """The project's integrated_gradients per group: (scores, deltas, steps used, outputs, seconds)."""
-    from integrated_gradients import integrated_gradients
+    from tig.ig import integrated_gradients
     scores, deltas = [None] * len(rows), np.zeros(len(rows))
     used, gaps = np.zeros(len(rows), np.int64), np.zeros(len(rows))
     start = time.perf_counter()
@@ -219,7 +219,7 @@ def compare(args):
     """The whole comparison; returns the result dict (written to OUT/captum.json by main)."""
     torch = import_extras()
     import keras_hub_example
-    from dataset import load_task
+    from tig.dataset import load_task
     torch.set_num_threads(args.threads)
     import tensorflow as tf
     try:

@@ -45,7 +45,7 @@ def import_fasttext():
 
 def fasttext_line(text):
     """Characters separated by spaces (whitespace itself dropped: fastText splits on it)."""
-    from tokenizer import clean_text
+    from tig.tokenizer import clean_text
     return " ".join(c for c in clean_text(text) if not c.isspace())
 
 
@@ -75,7 +75,7 @@ def checkpoint_size(directory):
 
 def parse_args(argv=None):
     from tig.cli import ArgumentParser, choice, int_range
-    from dataset import TASKS
+    from tig.dataset import TASKS
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="thucnews", type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
@@ -91,7 +91,7 @@ def main(argv=None):
     quiet_tensorflow()   # after parsing: --help and usage errors never wait for TensorFlow
     import_fasttext()   # fail before any training when the package is missing
     import train
-    from dataset import load_task
+    from tig.dataset import load_task
     from tig.checkpoint import MODEL_FILE, check_checkpoint_target
     out = args.out or os.path.join("runs", "compare", args.task)
     check_checkpoint_target(out)   # before fastText's minutes, not after

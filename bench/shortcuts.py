@@ -106,7 +106,7 @@ def plant_rows(texts, labels, kind, share=SHARE, seed=SEED, window=WINDOW):
 
 def plant(source_dir, out_dir, kind, share=SHARE, seed=SEED, window=WINDOW):
     """Write a planted copy of the task's CSV and its manifest into out_dir (new, or empty)."""
-    from dataset import CSV_SETS, find_file, read_label_review_csv
+    from tig.dataset import CSV_SETS, find_file, read_label_review_csv
     from tig.files import atomic_write
     source, target = os.path.realpath(source_dir), os.path.realpath(out_dir)
     if target == source or target.startswith(source + os.sep):
@@ -276,7 +276,7 @@ def train_model(arch, data_dir, out, epochs=None):
 def score_planted(ckpt, planted, limit, methods, seed=SEED, log=print):
     """A model trained on the planted copy `planted`: its test accuracy, the flip check, and every method
     scored on up to `limit` deciding test texts -> the kind's result (a dict)."""
-    from dataset import load_task
+    from tig.dataset import load_task
     manifest = read_manifest(planted)
     kind, tokens = manifest["kind"], manifest["tokens"]
     data, predict = load_task(TASK, planted, download=False), predictor(ckpt)
@@ -292,7 +292,7 @@ def score_planted(ckpt, planted, limit, methods, seed=SEED, log=print):
 
 def run(args, log=print):
     """Plant, train, check, score (and the sanity checks) for one architecture; resumable."""
-    from dataset import load_task
+    from tig.dataset import load_task
     from sanity_checks import read_results, report, write_outputs
     root = os.path.join(args.out, args.arch)
     os.makedirs(root, exist_ok=True)

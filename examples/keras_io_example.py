@@ -63,7 +63,7 @@ def main(argv=None):
     from tig.errors import UserError
     from tig.files import current_umask
     from tig.cli import ArgumentParser, choice, int_range
-    from dataset import TASKS, load_task
+    from tig.dataset import TASKS, load_task
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="hotel", type=choice(TASKS, "task"), help="Task whose training split is used.")
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")

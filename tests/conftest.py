@@ -2,9 +2,9 @@
 import os
 import sys
 
+# `tig` is the installed package (pip install -e .); the commands at the top and the scripts in bench/ and
+# examples/ are imported by name through pytest.ini's `pythonpath`, as `python SCRIPT.py` finds its siblings
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path[1:1] = [os.path.join(ROOT, "bench"), os.path.join(ROOT, "examples")]   # the benchmarks and examples import as modules too
 from tig.cli import quiet_tensorflow  # noqa: E402
 
 quiet_tensorflow()
@@ -88,7 +88,6 @@ def train_tiny(out, data_dir, arch="cnn", task="hotel", epochs=8, extra=()):
 IN_SECOND_PROCESS = ("transformer", "mean")
 SECOND_PROCESS = """
 import json, sys
-sys.path.insert(0, {root!r})
 from tig.cli import quiet_tensorflow
 quiet_tensorflow()
 import train
@@ -102,12 +101,12 @@ def tiny_checkpoints(tmp_path_factory, data_dir):
     """One tiny trained hotel-format checkpoint per architecture, from our own sentences."""
     import json
     import subprocess
-    from model import ARCHS
+    from tig.model import ARCHS
     from tig.checkpoint import load_checkpoint
     root = tmp_path_factory.mktemp("ckpt")
     paths = {arch: str(root / arch) for arch in ARCHS}
     second = subprocess.Popen(
-        [sys.executable, "-c", SECOND_PROCESS.format(root=ROOT),
+        [sys.executable, "-c", SECOND_PROCESS,
          json.dumps([tiny_args(paths[arch], data_dir, arch) for arch in IN_SECOND_PROCESS])],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})

@@ -6,11 +6,11 @@ import pytest
 import tensorflow as tf
 
 from conftest import train_tiny
-from gradients import gradients
-from integrated_gradients import integrated_gradients, quadrature
-from model import HashedNgramEmbedding, build_model
+from tig.saliency import gradients
+from tig.ig import integrated_gradients, quadrature
+from tig.model import HashedNgramEmbedding, build_model
 from tig.checkpoint import CheckpointError, init_from_checkpoint, load_checkpoint
-from tokenizer import Tokenizer
+from tig.tokenizer import Tokenizer
 
 NEW_ARCHS = ("fasttext", "transformer")
 TEXTS = ["房间很干净，服务很好", "前台态度很差", "好"]
@@ -80,7 +80,7 @@ def test_fasttext_fixture_is_the_default_recipe(tiny_checkpoints):
 
 
 def test_arch_defaults_leave_the_other_architectures_alone():
-    import model
+    from tig import model
     import train
     cnn = train.parse_args(["--task", "hotel"])
     assert (cnn.hidden, cnn.dropout, cnn.lr, cnn.batch_size, cnn.epochs, cnn.schedule, cnn.mask_rate) == \

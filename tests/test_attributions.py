@@ -5,9 +5,9 @@ import tensorflow as tf
 import keras
 from keras import layers, ops
 
-from gradients import gradients
-from integrated_gradients import RULES, integrated_gradients, quadrature
-from model import ARCHS, ZeroPadding, build_embedder, compose
+from tig.saliency import gradients
+from tig.ig import RULES, integrated_gradients, quadrature
+from tig.model import ARCHS, ZeroPadding, build_embedder, compose
 from tig.checkpoint import load_checkpoint
 
 TEXTS = ["房间很干净，服务很好，值得推荐", "前台态度很差，再也不来了", "位置不错但是早餐很差", "好"]
@@ -108,7 +108,7 @@ def relative_gap(attribution):
 
 def test_completeness_on_a_trained_model(trained_checkpoint):
     ckpt = load_checkpoint(trained_checkpoint)
-    from dataset import load_task
+    from tig.dataset import load_task
     texts = load_task("reviews").test.texts[:64]
     ids = ckpt.tokenizer.encode(texts, ckpt.maxlen)
     gl = {n: integrated_gradients(ckpt.model, ids, steps=n) for n in (4, 16, 50)}

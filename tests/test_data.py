@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA, skip_or_fail, write_csv
-from dataset import DataError, load_task
-from tokenizer import MASK_ID, PAD_ID, UNK_ID, Tokenizer
+from tig.dataset import DataError, load_task
+from tig.tokenizer import MASK_ID, PAD_ID, UNK_ID, Tokenizer
 
 
 @pytest.mark.parametrize("task,classes", [("hotel", 2), ("weibo", 2), ("moods", 4), ("thucnews", 3)])
@@ -147,7 +147,7 @@ def test_duplicates_and_conflicting_labels_are_removed_and_counted_exactly(tmp_p
 def test_dedup_keeps_a_repeat_free_split_exactly_as_it_was(tmp_path):
     """A data set without repeats splits exactly as before deduplication existed (the same permutation
     of the same rows), so checkpoints trained on hotel and moods keep their test sets."""
-    from dataset import SPLIT_FRACTIONS, SPLIT_SEED
+    from tig.dataset import SPLIT_FRACTIONS, SPLIT_SEED
     rows = [(i % 2, f"评论{i}") for i in range(50)]
     write_csv(tmp_path / "ChnSentiCorp_htl_all.csv", rows)
     data = load_task("hotel", str(tmp_path))
@@ -201,7 +201,7 @@ def test_word_tokenizer_same_interface():
 
 def test_download_fails_fast_and_clearly_when_offline(tmp_path, monkeypatch):
     import time
-    import dataset
+    from tig import dataset
     monkeypatch.setenv("HOME", str(tmp_path / "home"))          # no cached copy
     monkeypatch.setitem(dataset.DOWNLOADS, "ChnSentiCorp_htl_all.csv",
                         ("https://localhost/nothing/ChnSentiCorp_htl_all.csv", "0" * 64))

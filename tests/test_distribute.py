@@ -21,12 +21,12 @@ def tiny_args(data_dir, out, batch_size=16, epochs=8):
 
 
 def env(**extra):
-    return {**os.environ, "PYTHONPATH": ROOT, **extra}
+    return {**os.environ, **extra}
 
 
 def reloaded_accuracy(out, data_dir):
     """Test accuracy of a checkpoint reloaded here, on this process's single CPU device."""
-    from dataset import load_task
+    from tig.dataset import load_task
     from tig.checkpoint import load_checkpoint
     ckpt = load_checkpoint(out)
     test = load_task("hotel", data_dir).test

@@ -9,7 +9,7 @@ import keras
 from keras import layers
 
 import evaluate
-from model import MaskedGlobalMaxPool, ZeroPadding, build_embedder, compose
+from tig.model import MaskedGlobalMaxPool, ZeroPadding, build_embedder, compose
 from test_cli import assert_clean_failure, in_process, run
 
 MARKER, VOCAB, DIM = 7, 20, 4

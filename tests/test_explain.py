@@ -35,7 +35,7 @@ def hotel(tmp_path_factory):
     if not os.path.exists(os.path.join(SHARED_DATA, "ChnSentiCorp_htl_all.csv")):
         skip_or_fail(f"no real data at {SHARED_DATA} (set $TIG_DATA_DIR)")
     import train
-    from dataset import load_task
+    from tig.dataset import load_task
     root = tmp_path_factory.mktemp("explain")
     ckpt = str(root / "ckpt")
     train.main(["--task", "hotel", "--data-dir", SHARED_DATA, "--out", ckpt, "--epochs", "2", "--limit", "3000",
@@ -77,7 +77,7 @@ def test_one_line_per_text_in_input_order_and_completeness(hotel, full_run):
 
 
 def test_lines_match_integrated_gradients_called_directly(hotel, full_run):
-    from integrated_gradients import integrated_gradients
+    from tig.ig import integrated_gradients
     from tig.checkpoint import load_checkpoint
     ckpt = load_checkpoint(hotel["ckpt"])
     _, lines = read_out(full_run)
@@ -145,9 +145,9 @@ def test_ray_engine_writes_the_same_attributions(hotel, full_run):
 def marker_checkpoint(directory, marker, alphabet):
     """A 'mean' model whose only route to class 1 is the marker's embedding dimension 0; every other
     character has a small random embedding in the other dimensions."""
-    from model import build_model
+    from tig.model import build_model
     from tig.checkpoint import save_checkpoint
-    from tokenizer import RESERVED, Tokenizer
+    from tig.tokenizer import RESERVED, Tokenizer
     tokenizer = Tokenizer(RESERVED + [marker] + alphabet)
     dim = 4
     model = build_model("mean", len(tokenizer), 2, embed_dim=dim, dropout=0.0, hidden=dim)

@@ -10,7 +10,7 @@ import pytest
 keras_hub = pytest.importorskip("keras_hub")
 import keras  # noqa: E402
 
-from integrated_gradients import integrated_gradients  # noqa: E402
+from tig.ig import integrated_gradients  # noqa: E402
 from tig import embedding_split  # noqa: E402
 from tig.first_token import first_position_call, last_layer_reading_first  # noqa: E402
 from tig.model_io import HubInputs, OwnForward, prepare_inputs  # noqa: E402

@@ -16,8 +16,8 @@ from keras import layers, ops
 import keras_io_example
 from conftest import SHARED_DATA, skip_or_fail
 from tig.errors import UserError
-from gradients import gradients
-from integrated_gradients import integrated_gradients, quadrature
+from tig.saliency import gradients
+from tig.ig import integrated_gradients, quadrature
 
 VOCAB, DIM, L = 60, 16, 20
 STEPS = 50
@@ -289,7 +289,7 @@ SEQUENCE = 96
 def keras_io_file(tmp_path_factory):
     if not os.path.exists(os.path.join(SHARED_DATA, "ChnSentiCorp_htl_all.csv")):
         skip_or_fail(f"no real data at {SHARED_DATA} (set $TIG_DATA_DIR)")
-    from dataset import load_task
+    from tig.dataset import load_task
     train = load_task("hotel", SHARED_DATA).train
     rng = np.random.default_rng(0)
     pick = rng.choice(len(train.texts), 400, replace=False)
@@ -303,7 +303,7 @@ def keras_io_file(tmp_path_factory):
 
 
 def test_keras_io_model_from_file(keras_io_file):
-    from dataset import load_task
+    from tig.dataset import load_task
     model = keras.saving.load_model(keras_io_file)
     texts = load_task("hotel", SHARED_DATA).test.texts[:6]
     texts[0] = texts[0][:30]             # short: padded up to the sequence length

@@ -18,9 +18,9 @@ from test_safety import snapshot
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory):
     """An untrained hotel-format cnn checkpoint (tiny sizes), saved by model.save_checkpoint."""
-    from model import build_model
+    from tig.model import build_model
     from tig.checkpoint import save_checkpoint
-    from tokenizer import RESERVED, Tokenizer
+    from tig.tokenizer import RESERVED, Tokenizer
     tokenizer = Tokenizer(RESERVED + list("房间很干净服务好差早餐太了"), "char")
     model = build_model("cnn", len(tokenizer), 2, embed_dim=8, hidden=8)
     out = str(tmp_path_factory.mktemp("small") / "hotel")
@@ -98,7 +98,7 @@ def assert_clean(text):
 
 
 def test_class_names_with_control_characters_are_refused_at_load(data_dir, tmp_path):
-    from dataset import DataError, load_task
+    from tig.dataset import DataError, load_task
     folder = tmp_path / "thucnews"
     shutil.copytree(os.path.join(data_dir, "thucnews"), folder)
     (folder / "class.txt").write_text("finance\nsports\x1b]0;owned\x07\ngame\n", encoding="utf-8")
@@ -227,7 +227,7 @@ def test_a_meta_without_tokenizer_fingerprint_is_refused(small_checkpoint, tmp_p
 
 
 def test_a_tokenizer_file_holding_a_list_is_a_clear_error(tmp_path):
-    from tokenizer import Tokenizer
+    from tig.tokenizer import Tokenizer
     path = tmp_path / "tokenizer.json"
     path.write_text('["<pad>", "<unk>", "<mask>"]', encoding="utf-8")
     with pytest.raises(ValueError, match="not a tokenizer file.*JSON object"):
@@ -235,7 +235,7 @@ def test_a_tokenizer_file_holding_a_list_is_a_clear_error(tmp_path):
 
 
 def test_duplicates_across_splits_are_counted(data_dir):
-    from dataset import load_task
+    from tig.dataset import load_task
     data = load_task("hotel", data_dir)
     overlap = data.overlap()
     train = set(data.train.texts)
@@ -262,7 +262,7 @@ def test_tig_xla_must_be_0_1_or_unset():
     ({"batch_size": 2.5}, TypeError, "batch_size"),
 ])
 def test_integrated_gradients_refuses_instead_of_coercing(small_checkpoint, kwargs, error, fragment):
-    from integrated_gradients import integrated_gradients
+    from tig.ig import integrated_gradients
     from tig.checkpoint import load_checkpoint
     ckpt = load_checkpoint(small_checkpoint)
     ids = ckpt.tokenizer.encode(["房间很干净"], ckpt.maxlen)
@@ -271,8 +271,8 @@ def test_integrated_gradients_refuses_instead_of_coercing(small_checkpoint, kwar
 
 
 def test_token_ids_outside_the_vocabulary_and_none_are_refused(small_checkpoint):
-    from gradients import gradients
-    from integrated_gradients import integrated_gradients
+    from tig.saliency import gradients
+    from tig.ig import integrated_gradients
     from tig.checkpoint import load_checkpoint
     ckpt = load_checkpoint(small_checkpoint)
     for bad in ([[4, -1, 0]], [[4, len(ckpt.tokenizer), 0]]):

@@ -3,7 +3,7 @@ style of check, y = [5x, y^2, sin z], where integrated gradients has a closed fo
 import numpy as np
 import pytest
 
-from integrated_gradients import RULES, integrate, quadrature, weighted_gradient_sum
+from tig.ig import RULES, integrate, quadrature, weighted_gradient_sum
 
 
 def analytic(points):
@@ -64,7 +64,7 @@ def test_the_engine_gives_the_same_integral_as_the_plain_sum():
 
     from tig.embedding_split import split_at_embedding
     from tig.engine import ENGINE
-    from model import build_model
+    from tig.model import build_model
     model = build_model("cnn", 40, 3, embed_dim=8, hidden=8)
     ids = np.array([[5, 9, 17, 3, 0, 0], [4, 11, 0, 0, 0, 0]], np.int32)
     split = split_at_embedding(model)

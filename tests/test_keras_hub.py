@@ -21,8 +21,8 @@ import tensorflow as tf  # noqa: E402
 
 from tig.errors import UserError  # noqa: E402
 from conftest import SHARED_DATA, skip_or_fail  # noqa: E402
-from gradients import gradients  # noqa: E402
-from integrated_gradients import integrated_gradients  # noqa: E402
+from tig.saliency import gradients  # noqa: E402
+from tig.ig import integrated_gradients  # noqa: E402
 
 SEQUENCE = 24
 STEPS = 32
@@ -33,7 +33,7 @@ TEXTS = ["房间很干净，服务也很周到", "太差了，不会再来", "�
 def hotel():
     if not os.path.exists(os.path.join(SHARED_DATA, "ChnSentiCorp_htl_all.csv")):
         skip_or_fail("../shared/data is not present")
-    from dataset import load_task
+    from tig.dataset import load_task
     train = load_task("hotel", SHARED_DATA).train
     rng = np.random.default_rng(0)
     pick = rng.choice(len(train.texts), 256, replace=False)

@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 from tig.embedding_split import split_at_embedding
-from model import ARCHS, build_model
+from tig.model import ARCHS, build_model
 from tig.checkpoint import CheckpointError, current_version, load_checkpoint, save_checkpoint
-from tokenizer import Tokenizer
+from tig.tokenizer import Tokenizer
 
 TEXTS = ["房间很干净，服务很好", "前台态度很差", "好"]
 
@@ -101,7 +101,7 @@ def test_checkpoints_hold_no_optimizer_state_and_old_ones_still_load(tmp_path):
     import io
     import zipfile
     import h5py
-    from model import make_optimizer
+    from tig.model import make_optimizer
     from tig.checkpoint import MODEL_FILE
     tokenizer = Tokenizer.fit(TEXTS, min_freq=1)
     ids = tokenizer.encode(TEXTS, 12)

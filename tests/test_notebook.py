@@ -12,7 +12,6 @@ TEXTS = {"good": "房间很好很好", "bad": "房间很差很差"}   # characte
 
 SETUP = """
 import os, sys
-sys.path.insert(0, {root!r})
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 from tig.cli import quiet_tensorflow
 quiet_tensorflow()
@@ -20,7 +19,7 @@ quiet_tensorflow()
 # the README's "Explaining from Python" lines, as a reader pastes them into a notebook
 README_IG = """
 from tig.checkpoint import load_checkpoint
-from integrated_gradients import integrated_gradients
+from tig.ig import integrated_gradients
 ckpt = load_checkpoint({checkpoint!r})
 token_ids = ckpt.tokenizer.encode([{text!r}], ckpt.maxlen)
 ig = integrated_gradients(ckpt.model, token_ids, steps=50)

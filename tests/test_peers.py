@@ -8,13 +8,13 @@ from keras import layers, ops
 
 import evaluate
 from tig import peers
-from model import ZeroPadding, build_embedder, compose
-from integrated_gradients import integrated_gradients
+from tig.model import ZeroPadding, build_embedder, compose
+from tig.ig import integrated_gradients
 from tig.perturbation import (deletion_ig, deletion_surrogate, delete_tokens, occlusion, sample_masks, spread_back,
                           stratified_masks)
 from test_cli import assert_clean_failure, in_process
 from test_evaluate import MARKER, marked_ids, marker_model
-from tokenizer import RESERVED, Tokenizer
+from tig.tokenizer import RESERVED, Tokenizer
 
 VOCAB, CLASSES = 30, 2
 

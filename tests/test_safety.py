@@ -125,11 +125,10 @@ def test_older_flat_checkpoints_load_and_are_replaced_in_place(tiny_checkpoints,
 
 SAVER = textwrap.dedent("""
     import os, signal, sys
-    sys.path.insert(0, {root!r})
     from tig.cli import quiet_tensorflow
     quiet_tensorflow()
     from tig import checkpoint, files
-    from tokenizer import Tokenizer
+    from tig.tokenizer import Tokenizer
     source, target, point, how = sys.argv[1:5]
     ckpt = checkpoint.load_checkpoint(source)
 
@@ -163,7 +162,7 @@ def test_a_save_killed_at_any_point_leaves_the_previous_checkpoint(tiny_checkpoi
     target = str(tmp_path / "ckpt")
     save_checkpoint(target, ckpt.model, ckpt.tokenizer, ckpt.meta, {"run": "previous"})
     script = tmp_path / "saver.py"
-    script.write_text(SAVER.format(root=ROOT), encoding="utf-8")
+    script.write_text(SAVER, encoding="utf-8")
     result = subprocess.run([sys.executable, str(script), tiny_checkpoints["cnn"], target, point, how],
                             capture_output=True, text=True, timeout=300)
     # an uncaught KeyboardInterrupt ends Python by SIGINT, as Ctrl-C would
@@ -252,7 +251,7 @@ def test_thucnews_in_gbk_and_duplicate_classes(data_dir, tmp_path, capsys):
 
 
 def test_training_that_diverges_saves_nothing(data_dir, tmp_path, monkeypatch):
-    import model
+    from tig import model
     import train
     from tig.errors import UserError
     real_build = model.build_model
@@ -394,7 +393,7 @@ def test_evaluate_and_bench_bad_arguments(tiny_checkpoints, tmp_path, capsys):
 
 
 def test_api_rejects_absurd_steps_and_batch_size(tiny_checkpoints):
-    from integrated_gradients import MAX_STEPS, integrated_gradients
+    from tig.ig import MAX_STEPS, integrated_gradients
     from tig.checkpoint import load_checkpoint
     ckpt = load_checkpoint(tiny_checkpoints["cnn"])
     ids = ckpt.tokenizer.encode(["房间很好"], ckpt.maxlen)

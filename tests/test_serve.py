@@ -20,7 +20,7 @@ starlette = pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
 import serve  # noqa: E402
-from integrated_gradients import integrated_gradients  # noqa: E402
+from tig.ig import integrated_gradients  # noqa: E402
 from tig.checkpoint import load_checkpoint  # noqa: E402
 
 TEXT = "房间很干净，服务也好"

@@ -132,7 +132,7 @@ def test_on_a_model_that_uses_exactly_the_planted_character():
     assert rows["saliency"]["mrr"] == pytest.approx(np.mean([1 / len(t) for t in chosen]))
 
 def test_a_tiny_model_trained_on_a_planted_copy(data_dir, tmp_path):
-    from dataset import load_task
+    from tig.dataset import load_task
     from tig.checkpoint import load_checkpoint
     import train
     from conftest import tiny_args
@@ -158,7 +158,7 @@ def test_a_tiny_model_trained_on_a_planted_copy(data_dir, tmp_path):
 
 
 def test_cascading_randomisation_decorrelates_and_leaves_the_trained_model_alone(tiny_checkpoints, data_dir):
-    from dataset import load_task
+    from tig.dataset import load_task
     from tig.checkpoint import load_checkpoint
     ckpt, copy = load_checkpoint(tiny_checkpoints["cnn"]), load_checkpoint(tiny_checkpoints["cnn"])
     weights = [w.copy() for w in ckpt.model.get_weights()]

@@ -7,10 +7,10 @@ from tig import engine
 from tig.checkpoint import load_checkpoint
 from tig.embedding_split import none_dim_graphs, split_at_embedding
 from tig.engine import ENGINE, Engine, bucket_length, chunks, length_groups, slots_for
-from gradients import gradients
+from tig.saliency import gradients
 from tig.attribution import class_scores
-from integrated_gradients import integrated_gradients
-from model import build_model
+from tig.ig import integrated_gradients
+from tig.model import build_model
 
 TEXTS = ["房间很干净，服务很好，值得推荐", "前台态度很差，再也不来了", "位置不错但是早餐很差", "好",
          "早餐种类很多，味道也不错，就是价格有点贵", "差"]

@@ -54,7 +54,7 @@ def files(tmp_path_factory):
 
 def test_padding_pre_matches_the_models_own_pipeline(files):
     from tig.user_model import load_user_model
-    from integrated_gradients import integrated_gradients
+    from tig.ig import integrated_gradients
     root, bilstm = files
     own = np.asarray(bilstm(keras.utils.pad_sequences(ids_of(TEXTS), maxlen=L)))[:, 0]
     pre = load_user_model(str(root / "bilstm.keras"), vocab=str(root / "vocab.txt"), padding="pre")

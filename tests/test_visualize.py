@@ -138,7 +138,7 @@ def test_bad_input(tiny_checkpoints, tmp_path, capsys):
     bad = tmp_path / "bad"
     shutil.copytree(ckpt, bad)
     from tig.checkpoint import current_version
-    from tokenizer import Tokenizer
+    from tig.tokenizer import Tokenizer
     Tokenizer.fit(["别的词表"], min_freq=1).save(os.path.join(current_version(str(bad)), "tokenizer.json"))
     assert_clean_failure(probe(capsys, "--checkpoint", str(bad), "--text", "好"), "not the vocabulary")
 

@@ -1,10 +1,43 @@
-"""The shared internals of text-integrated-gradients, used by the commands at the top level.
+"""text-integrated-gradients: explain Keras 3 text classifiers token by token.
 
-The public API stays at the top (`integrated_gradients`, `gradients`, `dataset`, `model`, `tokenizer`);
-the rest is here: how models are split at their embedding (embedding_split, model_io), how explanations
-run (engine), the result type (attribution), the checkpoint format (checkpoint), every method by name
-(methods) with the perturbation methods (perturbation, erasure, peers), rendering (render, plots), the
-command lines' shared parts (cli, errors, files, validate), users' models (user_model), corpora
-(corpus, summary) and training on several devices (distribute). The README's Layout table says which
-file does what.
+    import tig
+    ckpt = tig.load_checkpoint("checkpoints/reviews")
+    ids = ckpt.tokenizer.encode(["质量太差了"], ckpt.maxlen)
+    ig = tig.integrated_gradients(ckpt.model, ids, steps=50)    # an Attribution: scores [B, L], delta [B]
+
+The public API is this module's `__all__`; each name is imported when first used, so that importing
+`tig` (and every command's --help) stays fast and loads no TensorFlow until a method runs.
+Where each name lives, and what each module does, is in the README's Layout table.
 """
+import importlib
+
+_WHERE = {
+    # attribution methods: one batch of token ids (or strings) -> Attribution
+    "integrated_gradients": "tig.ig", "quadrature": "tig.ig", "BASELINES": "tig.ig", "RULES": "tig.ig",
+    "gradients": "tig.saliency",
+    "occlusion": "tig.perturbation", "deletion_surrogate": "tig.perturbation", "deletion_ig": "tig.perturbation",
+    "greedy_erasure": "tig.erasure",
+    "attribute": "tig.methods", "explain_texts": "tig.methods", "METHODS": "tig.methods",
+    "STEPS": "tig.defaults",
+    # results
+    "Attribution": "tig.attribution", "TextAttribution": "tig.methods", "class_scores": "tig.attribution",
+    # models, data, tokenizers
+    "load_checkpoint": "tig.checkpoint", "Checkpoint": "tig.checkpoint",
+    "load_task": "tig.dataset", "TASKS": "tig.dataset",
+    "Tokenizer": "tig.tokenizer", "build_model": "tig.model",
+    "split_at_embedding": "tig.embedding_split",
+    "UserError": "tig.errors",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tig' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

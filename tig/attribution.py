@@ -8,7 +8,7 @@ import numpy as np
 from tig import validate
 from tig.embedding_split import Split, split_at_embedding, verify_split
 from tig.engine import ENGINE
-from tokenizer import PAD_ID
+from tig.tokenizer import PAD_ID
 
 REDUCTIONS = ("sum", "l2")
 VERIFY_ROWS = 8                 # rows of each class_scores call checked against the model's own forward pass

@@ -24,8 +24,8 @@ import keras
 
 from tig.errors import UserError, has_control
 from tig.files import atomic_write, process_alive
-from model import HashedNgramEmbedding
-from tokenizer import Tokenizer
+from tig.model import HashedNgramEmbedding
+from tig.tokenizer import Tokenizer
 
 MODEL_FILE, TOKENIZER_FILE, META_FILE, METRICS_FILE = "model.keras", "tokenizer.json", "meta.json", "metrics.json"
 

@@ -253,7 +253,7 @@ def old_split(meta):
 
 
 def add_model_arguments(p):
-    """--checkpoint's alternative: a user's own Keras 3 model (see user_model.py)."""
+    """--checkpoint's alternative: a user's own Keras 3 model (see tig/user_model.py)."""
     p.add_argument("--model", default=None, help="your own Keras 3 model (.keras) instead of a checkpoint")
     p.add_argument("--vocab", default=None, help="with --model: vocab.txt, one token per line (line number = id)")
     p.add_argument("--tokenizer", default=None, help="with --model: this project's tokenizer.json")
@@ -284,7 +284,7 @@ def resolve_explainable(args, announce=True):
     from tig.user_model import load_user_model
     classes = args.classes
     if classes is None and args.task is not None:
-        from dataset import TASK_CLASSES
+        from tig.dataset import TASK_CLASSES
         classes = TASK_CLASSES.get(args.task)
     return load_user_model(args.model, vocab=args.vocab, tokenizer=args.tokenizer, classes=classes,
                            maxlen=args.maxlen, task=args.task, layer=args.layer,

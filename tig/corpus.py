@@ -54,7 +54,7 @@ class FileSource:
 
     def records(self, offset=None):
         """(byte offset, text, label, characters cut at read) per non-blank record from `offset`."""
-        from dataset import cap_text_counted
+        from tig.dataset import cap_text_counted
         from tig.readers import csv_records
         with open(self.path, "rb") as f:
             if self.format == "csv":
@@ -100,7 +100,7 @@ class TaskSource:
     """Texts of a task's split (dataset.load_task); the offset is the index in the split."""
 
     def __init__(self, task, split, data_dir):
-        from dataset import resolve_data_dir
+        from tig.dataset import resolve_data_dir
         self.task, self.split, self.data_dir = task, split, os.path.abspath(resolve_data_dir(data_dir))
 
     def describe(self):
@@ -114,7 +114,7 @@ class TaskSource:
 
 @functools.cache
 def load_split(task, split, data_dir):
-    from dataset import load_task
+    from tig.dataset import load_task
     data = load_task(task, data_dir)
     part = getattr(data, split)
     return part.texts, part.labels, data.classes

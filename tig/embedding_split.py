@@ -6,7 +6,7 @@ explainers can feed points of their own (the integration path) in place of the v
     outputs = split.head(x, context)                 # == model(inputs), as [B, C] scores
 
 Two constructors, one Split:
-  - this project's models (model.py: sub-models "embedder" and "head"): the head is called on
+  - this project's models (tig/model.py: sub-models "embedder" and "head"): the head is called on
     the embedder's output directly (own_split, no interception; padding-invariant, so the
     engine runs each text at the bucket of its own length);
   - any other Keras 3 model (intercepted_split): Sequential, functional, subclassed and nested
@@ -45,7 +45,7 @@ from keras.src.backend import get_keras_mask, set_keras_mask   # Keras 3's mask 
 from tig.errors import UserError
 from tig.first_token import first_position_call, last_layer_reading_first
 from tig.model_io import HubInputs, OwnForward, as_classes, model_scores, output_kind, prepare_inputs
-from tokenizer import PAD_ID
+from tig.tokenizer import PAD_ID
 from tig.validate import prepare_ids
 
 OUTPUT_KINDS = ("softmax", "sigmoid", "raw")
@@ -58,7 +58,7 @@ class Split:
     head(embeddings, context) -> outputs [B,C] (softmax probabilities, [1-p, p], or raw scores)
     lookup(inputs) -> (embeddings np [B,L,D], context tf tensor, token_ids np int32 [B,L])
     embed_ids(token_ids) -> the Embedding layer's vectors for other ids (for pad/unk baselines)
-    context: what the head needs besides the embeddings; the PAD mask for model.py's models,
+    context: what the head needs besides the embeddings; the PAD mask for tig/model.py's models,
         the model's own input (ids or strings) for any other model, or the token ids when a
         TextVectorization inside the model makes them. Tiled along the batch axis
         on the integration path, so its first axis is the batch.
@@ -69,9 +69,9 @@ class Split:
     layer: object                        # the Embedding layer explained
     output_kind: str = "softmax"
     vocabulary: list = None              # id -> token, when the model carries one (TextVectorization)
-    padding_invariant: bool = False      # PAD columns change nothing (model.py's models): length buckets
+    padding_invariant: bool = False      # PAD columns change nothing (tig/model.py's models): length buckets
     none_dims: bool = False              # run on one graph with None dims (none_dim_graphs)
-    compiles: bool = False               # XLA can compile its graphs (no string ops): model.py's, KerasHub ids
+    compiles: bool = False               # XLA can compile its graphs (no string ops): tig/model.py's, KerasHub ids
     reference: Callable = None           # user inputs -> the model's own [B, C] scores (verify_split)
     fixed_ids: tuple = (PAD_ID,)         # ids that keep their embedding on the path and score 0.0
 
@@ -264,7 +264,7 @@ def cached(model, key, make):
 
 
 def own_parts(model):
-    """(embedder, head, embedding layer) of a model built by model.py, else None."""
+    """(embedder, head, embedding layer) of a model built by tig/model.py, else None."""
     try:
         embedder, head = model.get_layer("embedder"), model.get_layer("head")
         return embedder, head, embedder.get_layer("embedding")
@@ -286,7 +286,7 @@ def split_at_embedding(model, inputs=None, layer=None):
 
 
 def own_split(model, embedder, head, embedding):
-    """model.py's models: embedder(ids) -> (embeddings, PAD mask), head([embeddings, mask]) -> softmax."""
+    """tig/model.py's models: embedder(ids) -> (embeddings, PAD mask), head([embeddings, mask]) -> softmax."""
     def run_head(embeddings, mask):
         return head([embeddings, mask], training=False)
 

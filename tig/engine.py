@@ -12,7 +12,7 @@ it fast and with flat memory:
     exact length they are given, one trace per length for up to `exact_lengths` lengths, then
     one None-dim graph;
   - rows stream in chunks of at most CHUNK_ROWS (fewer when a chunk would pass FLOATS_PER_CHUNK);
-  - XLA (jit_compile) only for splits known to compile (model.py's, KerasHub tasks on their
+  - XLA (jit_compile) only for splits known to compile (tig/model.py's, KerasHub tasks on their
     ids; others may hold string ops), which
     compiles every shape, so its chunks have two sizes (a group's last chunk is padded with
     copies of a real row). Compiling a shape costs 1.6-2.1 s here and saves ~0.012 s per 128-row

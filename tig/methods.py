@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tig.defaults import STEPS
 from tig.render import METHOD_TITLES
 
-STEPS = 50              # integrated gradients' quadrature nodes (the API's and evaluate.py's default)
 TEXTS_PER_CALL = 32     # texts explained per attribution call
 
 
@@ -28,13 +28,13 @@ class Method:
 
 
 METHODS = {
-    "ig": Method(signed=True, ids_only=False, complete=True, module="integrated_gradients.py"),
-    "gradxinput": Method(signed=True, ids_only=False, complete=False, module="gradients.py"),
-    "saliency": Method(signed=False, ids_only=False, complete=False, module="gradients.py"),
-    "occlusion": Method(signed=True, ids_only=True, complete=False, module="perturbation.py"),
-    "surrogate": Method(signed=True, ids_only=True, complete=False, module="perturbation.py"),
-    "deletion-ig": Method(signed=True, ids_only=True, complete=False, module="perturbation.py"),
-    "greedy-erasure": Method(signed=True, ids_only=True, complete=False, module="erasure.py"),
+    "ig": Method(signed=True, ids_only=False, complete=True, module="tig/ig.py"),
+    "gradxinput": Method(signed=True, ids_only=False, complete=False, module="tig/saliency.py"),
+    "saliency": Method(signed=False, ids_only=False, complete=False, module="tig/saliency.py"),
+    "occlusion": Method(signed=True, ids_only=True, complete=False, module="tig/perturbation.py"),
+    "surrogate": Method(signed=True, ids_only=True, complete=False, module="tig/perturbation.py"),
+    "deletion-ig": Method(signed=True, ids_only=True, complete=False, module="tig/perturbation.py"),
+    "greedy-erasure": Method(signed=True, ids_only=True, complete=False, module="tig/erasure.py"),
 }
 ALIASES = {"grad": "gradxinput"}
 NAMES = tuple(METHODS) + tuple(ALIASES)     # what a --method flag accepts
@@ -67,11 +67,11 @@ def attribute(model, inputs, method, *, target=None, layer=None, steps=STEPS, ba
         from tig.errors import UserError
         raise UserError(f"--method {method} deletes token ids: it needs a model that takes token ids")
     if method == "ig":
-        from integrated_gradients import DEFAULT_BASELINE, integrated_gradients
+        from tig.ig import DEFAULT_BASELINE, integrated_gradients
         return integrated_gradients(model, inputs, target, layer=layer, baseline=baseline or DEFAULT_BASELINE,
                                     steps=steps, reduce=reduce, xla=xla)
     if method in ("gradxinput", "saliency"):
-        from gradients import gradients
+        from tig.saliency import gradients
         times_input = method == "gradxinput"
         return gradients(model, inputs, target, layer=layer, times_input=times_input,
                          reduce=reduce if times_input else None, xla=xla)
@@ -151,8 +151,8 @@ def explain_texts(ckpt, texts, method, *, target=None, steps=STEPS, baseline=Non
     on_progress(done): called after each call; timer: a list that gets each call's seconds."""
     import time
 
-    from dataset import cap_text_counted
-    from tokenizer import kept
+    from tig.dataset import cap_text_counted
+    from tig.tokenizer import kept
     method = canonical(method)
     tokenizer, maxlen, out = ckpt.tokenizer, ckpt.maxlen, []
     for start in range(0, len(texts), texts_per_call):

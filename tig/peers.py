@@ -46,7 +46,7 @@ def installed():
 
 def visible_texts(tokenizer, texts, maxlen):
     """Each text as the model sees it: the tokens it keeps of maxlen, joined (char tokenizer only)."""
-    from tokenizer import kept
+    from tig.tokenizer import kept
     if getattr(tokenizer, "level", "char") != "char":
         raise ValueError("LIME and shap are compared on characters: they need a character-level tokenizer")
     padding = getattr(tokenizer, "padding", "post")

@@ -7,7 +7,7 @@ removal brings a leading or trailing space to the edge of the text, which tokeni
 strip, and the text fits in maxlen; tests/test_peers.py checks the equivalence). No string is
 re-tokenised: every perturbed row is built from the ids in NumPy, and all rows of a batch of texts run
 through attribution.class_scores, the explanations' static-shape graphs (each row at the bucket of its
-own length for model.py's models).
+own length for tig/model.py's models).
 
 For a text x of n real tokens, target class t and a keep-mask z in {0,1}^n (z_i = 0: token i
 deleted), write x_z for the deleted text and f(z) = F_t(x_z).
@@ -45,7 +45,7 @@ and the surrogate with ridge=0 recovers each token's weight exactly (tests/test_
 import numpy as np
 
 from tig.attribution import Attribution, class_scores, resolve_target, split_of, tokens_of
-from tokenizer import PAD_ID
+from tig.tokenizer import PAD_ID
 from tig.validate import prepare_ids
 
 SAMPLES = 500             # K perturbed texts per text (the surrogate)
@@ -330,7 +330,7 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
     """
     from tig.engine import ENGINE
     from tig.attribution import reduce_scores
-    from integrated_gradients import integrate, quadrature
+    from tig.ig import integrate, quadrature
     if int(samples) < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     if int(steps) < 1:

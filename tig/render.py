@@ -110,9 +110,9 @@ def names_of(names=None, classes=None):
 
 
 def attribution_explanations(attribution, names=None, classes=None):
-    """An Attribution of gradients.py / integrated_gradients.py as Explanations (one per text):
+    """An Attribution of tig/saliency.py / tig/ig.py as Explanations (one per text):
     its tokens (or those of `names`: a checkpoint, a tokenizer or a vocabulary) and class names."""
-    from tokenizer import PAD_ID
+    from tig.tokenizer import PAD_ID
     vocabulary, classes = names_of(names, classes)
     if vocabulary is None and attribution.tokens is None:
         raise ValueError("this attribution was made from token ids alone; give a checkpoint, a tokenizer or a "

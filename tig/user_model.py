@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tig.errors import UserError
-from tokenizer import HubTokenizer, StringInputTokenizer, Tokenizer, VocabularyTokenizer
+from tig.tokenizer import HubTokenizer, StringInputTokenizer, Tokenizer, VocabularyTokenizer
 
 DEFAULT_MAXLEN = 256           # for an int-input model with no fixed length and no --maxlen
 
