@@ -21,7 +21,6 @@ top-k% is ceil(k% of the text's tokens). "Remove" deletes the characters and re-
 Writes a JSON file and a deletion-curve PNG, and prints a Markdown table.
 """
 import json
-import math
 import os
 import sys
 
@@ -30,16 +29,14 @@ import numpy as np
 from tig.cli import quiet_tensorflow
 from tig.errors import UserError, printable
 from tig.defaults import STEPS
+from tig.faithfulness import CURVE, KS, REMOVALS, faithfulness, top_token_agreement
 from tig.methods import METHODS
 from tig.validate import BASELINES
 from tig.tokenizer import PAD_ID
 
 SAMPLES = 500
-KS = (1, 5, 10, 20, 50)               # percent of tokens, as in ERASER
-CURVE = tuple(np.round(np.linspace(0, 1, 11), 2))
 DEFAULT_METHODS = ("ig", "gradxinput", "saliency", "random")   # any name of tig/methods.py, "random", or a peer
 NATIVE = DEFAULT_METHODS + tuple(m for m in METHODS if m not in DEFAULT_METHODS)   # --methods all: and every peer
-REMOVALS = ("delete", "pad", "unk")
 EXPLAIN_BATCH = 64
 RESULTS_DIR = "results"               # git-ignored; one folder per model (default_out_dir)
 
@@ -47,7 +44,7 @@ RESULTS_DIR = "results"               # git-ignored; one folder per model (defau
 # --- explanations -------------------------------------------------------------------------
 
 def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progress=False, layer=None,
-                surrogate_samples=None):
+                surrogate_samples=None, padding=None):
     """{name: {"scores": [N,L], "complete": [N] bool or None, "steps": [N] or None, "seconds": float}}
     per method (and per IG baseline); complete: Attribution.complete(), |delta| <= 1% of |F(x) - F(x')|
     (IG, and the surrogate if fitted with completeness). seconds: wall time of the method's explanations.
@@ -64,7 +61,7 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
                      for b in baselines]
         else:
             jobs.append((canonical(method), lambda ids, m=canonical(method): attribute(
-                model, ids, m, layer=layer, seed=seed, samples=surrogate_samples)))
+                model, ids, m, layer=layer, seed=seed, samples=surrogate_samples, padding=padding)))
     bar = None
     if progress:
         from tig.cli import Progress
@@ -91,107 +88,6 @@ def explain_all(model, token_ids, methods, baselines, steps=STEPS, seed=0, progr
                          "steps": np.concatenate(steps_used) if steps_used else None,
                          "seconds": time.perf_counter() - began}
     return results
-
-
-def explain_peers(ckpt, texts, token_ids, target, peers, *, lime_samples, shap_evals, seed=0):
-    """The same dict as explain_all for LIME and shap (tig/peers.py), explaining the model's own
-    function: strings re-tokenised with the checkpoint's tokenizer, run at static shapes."""
-    import time
-    from tig import peers as peer
-    from tig.attribution import class_scores
-    texts = peer.visible_texts(ckpt.tokenizer, texts, ckpt.maxlen)
-
-    def predict(strings):
-        return class_scores(ckpt.model, ckpt.tokenizer.encode(list(strings), ckpt.maxlen),
-                            layer=ckpt.meta.get("layer"))
-    results = {}
-    for name in peers:
-        began = time.perf_counter()
-        if name == "lime":
-            scores = peer.lime_scores(predict, texts, target, token_ids.shape[1], lime_samples, seed)
-        else:
-            scores = peer.shap_scores(predict, texts, target, token_ids.shape[1], shap_evals)
-        results[name] = {"scores": np.where(token_ids != PAD_ID, scores, 0.0), "complete": None, "steps": None,
-                         "seconds": time.perf_counter() - began}
-    return results
-
-
-# --- perturbations ------------------------------------------------------------------------
-
-def ranking(scores, mask):
-    """Real positions ordered from most to least supporting (stable for ties)."""
-    real = np.flatnonzero(mask)
-    return real[np.argsort(-scores[real], kind="stable")]
-
-
-def top_count(n_tokens, percent):
-    return min(n_tokens, max(1, math.ceil(n_tokens * percent / 100)))
-
-
-def perturb(token_ids, positions, removal="delete", keep=False, fixed=(PAD_ID,)):
-    """Remove the tokens at `positions` (or keep only them), never those with a `fixed` id (padding; a
-    KerasHub tokenizer's [CLS], [SEP]): a row of the same length."""
-    from tig.tokenizer import UNK_ID
-    real = token_ids != PAD_ID
-    chosen = np.zeros(len(token_ids), bool)
-    chosen[positions] = True
-    drop = (~chosen if keep else chosen) & ~np.isin(token_ids, fixed)
-    out = np.full_like(token_ids, PAD_ID)
-    if removal == "delete":
-        kept = token_ids[real & ~drop]
-        out[:len(kept)] = kept
-    elif removal in ("pad", "unk"):
-        out[:] = token_ids
-        out[drop] = PAD_ID if removal == "pad" else UNK_ID
-    else:
-        raise ValueError(f"unknown removal {removal!r}; choose from: {', '.join(REMOVALS)}")
-    return out
-
-
-def faithfulness(predict, token_ids, scores, target, removal="delete", ks=KS, curve=CURVE, fixed=(PAD_ID,)):
-    """Comprehensiveness, sufficiency, log-odds and the deletion curve for one method.
-
-    predict: ids [M,L] -> probabilities [M,C]. scores: [N,L]. target: [N] explained class.
-    fixed: ids that are never ranked nor removed (padding, and a KerasHub task's special tokens).
-    """
-    n = len(token_ids)
-    mask = ~np.isin(token_ids, fixed)
-    rows, index = [], {}
-    for i in range(n):
-        order = ranking(scores[i], mask[i])
-        length = len(order)
-        for k in ks:
-            top = order[:top_count(length, k)]
-            index[("comp", k, i)] = len(rows)
-            rows.append(perturb(token_ids[i], top, removal, fixed=fixed))
-            index[("suff", k, i)] = len(rows)
-            rows.append(perturb(token_ids[i], top, removal, keep=True, fixed=fixed))
-        for f in curve:
-            index[("curve", f, i)] = len(rows)
-            rows.append(perturb(token_ids[i], order[:int(round(f * length))], removal, fixed=fixed))
-    probs = predict(np.stack(rows))
-    full = predict(token_ids)[np.arange(n), target]
-
-    def p(kind, key):
-        return np.array([probs[index[(kind, key, i)], target[i]] for i in range(n)])
-
-    comp = {k: float(np.mean(full - p("comp", k))) for k in ks}
-    suff = {k: float(np.mean(full - p("suff", k))) for k in ks}
-    removed20 = np.clip(p("comp", 20), 1e-12, 1.0)
-    deletion = [float(np.mean(p("curve", f))) for f in curve]
-    return {
-        "comprehensiveness_aopc": float(np.mean(list(comp.values()))), "comprehensiveness_20": comp[20],
-        "sufficiency_aopc": float(np.mean(list(suff.values()))), "sufficiency_20": suff[20],
-        "log_odds_20": float(np.mean(np.log(removed20) - np.log(np.clip(full, 1e-12, 1.0)))),
-        "deletion_auc": float(np.trapezoid(deletion, curve)), "deletion_curve": deletion,
-        "comprehensiveness": comp, "sufficiency": suff,
-    }
-
-
-def top_token_agreement(scores, reference, mask):
-    """Share of texts whose highest-scoring token is the same under both score arrays."""
-    low = np.where(mask, 0.0, -np.inf)
-    return float(np.mean(np.argmax(scores + low, 1) == np.argmax(reference + low, 1)))
 
 
 # --- outputs --------------------------------------------------------------------------
@@ -353,6 +249,7 @@ def main(argv=None):
     # a KerasHub task's own preprocessor makes its ids ([CLS] ... [SEP]); the task takes them as plain ids
     token_ids = np.asarray(hub.features(texts)["token_ids"]) if hub else ckpt.tokenizer.encode(texts, ckpt.maxlen)
     fixed = hub.special_ids if hub else (PAD_ID,)
+    padding = "post" if hub else getattr(ckpt.tokenizer, "padding", "post")   # deletions close up on the model's side
     start, traced_before = time.time(), ENGINE.traces()
 
     def predict(ids):     # the explanations' own static-shape graphs; a KerasHub task's logits as probabilities
@@ -363,9 +260,9 @@ def main(argv=None):
     target = probs.argmax(-1)
     explanations = explain_all(ckpt.model, token_ids, [m for m in args.methods if m not in peers.PEERS], baselines,
                                args.steps, args.seed, progress=True, layer=ckpt.meta.get("layer"),
-                               surrogate_samples=args.surrogate_samples)
+                               surrogate_samples=args.surrogate_samples, padding=padding)
     if wanted_peers:
-        explanations.update(explain_peers(ckpt, texts, token_ids, target, wanted_peers,
+        explanations.update(peers.explain_peers(ckpt, texts, token_ids, target, wanted_peers,
                                           lime_samples=args.lime_samples, shap_evals=args.shap_evals, seed=args.seed))
     results = {"task": task, "checkpoint": ckpt.directory, "model": model_source(ckpt), "n": len(token_ids), "removal": args.removal,
                "steps": args.steps, "lime_samples": args.lime_samples, "shap_evals": args.shap_evals,
@@ -375,7 +272,7 @@ def main(argv=None):
     reference = next(iter(explanations.values()))["scores"]
     for name, explained in explanations.items():
         scores, complete = explained["scores"], explained["complete"]
-        r = faithfulness(predict, token_ids, scores, target, args.removal, fixed=fixed)
+        r = faithfulness(predict, token_ids, scores, target, args.removal, fixed=fixed, padding=padding)
         r["complete_share"] = None if complete is None else float(np.mean(complete))
         r["mean_steps"] = None if explained["steps"] is None else float(np.mean(explained["steps"]))
         r["same_top_token_as_first"] = top_token_agreement(scores, reference, ~np.isin(token_ids, fixed))

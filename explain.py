@@ -31,19 +31,17 @@ import re
 import sys
 import time
 
-import numpy as np
-
 from tig.cli import quiet_tensorflow
+from tig.cli import Progress
 from tig.corpus import SPLITS, FileSource, TaskSource, plan_shards, read_shard
 from tig.errors import UserError, printable
 from tig.files import atomic_write, check_folder_path, files_sha256, process_alive
 from tig.defaults import STEPS
+from tig.shards import METHOD, TEXTS_PER_CALL, Explainer, ShardExplainer, ShardReader, explainer_args, shard_path, write_shard
 from tig.summary import MIN_COUNT, TOP_K, write_summary
 
 # defaults, visible in one place
-METHOD = "ig"
 SHARD_SIZE = 1000          # texts per shard: the unit of atomic commit and of resume
-TEXTS_PER_CALL = 64        # texts per attribution call
 ENGINES = ("local", "ray")
 MANIFEST = "explain.json"
 JOB_KEYS = ("checkpoint", "model_sha256", "input", "method", "steps", "baseline", "target", "shard_size")
@@ -54,67 +52,7 @@ OWN_FILES = re.compile(r"^(\.?explain\.json|\.?summary\.(csv|png|html)|shards|sh
 
 # --- explaining ------------------------------------------------------------------------------
 
-def short(values):
-    """float32 values as JSON numbers with 8 significant digits (enough to round-trip a float32)."""
-    return [float(f"{v:.8g}") for v in np.asarray(values, np.float64).ravel()]
-
-
-class Explainer:
-    """Loads a checkpoint once; then turns lists of (text, label) into output lines (dicts).
-
-    The same class runs in the local engine and, one instance per worker, in the Ray engine."""
-
-    def __init__(self, checkpoint, method=METHOD, steps=STEPS, baseline=None, target=None, texts_per_call=TEXTS_PER_CALL,
-                 model_sha256=None):
-        quiet_tensorflow()
-        from tig.checkpoint import load_checkpoint
-        self.ckpt = load_checkpoint(checkpoint)
-        if model_sha256 is not None:   # a checkpoint replaced mid-job would mix two models in one output
-            from tig.checkpoint import MODEL_FILE
-            found = files_sha256(os.path.join(self.ckpt.files, MODEL_FILE))
-            if found != model_sha256:
-                raise UserError(f"checkpoint {checkpoint} changed since this job started (its model.keras sha256 "
-                                f"is {found[:12]}..., the job's {model_sha256[:12]}...); explain into a new --out")
-        self.method, self.steps, self.texts_per_call = method, steps, texts_per_call
-        self.baseline, self.target = baseline, target   # None: integrated gradients' default (zero)
-        self.attribution_seconds = 0.0   # time inside the attribution calls: the floor of the loop
-
-    def __call__(self, first_id, records):
-        """(text, label, characters cut at read) records -> output lines (methods.explain_texts)."""
-        from tig.methods import explain_texts
-        ckpt, timer = self.ckpt, []
-        explained = explain_texts(ckpt, [text for text, *_ in records], self.method, target=self.target,
-                                  steps=self.steps, baseline=self.baseline, texts_per_call=self.texts_per_call,
-                                  timer=timer)
-        self.attribution_seconds += sum(timer)
-        lines = []
-        for row, ((text, label, *cut), r) in enumerate(zip(records, explained)):
-            words, word_scores = r.words(word_level=ckpt.tokenizer.level == "word")
-            line = {"id": first_id + row, "text": text, "label": label, "tokens": r.tokens,
-                    "truncated": (cut[0] if cut else 0) + r.truncated, "scores": short(r.scores),
-                    "predicted": ckpt.classes[r.predicted], "probs": short(r.probs), "target": ckpt.classes[r.target],
-                    "method": self.method, "output": short(r.output)[0],
-                    "baseline_output": None, "delta": None, "steps": None,
-                    "words": list(words), "word_scores": short(word_scores)}
-            if r.delta is not None:
-                line.update(baseline_output=short(r.baseline_output)[0], delta=short(r.delta)[0],
-                            steps=r.steps, baseline=r.baseline)
-            lines.append(line)
-        return lines
-
-
 # --- output folder: ownership, manifest, atomic shards -------------------------------------------------
-
-def shard_path(out, k):
-    return os.path.join(out, "shards", f"part-{k:05d}.jsonl")
-
-
-def write_shard(out, k, lines):
-    def write(f):
-        for line in lines:
-            f.write(json.dumps(line, ensure_ascii=False) + "\n")
-    return atomic_write(shard_path(out, k), write)
-
 
 def foreign_files(out):
     """Files in out that explain.py did not create (relative paths). Only out and out/shards are
@@ -191,78 +129,15 @@ def prepare_out(out, job):
     return False
 
 
-# --- progress ----------------------------------------------------------------------------------
-
-class Progress:
-    """done/total texts and texts/s on stderr: one updating line on a terminal, one line per update otherwise."""
-
-    def __init__(self, total, done=0, stream=None):
-        self.total, self.done, self.new = total, done, 0
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.start = time.perf_counter()
-        self.show()
-
-    def update(self, n):
-        self.done += n
-        self.new += n
-        self.show()
-
-    def show(self):
-        elapsed = time.perf_counter() - self.start
-        rate = self.new / elapsed if elapsed > 0 and self.new else 0.0
-        eta = (self.total - self.done) / rate if rate else float("nan")
-        width = 24
-        filled = int(width * self.done / max(self.total, 1))
-        bar = "=" * filled + "." * (width - filled)
-        text = (f"explain [{bar}] {self.done}/{self.total} texts  {rate:.1f} texts/s"
-                + (f"  eta {eta:.0f}s" if rate and self.done < self.total else ""))
-        self.stream.write(("\r" + text + ("\n" if self.done >= self.total else "")) if self.tty else text + "\n")
-        self.stream.flush()
-
-
 # --- engines -----------------------------------------------------------------------------------
-
-def explainer_args(job):
-    return dict(checkpoint=job["checkpoint"], method=job["method"], steps=job["steps"], baseline=job["baseline"],
-                target=job["target"], texts_per_call=job.get("texts_per_call", job.get("batch_size")),
-                model_sha256=job["model_sha256"])
-
 
 def run_local(job, source, pending, out, progress):
     explainer = Explainer(**explainer_args(job))
     for k, start, count in pending:
         records = read_shard(source, start, count)
         write_shard(out, k, explainer(k * job["shard_size"], records))
-        progress.update(count)
+        progress.advance(count)
     return explainer
-
-
-class ShardReader:
-    """Ray stage 1 (read): shard descriptors -> the shard's records, read by the worker itself."""
-
-    def __init__(self, source):
-        self.source = source
-
-    def __call__(self, batch):
-        records = [json.dumps(read_shard(self.source, int(s), int(c)), ensure_ascii=False)
-                   for s, c in zip(batch["start"], batch["count"])]
-        return {"shard": batch["shard"], "records": np.array(records, dtype=object)}
-
-
-class ShardExplainer:
-    """Ray stage 2 (explain + write): one per worker, loads the checkpoint once, commits whole shards."""
-
-    def __init__(self, job, out):
-        self.explainer, self.job, self.out = Explainer(**explainer_args(job)), job, out
-
-    def __call__(self, batch):
-        counts = []
-        for k, records in zip(batch["shard"], batch["records"]):
-            records = [tuple(r) for r in json.loads(records)]
-            write_shard(self.out, int(k), self.explainer(int(k) * self.job["shard_size"], records))
-            counts.append(len(records))
-        return {"shard": batch["shard"], "texts": np.array(counts)}
 
 
 def run_ray(job, source, pending, out, progress, concurrency=1, num_gpus=0, address=None):
@@ -273,9 +148,8 @@ def run_ray(job, source, pending, out, progress, concurrency=1, num_gpus=0, addr
     if not ray.is_initialized():
         if address:   # a cluster: `ray job submit --working-dir .` puts this folder on the workers' path
             ray.init(address=address, log_to_driver=False)
-        else:         # a local Ray: its workers import explain.py from here
-            root = os.path.dirname(os.path.abspath(__file__))
-            ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": root}})
+        else:         # a local Ray: its workers import tig.shards from the installed package
+            ray.init(include_dashboard=False, log_to_driver=False)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False   # ours shows texts/s
     if not pending:
@@ -287,7 +161,7 @@ def run_ray(job, source, pending, out, progress, concurrency=1, num_gpus=0, addr
     ds = ds.map_batches(ShardExplainer, fn_constructor_kwargs={"job": job, "out": os.path.abspath(out)},
                         batch_size=1, concurrency=concurrency, **gpu)
     for row in ds.iter_rows():
-        progress.update(int(row["texts"]))
+        progress.advance(int(row["texts"]))
 
 
 def iter_lines(out, n_shards):
@@ -365,17 +239,17 @@ def main(argv=None):
     if resumed:
         print(f"resuming {printable(args.out)}: {len(shards) - len(pending)} of {len(shards)} shards already written",
               file=sys.stderr)
-    progress = Progress(n_texts, done)
+    progress = Progress(n_texts, "text", done=done, every=5.0)
     explainer = None
     if args.engine == "ray":
         run_ray(job, source, pending, args.out, progress, args.concurrency, args.num_gpus, args.ray_address)
     else:
         explainer = run_local(job, source, pending, args.out, progress)
-    elapsed = time.perf_counter() - progress.start
-    if progress.new:
+    elapsed, new = time.perf_counter() - progress.start, progress.done - progress.first
+    if new:
         floor = (f"; the attribution calls alone took {explainer.attribution_seconds:.1f}s "
                  f"({explainer.attribution_seconds / elapsed:.0%} of it)" if explainer else "")
-        print(f"explained {progress.new} texts in {elapsed:.1f}s: {progress.new / elapsed:.1f} texts/s "
+        print(f"explained {new} texts in {elapsed:.1f}s: {new / elapsed:.1f} texts/s "
               f"({args.engine} engine){floor}", file=sys.stderr)
     rows, written = write_summary(args.out, job, iter_lines(args.out, job["shards"]), args.min_count, args.top)
     for cls in ckpt.classes:

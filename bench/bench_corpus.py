@@ -14,10 +14,7 @@ thuctc: writes THUCNews/<category>/<n>.txt files (a title line, then a body of -
 characters), loads them with dataset.load_task in a fresh process and prints its peak RSS against the
 corpus size on disk: bodies are never read, so memory follows the number of files, not their size.
 """
-import pathlib
 import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
 
 import os
 
@@ -134,10 +131,10 @@ def bench_thuctc(args):
         with tempfile.TemporaryDirectory() as tmp:
             make_thuctc(tmp, args.files, body)
             size = disk_mb(tmp)
-            code = ("import json, resource, sys; sys.path.insert(0, %r); from dataset import load_task; "
+            code = ("import json; from tig.dataset import load_task; "
                     "d = load_task('thucnews', %r, download=False); "
                     "print(json.dumps({'texts': len(d.train.texts) + len(d.val.texts) + len(d.test.texts)}))"
-                    % (ROOT, tmp))
+                    % (tmp,))
             status, stdout, stderr, wall, rss = run_measured(["-c", code])
             if status != 0:
                 from tig.errors import UserError

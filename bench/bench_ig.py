@@ -21,10 +21,7 @@ Every time is the fastest of runs interleaved round by round (at least 3 per var
 after an untimed warm-up that traces and compiles), so load on a shared machine hits all variants alike.
 The last line is all of it as JSON.
 """
-import pathlib
 import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
 
 import os
 

@@ -8,10 +8,6 @@ steps=50. For each: the fastest of interleaved runs (after an untimed warm-up), 
 within 1% of F(x) - F(x'), the largest |delta| / |F(x) - F(x')| and the mean steps per text; then
 the time ratio auto / 50. The last line is all of it as JSON.
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
 
 from tig.cli import quiet_tensorflow
 

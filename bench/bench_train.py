@@ -21,10 +21,6 @@ without a ratio). A bad flag or missing data is one line and a non-zero exit, as
 `--dropout 0` shows what XLA costs without dropout: on CPU, XLA's random numbers for dropout
 (Keras' stateless_dropout) are the slow part.
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
 
 from tig.cli import quiet_tensorflow
 
@@ -47,7 +43,7 @@ def parse_args(argv=None):
     from tig.cli import ArgumentParser, choice, float_range, int_range
     from tig.dataset import TASKS
     from tig.defaults import ARCHS, DROPOUT, EMBED_DIM, HIDDEN
-    from train import BATCH_SIZE, LEARNING_RATE
+    from tig.training import BATCH_SIZE, LEARNING_RATE
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default=TASK, type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--data-dir", default=None, help="data directory (default: $TIG_DATA_DIR, then ./data)")
@@ -68,7 +64,7 @@ def prepare(args):
     """Inputs as train.py makes them: tokenizer fit on the training texts, its default maxlen."""
     from tig.dataset import load_task
     from tig.tokenizer import Tokenizer
-    from train import MIN_FREQ, default_maxlen
+    from tig.training import MIN_FREQ, default_maxlen
     data = load_task(args.task, args.data_dir)
     tokenizer = Tokenizer.fit(data.train.texts, level="char", min_freq=MIN_FREQ)
     maxlen = default_maxlen(tokenizer, data.train.texts)
@@ -80,7 +76,7 @@ def fresh_model(args, data, tokenizer, x_train, jit_compile):
     """The same model, optimizer and (infinite, reshuffled) training batches for either setting."""
     import keras
     from tig.model import build_model, make_optimizer
-    from train import MASK_RATE, make_dataset
+    from tig.training import MASK_RATE, make_dataset
     keras.utils.set_random_seed(args.seed)   # same initial weights, dropout and shuffle seeds
     model = build_model(args.arch, len(tokenizer), len(data.classes), args.embed_dim, args.dropout, args.hidden)
     model.compile(optimizer=make_optimizer(args.arch, args.lr), loss="sparse_categorical_crossentropy",
@@ -132,7 +128,7 @@ def time_blocks(args, runs):
 
 def summarize(args, runs, data, maxlen, x_train, x_val):
     """Every number of the run, as one JSON-ready dict."""
-    from train import make_dataset
+    from tig.training import make_dataset
     results = {"task": args.task, "arch": args.arch, "dropout": args.dropout, "hidden": args.hidden,
                "embed_dim": args.embed_dim, "maxlen": maxlen, "batch_size": args.batch_size, "steps": args.timed_steps,
                "repeats": args.repeats, "train_texts": len(x_train), "cpu_cores": os.cpu_count()}

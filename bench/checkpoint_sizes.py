@@ -6,16 +6,12 @@ compiled model with its optimizer state (how checkpoints were saved before).
 The size depends on the parameter count, not on training, so each model gets one training step
 (which creates the optimizer's slots) on THUCNews, whose vocabulary the documented settings use.
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
 
 import os
 
 from tig.cli import quiet_tensorflow
 
-from train import ARCH_DEFAULTS
+from tig.training import ARCH_DEFAULTS
 
 SETTINGS = {   # name -> (arch, build_model options), as the documented commands (RESULTS.md, train.py)
     "cnn, thucnews wide (256/256)": ("cnn", {"embed_dim": 256, "hidden": 256}),

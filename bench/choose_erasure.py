@@ -7,10 +7,7 @@ evaluate.py's default (2000 samples), with evaluate.py's metric (comprehensivene
 n texts of the validation split, so the defaults in tig/erasure.py are never tuned on the test texts
 that evaluate.py reports. Prints a Markdown table with each setting's seconds per text in this run.
 """
-import pathlib
 import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
 
 import time
 
@@ -32,7 +29,7 @@ def main(argv=None):
     from tig.cli import quiet_tensorflow
     quiet_tensorflow()
     import numpy as np
-    import evaluate
+    from tig.faithfulness import faithfulness
     from tig import peers
     from tig.checkpoint import load_checkpoint
     from tig.dataset import load_task
@@ -51,7 +48,7 @@ def main(argv=None):
               lambda s=s, c=c: greedy_erasure(ckpt.model, token_ids, target, share=s, candidates=c).scores)
              for s in SHARES for c in CANDIDATES]
     if not peers.missing("lime"):     # evaluate.py's own LIME set-up and sample count
-        runs.append((f"lime, {peers.LIME_SAMPLES} samples", lambda: evaluate.explain_peers(
+        runs.append((f"lime, {peers.LIME_SAMPLES} samples", lambda: peers.explain_peers(
             ckpt, texts, token_ids, target, ["lime"], lime_samples=peers.LIME_SAMPLES,
             shap_evals=peers.SHAP_EVALS)["lime"]["scores"]))
     else:
@@ -62,7 +59,7 @@ def main(argv=None):
         began = time.perf_counter()
         scores = np.asarray(explain(), np.float64)
         seconds = (time.perf_counter() - began) / len(texts)
-        r = evaluate.faithfulness(predict, token_ids, scores, target)
+        r = faithfulness(predict, token_ids, scores, target)
         bins = " / ".join(f"{v:.3f}" for v in r["comprehensiveness"].values())
         print(f"| {name} | {r['comprehensiveness_aopc']:.3f} | {bins} | {seconds:.3g} |", flush=True)
 

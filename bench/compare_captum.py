@@ -4,7 +4,7 @@
     python bench/compare_captum.py --data-dir /work/shared/data --out runs/captum
 
 A Hugging Face BertForSequenceClassification is built from a BertConfig (no download) on a
-character vocabulary of the hotel reviews (dataset.py's split; keras_hub_example.vocabulary),
+character vocabulary of the hotel reviews (dataset.py's split; tig.hub.vocabulary),
 trained briefly in PyTorch on the train split, saved with save_pretrained, and loaded into a
 KerasHub BertTextClassifier through KerasHub's own converter (from_preset on the folder, offline).
 That converter ports the backbone only, not the classifier head: the head (one Dense) is carried
@@ -26,10 +26,6 @@ seconds per text at --steps, and at equal completeness (|delta| <= 1% of |F(x) -
 every text: the project's steps="auto", per text; Captum's n_steps doubled from 16, the same
 schedule, until every text holds). Writes OUT/captum.json and prints a Markdown table.
 """
-import pathlib, sys
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))  # keras_hub_example
-
 import json
 import os
 import tempfile
@@ -180,7 +176,7 @@ def ours_ig(task, groups, rows, targets, steps, xla=None):
     return scores, deltas, used, gaps, time.perf_counter() - start
 
 
-SPECIAL_IDS = (0, 2, 3, 4)   # [PAD] [CLS] [SEP] [MASK] in keras_hub_example.SPECIALS order
+SPECIAL_IDS = (0, 2, 3, 4)   # [PAD] [CLS] [SEP] [MASK] in tig.hub.SPECIALS order
 
 
 def whole_last_layer(task, groups, rows):
@@ -218,7 +214,7 @@ def logits_both(model, task, groups, rows):
 def compare(args):
     """The whole comparison; returns the result dict (written to OUT/captum.json by main)."""
     torch = import_extras()
-    import keras_hub_example
+    from tig import hub
     from tig.dataset import load_task
     torch.set_num_threads(args.threads)
     import tensorflow as tf
@@ -229,7 +225,7 @@ def compare(args):
         pass
 
     data = load_task("hotel", args.data_dir)
-    vocab = keras_hub_example.vocabulary(data.train.texts)
+    vocab = hub.vocabulary(data.train.texts)
     assert [vocab.index(t) for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]")] == list(SPECIAL_IDS)
     t0 = time.perf_counter()
     model = train_torch(encode(data.train.texts, vocab), np.asarray(data.train.labels), len(vocab), len(data.classes),

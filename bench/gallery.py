@@ -8,10 +8,6 @@ of each task's checkpoint, plus asset/gallery.md with the same rows as <font> sp
 Sentences are the first correctly classified test texts of at most GALLERY_MAXCHARS
 characters, at most ceil(GALLERY_PER_TASK / classes) per true class.
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
 
 import os
 
@@ -32,7 +28,8 @@ def main(argv=None):
     from tig.plots import to_png
     from tig.methods import canonical
     from tig.render import METHOD_TITLES, to_markdown
-    from visualize import STEPS, pick_samples, run_methods
+    from tig.defaults import STEPS
+    from tig.explanations import pick_samples, run_methods
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None, help="Data directory (default: $TIG_DATA_DIR, then ./data).")
     p.add_argument("--tasks", default=list(TASKS), type=comma_list(TASKS, "task"), help="Comma list of tasks to show.")

@@ -9,10 +9,6 @@ correlation of its scores with the trained model's (per text, over the character
 reported. A method with |Spearman| >= FLAG after full randomisation is flagged. Data randomisation:
 the same against a model trained on shuffled labels (shortcuts.py plants a "shuffled" copy for it).
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
 
 import json
 import os

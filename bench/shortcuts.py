@@ -25,12 +25,7 @@ top characters that are planted, k = planted characters in the text). Ranked by 
 (saliency: its norm); ties count against the planted ones; [CLS]/[SEP] are not ranked; seconds per text
 are the method's wall time on this machine.
 """
-import pathlib
 import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))   # keras_hub_example (--arch bert)
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))    # sanity_checks
 
 import csv
 import io
@@ -42,6 +37,7 @@ import numpy as np
 
 from tig.errors import UserError
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository: its commands
 TASK = "hotel"
 CANDIDATES = "龘靐齉爩麤龖鱻䲜骉犇羴猋淼焱垚赑掱"
 KINDS = ("single", "pair", "context")
@@ -261,16 +257,28 @@ def load_model(path):
 
 
 def train_model(arch, data_dir, out, epochs=None):
-    """Train `arch` on a planted copy with the project's own commands; returns the model's path."""
+    """Train `arch` on a planted copy with the project's own commands (train.py, or
+    examples/keras_hub_example.py for bert), each in its own process as a user runs it; returns the path."""
     epochs = str(epochs or ARCH_EPOCHS[arch])
     if arch == "bert":
-        import keras_hub_example
-        keras_hub_example.main(["--task", TASK, "--data-dir", data_dir, "--out", out, "--epochs", epochs])
+        command = ["examples/keras_hub_example.py", "--task", TASK, "--data-dir", data_dir, "--out", out,
+                   "--epochs", epochs]
     else:
-        import train
-        train.main(["--task", TASK, "--data-dir", data_dir, "--arch", arch, "--out", out, "--epochs", epochs,
-                    "--maxlen", str(MAXLEN), "--verbose", "0"])
+        command = ["train.py", "--task", TASK, "--data-dir", data_dir, "--arch", arch, "--out", out, "--epochs", epochs,
+                   "--maxlen", str(MAXLEN), "--verbose", "0"]
+    run_project_command(command)
     return out
+
+
+def run_project_command(command):
+    """A project command (a path relative to the repository root, then its arguments) in a new process;
+    its error line, if it fails, becomes this command's."""
+    import subprocess
+    done = subprocess.run([sys.executable, os.path.join(ROOT, command[0]), *command[1:]], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise UserError(f"{command[0]} failed: {last}")
 
 
 def score_planted(ckpt, planted, limit, methods, seed=SEED, log=print):
@@ -382,6 +390,7 @@ def main(argv=None):
     from tig.files import atomic_write
     atomic_write(args.out, json.dumps(result, ensure_ascii=False, indent=1).encode("utf-8"))
     return result
+
 
 if __name__ == "__main__":
     from tig.cli import run as run_command

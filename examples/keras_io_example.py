@@ -11,10 +11,6 @@ The model (scaled by --dim): TextVectorization(split="character") outside a nest
 Embedding -> Dropout -> Conv1D valid stride 3 -> Conv1D valid stride 3 -> GlobalMaxPooling1D
 -> Dense relu -> Dropout -> Dense(1, sigmoid). Binary tasks only (hotel, weibo).
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from anywhere: the repo root holds the modules
 
 import os
 

@@ -117,7 +117,8 @@ def test_visualize_misclassified_samples(tiny_checkpoints, data_dir, tmp_path, c
     from tig.checkpoint import load_checkpoint
     agreed = tmp_path / "agreed"
     agreed.mkdir()
-    predicted = visualize.predict_probabilities(load_checkpoint(tiny_checkpoints["cnn"]), [t for _, t in rows]).argmax(1)
+    from tig import explanations
+    predicted = explanations.predict_probabilities(load_checkpoint(tiny_checkpoints["cnn"]), [t for _, t in rows]).argmax(1)
     write_csv(agreed / "ChnSentiCorp_htl_all.csv", [(int(p), text) for p, (_, text) in zip(predicted, rows)])
     result = in_process(capsys, visualize.main, "--checkpoint", tiny_checkpoints["cnn"], "--data-dir", str(agreed),
                         "--task", "hotel", "-n", "3", "--errors", "--out", str(tmp_path / "none"))

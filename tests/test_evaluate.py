@@ -4,6 +4,8 @@ import os
 import re
 
 import numpy as np
+
+from tig import faithfulness
 import pytest
 import keras
 from keras import layers
@@ -49,7 +51,7 @@ def test_every_faithful_method_ranks_the_marker_first():
     for name, explained_by in explained.items():
         scores = explained_by["scores"]
         for row, s in zip(ids, scores):
-            assert row[evaluate.ranking(s, row != 0)[0]] == MARKER, name
+            assert row[faithfulness.ranking(s, row != 0)[0]] == MARKER, name
 
 
 def test_comprehensiveness_at_the_marker_is_the_full_drop():
@@ -62,8 +64,8 @@ def test_comprehensiveness_at_the_marker_is_the_full_drop():
     without = np.where(ids == MARKER, 0, ids)
     without = np.stack([np.concatenate([r[r != 0], np.zeros(np.sum(r == 0), np.int32)]) for r in without])
     full_drop = probs[:, 1] - predict(without)[:, 1]
-    for removal in evaluate.REMOVALS:
-        r = evaluate.faithfulness(predict, ids, scores, target, removal, ks=(1, 20))
+    for removal in faithfulness.REMOVALS:
+        r = faithfulness.faithfulness(predict, ids, scores, target, removal, ks=(1, 20))
         # 1% of 12 tokens rounds up to one token: the marker, so the whole drop
         assert r["comprehensiveness"][1] == pytest.approx(float(full_drop.mean()), abs=1e-6)
         assert r["sufficiency"][1] == pytest.approx(0.0, abs=1e-6)       # the marker alone suffices
@@ -72,11 +74,11 @@ def test_comprehensiveness_at_the_marker_is_the_full_drop():
 
 def test_perturb_modes():
     row = np.array([5, 6, 7, 8, 0, 0], np.int32)
-    assert evaluate.perturb(row, [1, 2], "delete").tolist() == [5, 8, 0, 0, 0, 0]
-    assert evaluate.perturb(row, [1, 2], "delete", keep=True).tolist() == [6, 7, 0, 0, 0, 0]
-    assert evaluate.perturb(row, [1, 2], "pad").tolist() == [5, 0, 0, 8, 0, 0]
-    assert evaluate.perturb(row, [1, 2], "unk", keep=True).tolist() == [1, 6, 7, 1, 0, 0]
-    assert evaluate.top_count(12, 1) == 1 and evaluate.top_count(12, 50) == 6 and evaluate.top_count(3, 50) == 2
+    assert faithfulness.perturb(row, [1, 2], "delete").tolist() == [5, 8, 0, 0, 0, 0]
+    assert faithfulness.perturb(row, [1, 2], "delete", keep=True).tolist() == [6, 7, 0, 0, 0, 0]
+    assert faithfulness.perturb(row, [1, 2], "pad").tolist() == [5, 0, 0, 8, 0, 0]
+    assert faithfulness.perturb(row, [1, 2], "unk", keep=True).tolist() == [1, 6, 7, 1, 0, 0]
+    assert faithfulness.top_count(12, 1) == 1 and faithfulness.top_count(12, 50) == 6 and faithfulness.top_count(3, 50) == 2
 
 
 def test_random_baseline_is_reproducible_and_seeded():
@@ -93,7 +95,7 @@ def test_evaluate_cli_on_a_tiny_model(tiny_checkpoints, data_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "| ig[zero] |" in result.stdout and "| random |" in result.stdout and "| ig[mask] |" in result.stdout
     results = json.loads((tmp_path / "faithfulness.json").read_text(encoding="utf-8"))
-    assert results["n"] == 12 and len(results["methods"]["saliency"]["deletion_curve"]) == len(evaluate.CURVE)
+    assert results["n"] == 12 and len(results["methods"]["saliency"]["deletion_curve"]) == len(faithfulness.CURVE)
     assert os.path.getsize(tmp_path / "deletion_curve.png") > 5000
     ig, rnd = results["methods"]["ig[zero]"], results["methods"]["random"]
     assert ig["comprehensiveness_aopc"] > rnd["comprehensiveness_aopc"]
@@ -140,8 +142,8 @@ def test_top_token_agreement_ignores_padding():
     mask = np.array([[True, True, False], [True, True, True]])
     a = np.array([[0.1, 0.5, 0.0], [0.9, 0.1, 0.2]])
     b = np.array([[-1.0, 2.0, 9.0], [0.0, 0.1, 0.2]])   # 9.0 sits on padding and must not count
-    assert evaluate.top_token_agreement(a, b, mask) == 0.5
-    assert evaluate.top_token_agreement(a, a, mask) == 1.0
+    assert faithfulness.top_token_agreement(a, b, mask) == 0.5
+    assert faithfulness.top_token_agreement(a, a, mask) == 1.0
 
 
 def test_a_whole_evaluation_traces_a_bounded_number_of_graphs(tiny_checkpoints, data_dir, tmp_path, capsys,

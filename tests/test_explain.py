@@ -126,8 +126,7 @@ def test_refuses_an_out_with_foreign_files_or_another_job(hotel, full_run, tmp_p
 def test_ray_engine_writes_the_same_attributions(hotel, full_run):
     ray = pytest.importorskip("ray")
     out = str(hotel["root"] / "ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)   # workers import the installed tig
     try:
         explain.main(job_args(hotel, out, "--engine", "ray", "-n", str(2 * SHARD)))
     finally:

@@ -38,8 +38,8 @@ def test_first_position_equals_the_whole_layer_at_position_zero(normalize_first)
 
 
 def task(family, seed=0):
-    import keras_hub_example
-    return keras_hub_example.build(keras_hub_example.vocabulary(TEXTS), family=family, sequence=20, dim=16,
+    from tig import hub
+    return hub.build(hub.vocabulary(TEXTS), family=family, sequence=20, dim=16,
                                    layers=2, seed=seed)
 
 

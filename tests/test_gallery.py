@@ -17,7 +17,7 @@ def test_gallery_writes_pngs_and_font_spans_of_correctly_classified_short_senten
         capsys, tiny_checkpoints, data_dir, tmp_path):
     import gallery
     from tig.checkpoint import load_checkpoint
-    from visualize import pick_samples, predict_probabilities
+    from tig.explanations import pick_samples, predict_probabilities
     checkpoints = tmp_path / "checkpoints"
     shutil.copytree(tiny_checkpoints["cnn"], checkpoints / "hotel")
     out = tmp_path / "gallery"

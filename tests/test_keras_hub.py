@@ -13,6 +13,8 @@ import functools
 import os
 
 import numpy as np
+
+from tig import faithfulness
 import pytest
 
 keras_hub = pytest.importorskip("keras_hub")
@@ -44,9 +46,9 @@ def hotel():
 def train_task(family, seed):
     """A tiny KerasHub text classifier of `family` ("bert" or "distil_bert") with its preprocessor,
     made by keras_hub_example.py from config and fitted briefly on real hotel reviews."""
-    import keras_hub_example
+    from tig import hub
     texts, labels, vocab = hotel()
-    return keras_hub_example.train(texts, labels, vocab_texts=TEXTS, family=family, sequence=SEQUENCE, dim=16,
+    return hub.train(texts, labels, vocab_texts=TEXTS, family=family, sequence=SEQUENCE, dim=16,
                                    layers=1, seed=seed, epochs=6, batch_size=16)
 
 
@@ -282,8 +284,8 @@ def test_evaluate_on_a_task_saved_with_its_preprocessor(tmp_path, capsys):
     path = saved_task("bert")
     fixed = (0, 2, 3)      # [PAD], [CLS], [SEP]
     row = np.array([2, 5, 6, 7, 3, 0])
-    np.testing.assert_array_equal(evaluate.perturb(row, [0, 1], fixed=fixed), [2, 6, 7, 3, 0, 0])
-    np.testing.assert_array_equal(evaluate.perturb(row, [2], keep=True, fixed=fixed), [2, 6, 3, 0, 0, 0])
+    np.testing.assert_array_equal(faithfulness.perturb(row, [0, 1], fixed=fixed), [2, 6, 7, 3, 0, 0])
+    np.testing.assert_array_equal(faithfulness.perturb(row, [2], keep=True, fixed=fixed), [2, 6, 3, 0, 0, 0])
     result = in_process(capsys, evaluate.main, "--model", path, "--classes", "negative,positive", "--task", "hotel",
                         "--data-dir", SHARED_DATA, "-n", "8", "--steps", "8", "--baselines", "zero",
                         "--out", str(tmp_path / "ev"))

@@ -26,8 +26,8 @@ ig = integrated_gradients(ckpt.model, token_ids, steps=50)
 ig.show(ckpt)
 """
 README_EXPLAIN = """
-import visualize
-visualize.explain(ckpt, [{text!r}], "ig")[0]
+import tig
+tig.explain(ckpt, [{text!r}], "ig")[0]
 """
 
 

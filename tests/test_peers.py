@@ -2,6 +2,8 @@
 import json
 
 import numpy as np
+
+from tig import faithfulness
 import pytest
 import keras
 from keras import layers, ops
@@ -10,7 +12,8 @@ import evaluate
 from tig import peers
 from tig.model import ZeroPadding, build_embedder, compose
 from tig.ig import integrated_gradients
-from tig.perturbation import (deletion_ig, deletion_surrogate, delete_tokens, occlusion, sample_masks, spread_back,
+from tig.deletion import delete_tokens
+from tig.perturbation import (deletion_ig, deletion_surrogate, occlusion, sample_masks, spread_back,
                           stratified_masks)
 from test_cli import assert_clean_failure, in_process
 from test_evaluate import MARKER, marked_ids, marker_model
@@ -57,10 +60,10 @@ def test_deleting_ids_is_retokenising_the_string_without_those_characters():
         ids = tokenizer.encode([text], maxlen)[0]
         keep = rng.random((8, len(text))) < rng.random()
         expected = tokenizer.encode(["".join(c for c, k in zip(text, row) if k) for row in keep], maxlen)
-        assert np.array_equal(delete_tokens(ids, keep), expected), text
+        assert np.array_equal(delete_tokens(ids, keep)[0], expected), text
         for row in keep:      # and exactly what evaluate.py's metric deletes
-            assert np.array_equal(delete_tokens(ids, row[None])[0],
-                                  evaluate.perturb(ids, np.flatnonzero(~row), "delete"))
+            assert np.array_equal(delete_tokens(ids, row[None])[0][0],
+                                  faithfulness.perturb(ids, np.flatnonzero(~row), "delete"))
 
 
 def test_the_surrogate_recovers_a_linear_models_weights_exactly():
@@ -112,7 +115,7 @@ def test_deletion_ig_is_the_mean_of_ig_over_the_contexts_that_keep_each_token():
         keep = stratified_masks(n, 12, rng)
         total, count = np.zeros(n), np.zeros(n)
         for z in keep:
-            deleted = delete_tokens(row, z[None])
+            deleted = delete_tokens(row, z[None])[0]
             ig = integrated_gradients(model, deleted, [a.target[i]], baseline="zero", steps=2).scores[0]
             total[np.flatnonzero(z)] += ig[:z.sum()]
             count += z
@@ -136,8 +139,8 @@ def test_stratified_masks_spread_the_deletion_counts():
     assert (~half[1:]).sum(1).min() == 1 and (~half[1:]).sum(1).max() == 5
     assert np.bincount((~half[1:]).sum(1))[1:].tolist() == [10] * 5
     assert stratified_masks(1, 5, rng).tolist() == [[True]]
-    keep = np.array([[True, False, True], [False, True, True]])
-    np.testing.assert_array_equal(spread_back(keep, np.array([[1.0, 2.0, 9.0], [3.0, 4.0, 9.0]])),
+    moved = np.array([[0, -1, 1], [-1, 0, 1]])           # where each kept token sits in its deleted copy
+    np.testing.assert_array_equal(spread_back(moved, np.array([[1.0, 2.0, 9.0], [3.0, 4.0, 9.0]])),
                                   [[1.0, 0.0, 2.0], [0.0, 3.0, 4.0]])
 
 

@@ -18,6 +18,7 @@ _WHERE = {
     "occlusion": "tig.perturbation", "deletion_surrogate": "tig.perturbation", "deletion_ig": "tig.perturbation",
     "greedy_erasure": "tig.erasure",
     "attribute": "tig.methods", "explain_texts": "tig.methods", "METHODS": "tig.methods",
+    "explain": "tig.explanations",
     "STEPS": "tig.defaults",
     # results
     "Attribution": "tig.attribution", "TextAttribution": "tig.methods", "class_scores": "tig.attribution",

@@ -82,28 +82,41 @@ def run(main):
 
 
 class Progress:
-    """Progress of a long loop. On a terminal, Keras' progress bar; elsewhere (a log file, a
-    pipe) a plain line on stderr at most every `every` seconds and at the end, with no colour
-    or cursor codes (Keras' bar writes them whenever the platform is POSIX)."""
+    """Progress of a long loop on stderr: done/total, items per second and the time left. On a terminal one
+    line updated in place; elsewhere (a log file, a pipe) a plain line at most every `every` seconds and at
+    the end, with no cursor codes. update(done) sets the count, advance(n) adds to it; the rate counts only
+    what this run did (`done` at the start: work resumed from before)."""
 
-    def __init__(self, total, unit, every=10.0, terminal=None):
+    def __init__(self, total, unit, done=0, every=10.0, stream=None):
         import time
-        self.total, self.unit, self.every, self.clock = total, unit, every, time.monotonic
+        self.total, self.unit, self.every, self.clock = total, unit, every, time.perf_counter
+        self.done, self.first = done, done
+        self.stream = stream or sys.stderr
+        self.terminal = self.stream.isatty()
         self.start = self.last = self.clock()
-        self.terminal = sys.stdout.isatty() if terminal is None else terminal
-        self.bar = None
-        if self.terminal:
-            import keras
-            self.bar = keras.utils.Progbar(total, unit_name=unit)
+        self.show()
+
+    def advance(self, n):
+        self.update(self.done + n)
 
     def update(self, done):
-        if self.bar is not None:
-            return self.bar.update(done)
+        self.done = done
         now = self.clock()
-        if done >= self.total or now - self.last >= self.every:
+        if self.terminal or done >= self.total or now - self.last >= self.every:
             self.last = now
-            print(f"  {done}/{self.total} {self.unit}s ({done / max(self.total, 1):.0%}), {now - self.start:.0f}s",
-                  file=sys.stderr, flush=True)
+            self.show()
+
+    def show(self):
+        elapsed = self.clock() - self.start
+        rate = (self.done - self.first) / elapsed if elapsed > 0 and self.done > self.first else 0.0
+        width = 24
+        filled = int(width * min(self.done, self.total) / max(self.total, 1))
+        text = (f"[{'=' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {self.unit}s  "
+                f"{rate:.1f} {self.unit}s/s  {elapsed:.0f}s"
+                + (f"  eta {(self.total - self.done) / rate:.0f}s" if rate and self.done < self.total else ""))
+        end = "\n" if self.done >= self.total or not self.terminal else ""
+        self.stream.write(("\r" + text + end) if self.terminal else text + end)
+        self.stream.flush()
 
 
 # --- arguments ----------------------------------------------------------------------------

@@ -40,7 +40,8 @@ from dataclasses import replace
 import numpy as np
 
 from tig.attribution import split_of
-from tig.perturbation import delete_tokens, deletion_ig, real_lengths, target_scores
+from tig.deletion import delete_tokens, explained_mask, padding_side
+from tig.perturbation import deletion_ig, target_scores
 
 SHARE = 0.2         # search the first ceil(SHARE * n) deletions; deletion IG orders the rest
 CANDIDATES = 8      # characters tried per step: the remaining ones deletion IG ranks first
@@ -51,24 +52,23 @@ def search_budget(lengths, share):
     return np.array([min(max(n - 1, 0), math.ceil(share * n)) for n in lengths], int)
 
 
-def greedy_order(split, token_ids, target, guide, start, budget, candidates, xla=None):
-    """Per text, the characters the greedy search deletes, in order, and each one's measured drop.
-    guide: [B, L] scores ranking the candidates; start: F_t of each full text."""
-    deleted = np.zeros(token_ids.shape, bool)
+def greedy_order(split, token_ids, target, guide, start, budget, candidates, positions, padding, xla=None):
+    """Per text, the characters the greedy search deletes (indices into its explained `positions`), in
+    order, and each one's measured drop. guide: per text, scores [n] ranking the candidates; start: F_t of
+    each full text; padding: the model's side (deletion.delete_tokens)."""
+    deleted = [np.zeros(len(where), bool) for where in positions]
     current = np.asarray(start, np.float64).copy()
     chosen = [[] for _ in token_ids]
     drops = [[] for _ in token_ids]
     searching = budget > 0
-    lengths = real_lengths(token_ids)
     while searching.any():
         rows, owner, tried = [], [], []
         for i in np.flatnonzero(searching):
-            n = lengths[i]
-            alive = np.flatnonzero(~deleted[i, :n])
-            picked = alive[np.argsort(-guide[i, alive], kind="stable")[:candidates]]
-            keep = np.tile(~deleted[i, :n], (len(picked), 1))     # one row per candidate, it deleted too
+            alive = np.flatnonzero(~deleted[i])
+            picked = alive[np.argsort(-guide[i][alive], kind="stable")[:candidates]]
+            keep = np.tile(~deleted[i], (len(picked), 1))     # one row per candidate, it deleted too
             keep[np.arange(len(picked)), picked] = False
-            rows.append(delete_tokens(token_ids[i], keep))
+            rows.append(delete_tokens(token_ids[i], keep, positions[i], padding)[0])
             owner += [i] * len(picked)
             tried += list(picked)
         owner, tried = np.array(owner), np.array(tried)
@@ -76,7 +76,7 @@ def greedy_order(split, token_ids, target, guide, start, budget, candidates, xla
         for i in np.flatnonzero(searching):
             mine = np.flatnonzero(owner == i)
             best = mine[np.argmin(after[mine])]
-            deleted[i, tried[best]] = True
+            deleted[i][tried[best]] = True
             chosen[i].append(int(tried[best]))
             drops[i].append(float(current[i] - after[best]))
             current[i] = after[best]
@@ -132,7 +132,7 @@ def ordered_scores(guide, n, chosen, drops):
 
 
 def greedy_erasure(model, inputs, target=None, *, share=SHARE, candidates=CANDIDATES, samples=None, seed=0,
-                   layer=None, vocabulary=None, xla=None):
+                   layer=None, vocabulary=None, xla=None, padding=None):
     """Greedy erasure guided by deletion IG (the module docstring has the definition).
 
     model, inputs (int token ids [B, L]), target, layer, xla: as gradients.gradients.
@@ -144,14 +144,16 @@ def greedy_erasure(model, inputs, target=None, *, share=SHARE, candidates=CANDID
         raise ValueError(f"share must be in [0, 1], got {share}")
     if int(candidates) < 1:
         raise ValueError(f"candidates must be at least 1, got {candidates}")
-    guide = deletion_ig(model, inputs, target, seed=seed, layer=layer, vocabulary=vocabulary, xla=xla,
+    guide = deletion_ig(model, inputs, target, seed=seed, layer=layer, vocabulary=vocabulary, xla=xla, padding=padding,
                         **({} if samples is None else {"samples": samples}))
     token_ids, target = guide.token_ids, guide.target          # checked and resolved by deletion IG
     split = split_of(model, token_ids, layer)                  # the Split deletion IG used (cached on the model)
-    lengths = real_lengths(token_ids)
-    chosen, drops = greedy_order(split, token_ids, target, guide.scores, guide.output,
-                                 search_budget(lengths, float(share)), int(candidates), xla=xla)
+    positions = [np.flatnonzero(row) for row in explained_mask(token_ids, split.fixed_ids)]
+    guides = [guide.scores[i, where] for i, where in enumerate(positions)]
+    chosen, drops = greedy_order(split, token_ids, target, guides, guide.output,
+                                 search_budget([len(where) for where in positions], float(share)), int(candidates),
+                                 positions, padding_side(token_ids, padding), xla=xla)
     scores = np.zeros(token_ids.shape, np.float32)
-    for i, n in enumerate(lengths):
-        scores[i, :n] = ordered_scores(guide.scores[i], n, chosen[i], drops[i])
+    for i, where in enumerate(positions):
+        scores[i, where] = ordered_scores(guides[i], len(where), chosen[i], drops[i])
     return replace(guide, scores=scores, method="greedy-erasure")

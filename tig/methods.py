@@ -56,11 +56,12 @@ def describe():
 
 
 def attribute(model, inputs, method, *, target=None, layer=None, steps=STEPS, baseline=None, reduce="sum",
-              samples=None, seed=0, xla=None):
+              samples=None, seed=0, xla=None, padding=None):
     """One batch of inputs (token ids, or texts for a string-input model) -> Attribution.
 
     steps, baseline, reduce: integrated gradients' (reduce also gradient x input's);
-    samples, seed: the deletion surrogate's (seed also deletion IG's and greedy erasure's). Other options are ignored by methods
+    samples, seed: the deletion surrogate's (seed also deletion IG's and greedy erasure's); padding: the side the
+    model pads on, for the methods that delete tokens (tig/deletion.py). Other options are ignored by methods
     without them."""
     method = canonical(method)
     if METHODS[method].ids_only and isinstance(inputs, (list, tuple)):
@@ -77,13 +78,13 @@ def attribute(model, inputs, method, *, target=None, layer=None, steps=STEPS, ba
                          reduce=reduce if times_input else None, xla=xla)
     if method == "greedy-erasure":
         from tig.erasure import greedy_erasure
-        return greedy_erasure(model, inputs, target, layer=layer, seed=seed, xla=xla)
+        return greedy_erasure(model, inputs, target, layer=layer, seed=seed, xla=xla, padding=padding)
     from tig import perturbation
     if method == "occlusion":
-        return perturbation.occlusion(model, inputs, target, layer=layer, xla=xla)
+        return perturbation.occlusion(model, inputs, target, layer=layer, xla=xla, padding=padding)
     if method == "deletion-ig":
-        return perturbation.deletion_ig(model, inputs, target, layer=layer, seed=seed, xla=xla)
-    return perturbation.deletion_surrogate(model, inputs, target, layer=layer, seed=seed, xla=xla,
+        return perturbation.deletion_ig(model, inputs, target, layer=layer, seed=seed, xla=xla, padding=padding)
+    return perturbation.deletion_surrogate(model, inputs, target, layer=layer, seed=seed, xla=xla, padding=padding,
                                            **({} if samples is None else {"samples": samples}))
 
 
@@ -108,11 +109,34 @@ class TextAttribution:
     steps: int = None
     baseline: str = None
 
+    def to_json(self, classes, word_level=False):
+        """The one JSON shape of a text explained, shared by explain.py's shards and serve.py's answers:
+
+            text, tokens, scores (one per token), truncated, method, classes, probs (in class order),
+            predicted and target (class names), output_kind, output F_t(x); for integrated gradients
+            baseline, baseline_output F_t(x'), delta and steps (else null); words and word_scores (the
+            scores summed per jieba word). Floats have 8 significant digits (a float32 round-trips)."""
+        words, word_scores = self.words(word_level)
+        optional = (self.baseline_output, self.delta)
+        return {"text": self.text, "tokens": list(self.tokens), "scores": short(self.scores),
+                "truncated": int(self.truncated), "method": self.method, "classes": list(classes),
+                "probs": short(self.probs), "predicted": classes[self.predicted], "target": classes[self.target],
+                "output_kind": self.output_kind, "output": short(self.output)[0], "baseline": self.baseline,
+                "baseline_output": None if optional[0] is None else short(optional[0])[0],
+                "delta": None if optional[1] is None else short(optional[1])[0],
+                "steps": None if self.steps is None else int(self.steps),
+                "words": list(words), "word_scores": short(word_scores)}
+
     def words(self, word_level=False):
         """(jieba words, their summed scores); a word-level tokenizer's tokens are words already."""
         if word_level:
             return list(self.tokens), [float(s) for s in self.scores]
         return word_sums(self.tokens, self.scores)
+
+
+def short(values):
+    """float32 values as JSON numbers with 8 significant digits (enough to round-trip a float32)."""
+    return [float(f"{v:.8g}") for v in np.asarray(values, np.float64).ravel()]
 
 
 def word_sums(tokens, scores):
@@ -161,7 +185,8 @@ def explain_texts(ckpt, texts, method, *, target=None, steps=STEPS, baseline=Non
         token_ids, firsts = encode(tokenizer, list(chunk), token_lists, maxlen)
         began = time.perf_counter()
         a = attribute(ckpt.model, token_ids, method, target=target, steps=steps, baseline=baseline, reduce=reduce,
-                      samples=samples, seed=seed, layer=ckpt.meta.get("layer"))
+                      samples=samples, seed=seed, layer=ckpt.meta.get("layer"),
+                      padding=getattr(tokenizer, "padding", "post"))
         if timer is not None:
             timer.append(time.perf_counter() - began)
         for row, (text, cut, tokens, first) in enumerate(zip(chunk, cuts, token_lists, firsts)):

@@ -23,6 +23,8 @@ import importlib
 
 import numpy as np
 
+from tig.tokenizer import PAD_ID
+
 PEERS = ("lime", "shap")
 LIME_SAMPLES = 2000        # LIME's num_samples
 SHAP_EVALS = 500           # shap's max_evals
@@ -97,3 +99,25 @@ def shap_scores(predict, texts, target, length, evals=SHAP_EVALS, batch_size=SHA
         values = np.asarray(explainer([text], max_evals=int(evals), batch_size=batch_size, silent=True).values[0])
         scores[i, :len(text)] = values[:len(text), int(t)]
     return scores
+
+
+def explain_peers(ckpt, texts, token_ids, target, peers, *, lime_samples, shap_evals, seed=0):
+    """The same dict as explain_all for LIME and shap (tig/peers.py), explaining the model's own
+    function: strings re-tokenised with the checkpoint's tokenizer, run at static shapes."""
+    import time
+    from tig.attribution import class_scores
+    texts = visible_texts(ckpt.tokenizer, texts, ckpt.maxlen)
+
+    def predict(strings):
+        return class_scores(ckpt.model, ckpt.tokenizer.encode(list(strings), ckpt.maxlen),
+                            layer=ckpt.meta.get("layer"))
+    results = {}
+    for name in peers:
+        began = time.perf_counter()
+        if name == "lime":
+            scores = lime_scores(predict, texts, target, token_ids.shape[1], lime_samples, seed)
+        else:
+            scores = shap_scores(predict, texts, target, token_ids.shape[1], shap_evals)
+        results[name] = {"scores": np.where(token_ids != PAD_ID, scores, 0.0), "complete": None, "steps": None,
+                         "seconds": time.perf_counter() - began}
+    return results

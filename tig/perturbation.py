@@ -1,7 +1,7 @@
 """Perturbation attributions on token ids: occlusion, a deletion surrogate and deletion IG, batched natively.
 
-Both explain a model F by what happens when characters are *deleted* (the kept tokens shift left
-and PAD fills the end): exactly what evaluate.py's faithfulness metric does, and, for the character
+All explain a model F by what happens when characters are *deleted* (tig/deletion.py: the kept tokens
+close up and PAD fills the row on the model's padding side, post or pre): exactly what evaluate.py's faithfulness metric does, and, for the character
 tokenizer, exactly what re-tokenising the string after removing those characters gives (when no
 removal brings a leading or trailing space to the edge of the text, which tokenizer.clean_text would
 strip, and the text fits in maxlen; tests/test_peers.py checks the equivalence). No string is
@@ -45,7 +45,7 @@ and the surrogate with ridge=0 recovers each token's weight exactly (tests/test_
 import numpy as np
 
 from tig.attribution import Attribution, class_scores, resolve_target, split_of, tokens_of
-from tig.tokenizer import PAD_ID
+from tig.deletion import delete_tokens, explained_mask, padding_side
 from tig.validate import prepare_ids
 
 SAMPLES = 500             # K perturbed texts per text (the surrogate)
@@ -57,37 +57,23 @@ LINKS = ("auto", "identity", "logit")  # "auto": logit for probabilities, identi
 ROWS_PER_CALL = 4096      # perturbed rows embedded per class_scores call
 
 
-def delete_tokens(token_ids, keep):
-    """Rows of `token_ids` ([L]) with the tokens where keep [K, n] is False deleted: the kept real
-    tokens shifted left in order, PAD after them; n = the number of real tokens (the first n
-    positions). Returns [K, L] int32."""
-    token_ids = np.asarray(token_ids)
-    keep = np.asarray(keep, bool)
-    n = keep.shape[1]
-    order = np.argsort(~keep, axis=1, kind="stable")           # kept positions first, in order
-    kept = np.take_along_axis(keep, order, axis=1)
-    rows = np.full((len(keep), len(token_ids)), PAD_ID, np.int32)
-    rows[:, :n] = np.where(kept, token_ids[:n][order], PAD_ID)
-    return rows
-
-
-def real_lengths(token_ids):
-    """Per row, the number of tokens up to the last non-PAD one (evaluate.py's ranking counts those)."""
-    real = token_ids != PAD_ID
-    return np.where(real.any(1), token_ids.shape[1] - np.argmax(real[:, ::-1], axis=1), 0)
-
-
-def perturbed_copies(token_ids, lengths, make_masks):
-    """Per text with n > 0 real tokens, keep-masks make_masks(n) [K, n] and the rows with the
-    masked-out tokens deleted. Returns (masks per text, row arrays per text, owning text per row)."""
-    masks, rows, owner = [], [], []
-    for i, n in enumerate(lengths):
+def perturbed_copies(token_ids, positions, make_masks, padding):
+    """Per text with n > 0 explained tokens (at `positions`), keep-masks make_masks(n) [K, n] and the rows
+    with the masked-out tokens deleted (deletion.delete_tokens). Returns (masks, rows, where each kept token
+    moved, per text; owning text per row)."""
+    masks, rows, moved, owner = [], [], [], []
+    for i, where in enumerate(positions):
+        n = len(where)
         keep = make_masks(n) if n else np.zeros((0, 0), bool)
         masks.append(keep)
         if n:
-            rows.append(delete_tokens(token_ids[i], keep))
+            copies, moves = delete_tokens(token_ids[i], keep, where, padding)
+            rows.append(copies)
+            moved.append(moves)
             owner += [i] * len(keep)
-    return masks, rows, owner
+        else:
+            moved.append(None)
+    return masks, rows, moved, owner
 
 
 def target_scores(model, rows, target_per_row, layer=None, xla=None):
@@ -99,42 +85,50 @@ def target_scores(model, rows, target_per_row, layer=None, xla=None):
     return out
 
 
-def _prepare(model, inputs, target, layer, xla):
+def _prepare(model, inputs, target, layer, xla, padding):
     if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
         raise ValueError("perturbation methods delete token ids: give int token ids [B, L], not strings")
     token_ids = prepare_ids(inputs)
     split = split_of(model, token_ids, layer)
     probs = class_scores(split, token_ids, xla=xla, verify_rows=len(token_ids))   # every text explained is checked
-    return split, token_ids, probs, resolve_target(target, probs)
+    mask = explained_mask(token_ids, split.fixed_ids)
+    positions = [np.flatnonzero(row) for row in mask]
+    return split, token_ids, probs, resolve_target(target, probs), positions, padding_side(token_ids, padding)
 
 
-def occlusion(model, inputs, target=None, *, layer=None, vocabulary=None, xla=None):
+def occlusion(model, inputs, target=None, *, layer=None, vocabulary=None, xla=None, padding=None):
     """Leave-one-token-out: score_i = F_t(x) - F_t(x with token i deleted).
 
-    model, inputs (int token ids [B, L]), target, layer, xla: as gradients.gradients.
-    One row per real token, all texts' rows run together at static shapes. No completeness.
+    model, inputs (int token ids [B, L]), target, layer, xla: as tig.gradients.
+    padding: the side the model pads on, "post" or "pre" (None: read off the rows, deletion.padding_side);
+    a deleted token's place is taken by the tokens after it (post) or before it (pre).
+    One row per explained token, all texts' rows run together at static shapes. No completeness.
     Returns an Attribution (method "occlusion").
     """
-    split, token_ids, probs, target = _prepare(model, inputs, target, layer, xla)
-    lengths = real_lengths(token_ids)
+    split, token_ids, probs, target, positions, padding = _prepare(model, inputs, target, layer, xla, padding)
     rows, owner = [], []
-    for i, n in enumerate(lengths):
-        if n:
-            rows.append(delete_tokens(token_ids[i], ~np.eye(n, dtype=bool)))
-            owner += [i] * n
+    for i, where in enumerate(positions):
+        if len(where):
+            rows.append(delete_tokens(token_ids[i], ~np.eye(len(where), dtype=bool), where, padding)[0])
+            owner += [i] * len(where)
     scores = np.zeros(token_ids.shape, np.float32)
     output = probs[np.arange(len(target)), target]
     if rows:
         owner = np.array(owner)
         dropped = target_scores(split, np.concatenate(rows), target[owner], xla=xla)
         start = 0
-        for i, n in enumerate(lengths):
-            scores[i, :n] = output[i] - dropped[start:start + n]
-            start += n
-    scores = np.where(token_ids != PAD_ID, scores, 0.0).astype(np.float32)
-    return Attribution(scores=scores, target=target, probs=probs, token_ids=token_ids, method="occlusion",
-                       output=output, tokens=tokens_of(token_ids, vocabulary or split.vocabulary),
-                       output_kind=split.output_kind, layer=getattr(split.layer, "name", None))
+        for i, where in enumerate(positions):
+            scores[i, where] = output[i] - dropped[start:start + len(where)]
+            start += len(where)
+    return result(scores, target, probs, token_ids, "occlusion", split, vocabulary, output=output)
+
+
+def result(scores, target, probs, token_ids, method, split, vocabulary, **fields):
+    """The Attribution of a perturbation method: scores 0.0 wherever no token is explained."""
+    scores = np.where(explained_mask(token_ids, split.fixed_ids), scores, 0.0).astype(np.float32)
+    return Attribution(scores=scores, target=target, probs=probs, token_ids=token_ids, method=method,
+                       tokens=tokens_of(token_ids, vocabulary or split.vocabulary), output_kind=split.output_kind,
+                       layer=getattr(split.layer, "name", None), **fields)
 
 
 def sample_masks(n, samples, rng, max_rate=1.0):
@@ -193,7 +187,8 @@ def linked(values, link, output_kind="softmax"):
 
 
 def deletion_surrogate(model, inputs, target=None, *, samples=SAMPLES, width=KERNEL_WIDTH, ridge=RIDGE,
-                       max_rate=MAX_RATE, link=LINK, complete=False, seed=0, layer=None, vocabulary=None, xla=None):
+                       max_rate=MAX_RATE, link=LINK, complete=False, seed=0, layer=None, vocabulary=None, xla=None,
+                       padding=None):
     """A LIME-style local linear surrogate of F_t under token deletion, computed natively.
 
     For each text (n real tokens): K = `samples` keep-masks z_k (d_k ~ U{1..ceil(max_rate n)} tokens
@@ -209,7 +204,7 @@ def deletion_surrogate(model, inputs, target=None, *, samples=SAMPLES, width=KER
     constraints; `delta`, `output` and `baseline_output` are then in g's units, baseline "empty text").
     No completeness otherwise.
 
-    model, inputs (int token ids [B, L]), target, layer, xla: as gradients.gradients.
+    model, inputs (int token ids [B, L]), target, layer, xla: as tig.gradients.
     seed: the masks' random generator (one per call; the same seed gives the same scores).
     Returns an Attribution (method "surrogate").
     """
@@ -217,22 +212,24 @@ def deletion_surrogate(model, inputs, target=None, *, samples=SAMPLES, width=KER
         raise ValueError(f"samples must be at least 1, got {samples}")
     if link not in LINKS:
         raise ValueError(f"link must be one of {LINKS}, got {link!r}")
-    split, token_ids, probs, target = _prepare(model, inputs, target, layer, xla)
+    split, token_ids, probs, target, positions, padding = _prepare(model, inputs, target, layer, xla, padding)
     rng = np.random.default_rng(seed)
-    lengths = real_lengths(token_ids)
-    masks, rows, owner = perturbed_copies(token_ids, lengths, lambda n: sample_masks(n, int(samples), rng, max_rate))
+    masks, rows, _, owner = perturbed_copies(token_ids, positions, lambda n: sample_masks(n, int(samples), rng, max_rate),
+                                             padding)
     output = probs[np.arange(len(target)), target]
     fx = linked(output, link, split.output_kind)
     empty = None
     if complete:
-        empty = linked(target_scores(split, np.zeros_like(token_ids), target, xla=xla), link, split.output_kind)
+        nothing = np.concatenate([delete_tokens(row, np.zeros((1, len(where)), bool), where, padding)[0]
+                                  for row, where in zip(token_ids, positions)])   # every explained token deleted
+        empty = linked(target_scores(split, nothing, target, xla=xla), link, split.output_kind)
     scores = np.zeros(token_ids.shape, np.float32)
     if rows:
         y_all = linked(target_scores(split, np.concatenate(rows), target[np.array(owner)], xla=xla), link,
                        split.output_kind)
         start = 0
-        for i, n in enumerate(lengths):
-            if not n:
+        for i, where in enumerate(positions):
+            if not len(where):
                 continue
             keep = masks[i]
             y = y_all[start:start + len(keep)]
@@ -240,15 +237,13 @@ def deletion_surrogate(model, inputs, target=None, *, samples=SAMPLES, width=KER
             weights = kernel_weights(keep, width)
             w = (fit_complete(keep, y, weights, fx[i], empty[i]) if complete
                  else fit_surrogate(keep, y, weights, ridge))
-            scores[i, :n] = w
-    scores = np.where(token_ids != PAD_ID, scores, 0.0).astype(np.float32)
+            scores[i, where] = w
     extra = {}
     if complete:
         extra = dict(delta=(fx - empty) - scores.astype(np.float64).sum(1), baseline="empty text",
                      baseline_output=empty)   # in the link's units, as `output` below
-    return Attribution(scores=scores, target=target, probs=probs, token_ids=token_ids, method="surrogate",
-                       output=fx if complete else output, tokens=tokens_of(token_ids, vocabulary or split.vocabulary),
-                       output_kind=split.output_kind, layer=getattr(split.layer, "name", None), **extra)
+    return result(scores, target, probs, token_ids, "surrogate", split, vocabulary,
+                  output=fx if complete else output, **extra)
 
 
 DELETION_SAMPLES = 100    # random deletion contexts per text (deletion_ig)
@@ -272,18 +267,15 @@ def stratified_masks(n, samples, rng, max_rate=DELETION_MAX_RATE):
     return np.concatenate([np.ones((1, n), bool), ranks >= deleted[:, None]])
 
 
-def spread_back(keep, row_scores):
-    """Per-row scores of deleted texts ([K, >= n], the kept tokens first) back at the original
-    positions: [K, n], 0 where the token was deleted."""
-    counts = keep.sum(1)
-    n = keep.shape[1]
-    placed = np.zeros(keep.shape, np.float64)
-    placed[keep] = row_scores[:, :n][np.arange(n)[None, :] < counts[:, None]]
-    return placed
+def spread_back(moved, row_scores):
+    """Per-row scores of deleted texts [K, L] back at the original explained positions: [K, n], token j's
+    score in copy k taken where it moved (deletion.delete_tokens), 0 where it was deleted."""
+    rows = np.arange(len(moved))[:, None]
+    return np.where(moved >= 0, row_scores[rows, np.maximum(moved, 0)], 0.0)
 
 
 def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=DELETION_STEPS,
-                max_rate=DELETION_MAX_RATE, seed=0, layer=None, vocabulary=None, xla=None):
+                max_rate=DELETION_MAX_RATE, seed=0, layer=None, vocabulary=None, xla=None, padding=None):
     """Integrated gradients averaged over random deletion contexts ("deletion IG").
 
     For each text x (n real tokens): K = `samples` keep-masks z_k (d_k tokens deleted at uniform
@@ -324,7 +316,7 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
     checkpoints: 0.484 vs 0.486 (0.17x) and 0.464 vs 0.467 (0.19x), where erasure.greedy_erasure reaches
     0.521 and 0.497.
 
-    model, inputs (int token ids [B, L]), target, layer, xla: as gradients.gradients.
+    model, inputs (int token ids [B, L]), target, layer, xla: as tig.gradients.
     seed: the masks' random generator (one per call; the same seed gives the same scores).
     Returns an Attribution (method "deletion-ig").
     """
@@ -335,11 +327,10 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
         raise ValueError(f"samples must be at least 1, got {samples}")
     if int(steps) < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    split, token_ids, probs, target = _prepare(model, inputs, target, layer, xla)
+    split, token_ids, probs, target, positions, padding = _prepare(model, inputs, target, layer, xla, padding)
     rng = np.random.default_rng(seed)
-    lengths = real_lengths(token_ids)
-    masks, rows, owner = perturbed_copies(token_ids, lengths,
-                                          lambda n: stratified_masks(n, int(samples), rng, max_rate))
+    masks, rows, moved, owner = perturbed_copies(token_ids, positions,
+                                                 lambda n: stratified_masks(n, int(samples), rng, max_rate), padding)
     scores = np.zeros(token_ids.shape, np.float32)
     if rows:
         rows, owner = np.concatenate(rows), np.array(owner)
@@ -357,15 +348,12 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
             parts.append(reduce_scores(contributions, ~np.isin(ids, split.fixed_ids), "sum"))
         row_scores = np.concatenate(parts).astype(np.float64)
         start = 0
-        for i, n in enumerate(lengths):
-            if not n:
+        for i, where in enumerate(positions):
+            if not len(where):
                 continue
             keep = masks[i]
-            placed = spread_back(keep, row_scores[start:start + len(keep)])
+            placed = spread_back(moved[i], row_scores[start:start + len(keep)])
             start += len(keep)
-            scores[i, :n] = placed.sum(0) / keep.sum(0)
-    scores = np.where(token_ids != PAD_ID, scores, 0.0).astype(np.float32)
-    return Attribution(scores=scores, target=target, probs=probs, token_ids=token_ids, method="deletion-ig",
-                       output=probs[np.arange(len(target)), target],
-                       tokens=tokens_of(token_ids, vocabulary or split.vocabulary),
-                       output_kind=split.output_kind, layer=getattr(split.layer, "name", None))
+            scores[i, where] = placed.sum(0) / keep.sum(0)
+    return result(scores, target, probs, token_ids, "deletion-ig", split, vocabulary,
+                  output=probs[np.arange(len(target)), target])
