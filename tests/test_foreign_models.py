@@ -246,38 +246,47 @@ def test_ambiguous_and_missing_embedding():
         integrated_gradients(keras.Model(ids_in, x), token_ids())
 
 
-def test_traces_per_exact_length_are_bounded(monkeypatch):
+def test_traces_per_exact_length_are_bounded():
     """Other models run at their exact length (no bucketing: their padding invariance is
-    unknown): one trace per length (rows left open) for EXACT_LENGTHS_PER_MODEL lengths, then one
-    None-dim graph per kind, with the same numbers; a repeat traces nothing new."""
+    unknown): one trace per length (rows left open) for an engine's `exact_lengths` lengths (an
+    Engine of this test's own, with 2), then one None-dim graph per kind, with the same numbers;
+    a repeat traces nothing new."""
     from tig.embedding_split import none_dim_graphs, split_at_embedding
-    from tig.engine import ENGINE
-    monkeypatch.setattr(ENGINE, "exact_lengths", 2)
+    from tig.engine import Engine
     model, _ = original_layout()
+    split = split_at_embedding(model, token_ids())
+    reference = none_dim_graphs(split)
+    ours = Engine(exact_lengths=2)
 
-    def traces():
-        return ENGINE.traces_by_kind(split_at_embedding(model, token_ids()))
+    def explain(engine, split, ids, steps):
+        """What integrated_gradients and gradients ask of the engine: outputs, IG's path sums, gradients."""
+        x, context, _ = split.lookup(ids)
+        context = np.asarray(context)
+        target = engine.outputs(split, x, context).argmax(1)
+        nodes, weights = quadrature("gausslegendre", steps)
+        return (engine.path_gradient(split, x, np.zeros_like(x), context, target, nodes, weights),
+                engine.gradient(split, x, context, target)[0])
 
     calls = [(seed, length, batch) for seed, length, batch in ((1, 12, 3), (2, 31, 7), (3, 8, 1), (4, 25, 2))]
     results = {}
     for _ in range(2):
         for seed, length, batch in calls:
-            ids = token_ids(seed, batch, length)
-            results[seed] = (integrated_gradients(model, ids, steps=10 + seed).scores, gradients(model, ids).scores)
+            results[seed] = explain(ours, split, token_ids(seed, batch, length), 10 + seed)
         if not _:
-            first = traces()
-    counts = traces()
+            first = ours.traces_by_kind(split)
+    counts = ours.traces_by_kind(split)
     assert counts == first, "a repeat of the same shapes traced again"
+    assert {kind[0] for kind in counts} == {"outputs", "path", "gradient"}
     assert {kind[1] for kind in counts} == {"static", "none dims"} and not any(kind[2:] == (True,) for kind in counts)
     for kind, count in counts.items():
-        assert count <= (1 if kind[1] == "none dims" else 2), (kind, count)   # EXACT_LENGTHS_PER_MODEL
-    reference = none_dim_graphs(split_at_embedding(model, token_ids()))
-    for seed, length, batch in calls[:2]:          # the static graphs give the None-dim numbers
-        ids = token_ids(seed, batch, length)
+        assert count <= (1 if kind[1] == "none dims" else 2), (kind, count)   # exact_lengths=2
+    plain = Engine()
+    for seed, length, batch in calls:    # static graphs (the first two lengths) and None-dim ones give the same numbers
         ig, grad = results[seed]
-        np.testing.assert_allclose(ig, integrated_gradients(reference, ids, steps=10 + seed).scores, atol=1e-6)
-        np.testing.assert_allclose(grad, gradients(reference, ids).scores, atol=1e-6)
-        assert np.all(ig[ids == 0] == 0.0) and np.all(grad[ids == 0] == 0.0)
+        ig_reference, grad_reference = explain(plain, reference, token_ids(seed, batch, length), 10 + seed)
+        assert ig.shape == ig_reference.shape == (batch, length, DIM)
+        np.testing.assert_allclose(ig, ig_reference, atol=1e-6)
+        np.testing.assert_allclose(grad, grad_reference, atol=1e-6)
 
 
 # --- the keras-io tutorial model, trained on real reviews, saved and reloaded ----------

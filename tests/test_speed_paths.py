@@ -78,20 +78,45 @@ def test_static_path_matches_none_dim_graphs(trained_checkpoint, xla):
 
 
 def test_xla_rule(monkeypatch):
+    """The call's xla=, else the Engine's own, else $TIG_XLA, else off: for every kind, and only
+    for splits that compile."""
     split = split_at_embedding(build_model("mean", 20, 2))
     monkeypatch.delenv("TIG_XLA", raising=False)
     rule = Engine()
-    after = rule.xla_after_calls
-    assert not rule.use_xla(split, calls=1) and not rule.use_xla(split, calls=after)
-    assert rule.use_xla(split, calls=after + 1)
-    assert not rule.use_xla(split, calls=after + 1, kind="outputs")   # forward passes stay off
-    assert rule.use_xla(split, xla=True, calls=1) and not rule.use_xla(split, xla=False, calls=10 ** 6)
-    monkeypatch.setenv("TIG_XLA", "0")        # read when a call starts, not at import
-    assert not rule.use_xla(split, calls=10 ** 6)
-    monkeypatch.setenv("TIG_XLA", "1")
-    assert rule.use_xla(split, calls=1) and rule.use_xla(split, calls=1, kind="outputs")
-    assert not Engine(xla=False).use_xla(split, calls=10 ** 6), "the engine's own choice beats the environment"
+    assert not rule.use_xla(split) and engine.XLA_DEFAULT is False
+    assert rule.use_xla(split, xla=True) and not rule.use_xla(split, xla=False)
+    monkeypatch.setenv("TIG_XLA", "1")        # read when a call starts, not at import
+    assert rule.use_xla(split)
+    assert not rule.use_xla(split, xla=False), "the call's own choice beats the environment"
+    assert not Engine(xla=False).use_xla(split), "the engine's own choice beats the environment"
+    assert Engine(xla=False).use_xla(split, xla=True), "the call's own choice beats the engine's"
+    monkeypatch.setenv("TIG_XLA", "0")
+    assert not rule.use_xla(split) and Engine(xla=True).use_xla(split)
+    monkeypatch.setenv("TIG_XLA", "maybe")    # only read when nothing else chose
+    assert rule.use_xla(split, xla=True) and not Engine(xla=False).use_xla(split)
     assert not rule.use_xla(none_dim_graphs(split), xla=True)
+
+
+def test_xla_default_does_not_depend_on_earlier_calls(monkeypatch):
+    """Many more chunks than the old counter's 256 for one length (same kind, same shapes): the
+    default still compiles nothing, and the numbers stay those of the first call."""
+    from tig.ig import quadrature
+    monkeypatch.delenv("TIG_XLA", raising=False)
+    model = build_model("mean", 20, 2, embed_dim=4, hidden=4)
+    split = split_at_embedding(model)
+    ids = np.array([[3, 4, 5, 6, 7]], np.int32)
+    x, context, _ = split.lookup(ids)
+    nodes, weights = quadrature("gausslegendre", 150)
+    ours = Engine()
+
+    def call():
+        return ours.path_gradient(split, x, np.zeros_like(x), np.asarray(context), np.array([1]), nodes, weights,
+                                  rows=1)     # one chunk per node: 150 chunks a call
+    first = call()
+    for _ in range(2):
+        np.testing.assert_array_equal(call(), first)
+    counts = ours.traces_by_kind(split)
+    assert counts == {("path", "static", False): 1}, counts
 
 
 def traces(model):
@@ -100,20 +125,21 @@ def traces(model):
 
 def test_traces_stay_bounded_over_many_calls(monkeypatch):
     """Many calls with varied lengths, batch sizes and steps: without XLA one trace per bucket and
-    kind; XLA switching on for lengths that ran XLA_AFTER_CALLS chunks, compiling one shape per
-    (bucket, chunk size, number of texts a chunk can touch: a power of two); nothing new on a repeat."""
+    kind; with xla=True (every other IG call) one XLA shape per (bucket, chunk size, number of texts
+    a chunk can touch: a power of two) for IG's path graphs and per (bucket, chunk size) for its
+    forward passes; XLA only where a call asked for it; nothing new on a repeat."""
     monkeypatch.delenv("TIG_XLA", raising=False)
-    monkeypatch.setattr(ENGINE, "xla_after_calls", 4)
     model = build_model("cnn", 60, 3, embed_dim=16, hidden=16)
     cap = 32
-    lengths, steps_used = set(), set()
+    lengths, steps_used, call = set(), set(), 0
     for round_ in range(3):
         for length in (3, 9, 16, 17, 22, 30, 31):
             for batch in (1, 2, 5):
                 ids = np.random.default_rng(length).integers(3, 60, (batch, length)).astype(np.int32)
                 ids[0, max(1, length // 2):] = 0
                 steps = 2 + (7 * length + batch) % 37
-                integrated_gradients(model, ids, steps=steps, internal_batch_size=cap)
+                call += 1
+                integrated_gradients(model, ids, steps=steps, internal_batch_size=cap, xla=True if call % 2 else None)
                 steps_used.add(steps)
                 gradients(model, ids)
                 lengths.add(bucket_length(length))
@@ -122,12 +148,14 @@ def test_traces_stay_bounded_over_many_calls(monkeypatch):
     counts = traces(model)
     assert len(lengths) == 3
     assert {kind[0] for kind in counts} == {"path", "outputs", "gradient"}
-    assert {kind[0] for kind in counts if kind[2]} == {"path"}, "XLA: only hot integration shapes"
+    assert {kind[0] for kind in counts if kind[2]} == {"path", "outputs"}, "XLA: only in the calls that asked"
+    assert {kind[0] for kind in counts if not kind[2]} == {"path", "outputs", "gradient"}
     sizes = (cap, cap // engine.LAST_CHUNK_DIVISOR)
     path_shapes = {(rows, slots_for(rows, steps)) for rows in sizes for steps in steps_used}
     assert len(path_shapes) < len(sizes) * len(steps_used) / 2
     for kind, count in counts.items():
-        assert count <= len(lengths) * (len(path_shapes) if kind[2] else 1), (kind, count)
+        per_length = 1 if not kind[2] else len(path_shapes) if kind[0] == "path" else len(sizes)
+        assert count <= len(lengths) * per_length, (kind, count)
     assert counts == first, "a repeat of the same shapes traced again"
 
 

@@ -13,20 +13,22 @@ it fast and with flat memory:
     one None-dim graph;
   - rows stream in chunks of at most CHUNK_ROWS (fewer when a chunk would pass FLOATS_PER_CHUNK);
   - XLA (jit_compile) only for splits known to compile (tig/model.py's, KerasHub tasks on their
-    ids; others may hold string ops), which
-    compiles every shape, so its chunks have two sizes (a group's last chunk is padded with
-    copies of a real row). Compiling a shape costs 1.6-2.1 s here and saves ~0.012 s per 128-row
-    IG chunk, so by default only IG's path graphs are compiled, for a length that has already run
-    `xla_after_calls` chunks without. xla=True/False per call, or $TIG_XLA=1/0 (read when a call
-    starts), force it on or off.
+    ids; others may hold string ops), and only when the call asks for it: its xla=True/False, else
+    the Engine's own xla (a constructor argument), else $TIG_XLA=1/0 (read when a call starts),
+    else off: the same for every kind and length group, and never dependent on the calls before
+    it. XLA compiles every shape, so its chunks have two sizes (a group's last chunk is padded
+    with copies of a real row). Off by default: compiling a shape costs 1.6-2.1 s on this CPU and
+    saves ~0.012 s per 128-row IG chunk, so it pays only past ~130-175 chunks of one shape, while
+    the project's callers run 32-64 texts x 50 steps per call (at most 25 chunks, over several
+    length buckets); XLA for every shape made a whole `evaluate.py -n 200` 1.7x slower
+    (RESULTS.md). A long job over the same lengths can set TIG_XLA=1 (bench/bench_ig.py times both).
 
-The Engine's caches (traced functions, their concrete functions, chunk counts) are held per
-Split in weak references: a model that is no longer used is freed with its graphs.
+The Engine's caches (traced functions, their concrete functions, the exact lengths traced) are
+held per Split in weak references: a model that is no longer used is freed with its graphs.
 `ENGINE` is the one every explanation uses.
 """
 import os
 import weakref
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,14 +41,13 @@ from tig.errors import UserError
 # one run each); long texts are capped at FLOATS_PER_CHUNK embedding floats (32 MB) per chunk
 CHUNK_ROWS = 128
 FLOATS_PER_CHUNK = 1 << 23
-XLA_AFTER_CALLS = 256          # by then a length has lost about what compiling it costs
-XLA_KINDS = ("path",)          # kinds compiled by the default rule
+XLA_DEFAULT = False            # neither the call, the Engine nor $TIG_XLA chose: no XLA (see the top)
 EXACT_LENGTHS_PER_MODEL = 8
 LAST_CHUNK_DIVISOR = 8         # XLA: a last chunk is padded to cap // 8 rows or to cap: two sizes per length
 
 
 def xla_from_env(value=None):
-    """$TIG_XLA: "1" True, "0" False, unset or empty None (the default rule); anything else an error."""
+    """$TIG_XLA: "1" True, "0" False, unset or empty None (no choice); anything else an error."""
     value = os.environ.get("TIG_XLA", "") if value is None else value
     if value.strip() not in ("", "0", "1"):
         raise UserError(f"$TIG_XLA must be 0, 1 or unset, got {value[:40]!r}")
@@ -169,18 +170,18 @@ class _Graphs:
     """What the engine keeps for one Split."""
     functions: dict = field(default_factory=dict)   # (kind, "static"/"none dims", jit) -> tf.function
     concrete: dict = field(default_factory=dict)    # (that key, shapes, dtypes) -> concrete function
-    calls: Counter = field(default_factory=Counter)  # (kind, length, cap) -> chunks run (the XLA rule)
     lengths: dict = field(default_factory=dict)     # kind -> exact lengths traced (other models)
 
 
 class Engine:
     """Runs graph bodies over rows of embeddings, by length groups and chunks (see the top of the file).
 
-    xla: True/False for every call, or None (default): a call's own xla=, else $TIG_XLA, else the
-    default rule. xla_after_calls, exact_lengths: the rules' thresholds (tests lower them)."""
+    xla: True/False for every call that does not choose itself, or None (default): $TIG_XLA, else
+    no XLA. exact_lengths: how many exact lengths of another model get graphs of their own before
+    its None-dim graph (tests create an Engine with a lower one)."""
 
-    def __init__(self, xla=None, xla_after_calls=XLA_AFTER_CALLS, exact_lengths=EXACT_LENGTHS_PER_MODEL):
-        self.xla, self.xla_after_calls, self.exact_lengths = xla, xla_after_calls, exact_lengths
+    def __init__(self, xla=None, exact_lengths=EXACT_LENGTHS_PER_MODEL):
+        self.xla, self.exact_lengths = xla, exact_lengths
         self._graphs = weakref.WeakKeyDictionary()   # Split -> _Graphs; freed with the Split
 
     def graphs(self, split):
@@ -200,27 +201,17 @@ class Engine:
                                           for key, fn in graphs.functions.items()}
 
     def choose_xla(self, xla=None):
-        """The call's XLA choice: xla if given, else the engine's, else $TIG_XLA (read now), else None."""
+        """The call's XLA choice: xla if given, else the engine's, else $TIG_XLA (read now), else XLA_DEFAULT."""
         for choice in (xla, self.xla):
             if choice is not None:
                 return bool(choice)
-        return xla_from_env()
+        choice = xla_from_env()
+        return XLA_DEFAULT if choice is None else choice
 
-    def use_xla(self, split, xla=None, calls=None, kind="path"):
-        """The XLA rule: never for splits XLA may not compile (Split.compiles); else the call's choice
-        (choose_xla), else whether this is an XLA_KINDS graph whose length already ran
-        xla_after_calls chunks (`calls`)."""
-        if not split.compiles:
-            return False
-        choice = self.choose_xla(xla)
-        if choice is not None:
-            return choice
-        return kind in XLA_KINDS and (calls or 0) > self.xla_after_calls
-
-    def _group_uses_xla(self, split, kind, length, cap, rows, xla):
-        calls = self.graphs(split).calls
-        calls[kind, length, cap] += -(-rows // cap)
-        return self.use_xla(split, xla, calls[kind, length, cap], kind)
+    def use_xla(self, split, xla=None):
+        """Whether a call compiles its graphs with XLA: never for splits XLA may not compile
+        (Split.compiles); else the call's choice (choose_xla). The same for every kind and length."""
+        return bool(split.compiles) and self.choose_xla(xla)
 
     def function_for(self, split, kind, body, args, jit=False):
         """The concrete function that runs body(split)(*args): traced on these args' shapes with
@@ -253,13 +244,12 @@ class Engine:
         """body(split)(*arrays) over rows, by length groups and chunks. arrays[0] is the
         embeddings [n,L,D], arrays[1] the context, then per-row arrays. Returns the outputs (numpy,
         each [n, ...]); [n, l, D] outputs are cut back to (or zero-padded to) the given L."""
-        xla = self.choose_xla(xla)     # $TIG_XLA read once per call, not per length group
+        jit = self.use_xla(split, xla)     # once per call ($TIG_XLA read now), the same for every group
         embeddings, context = arrays[0], np.asarray(arrays[1])
         n, length, dim = embeddings.shape
         pieces = []    # (row indices, outputs of their chunk)
         for run_length, group_rows, group in length_groups(split, context, [embeddings, context, *arrays[2:]], 2):
             cap = chunk_cap(run_length, dim, rows)
-            jit = self._group_uses_xla(split, kind, run_length, cap, len(group_rows), xla)
             for start, size, padded in chunks(len(group_rows), cap, pad=jit):
                 args = [tf.constant(pad_rows(a[start:start + size], padded)) for a in group]
                 out = self.function_for(split, kind, body, args, jit)(*args)
@@ -279,14 +269,13 @@ class Engine:
         """sum_k w_k dF_t(x'+a_k(x-x'))/dx [B,L,D]. Per length group the B x S (text, node) pairs,
         sample-major, stream through one fused graph (path_gradient_sum) in chunks of a fixed
         number of pairs; memory stays flat in S."""
-        xla = self.choose_xla(xla)     # $TIG_XLA read once per call, not per length group
+        jit = self.use_xla(split, xla)     # once per call ($TIG_XLA read now), the same for every group
         batch, length, dim = x.shape
         steps = len(nodes)
         nodes, weights = nodes.astype(np.float32), weights.astype(np.float32)
         total = np.zeros_like(x)
         for run_length, group_rows, group in length_groups(split, context, [x, x0, np.asarray(context), target], 3):
             keep, pairs, cap = min(length, run_length), len(group_rows) * steps, chunk_cap(run_length, dim, rows)
-            jit = self._group_uses_xla(split, "path", run_length, cap, pairs, xla)
             for start, size, padded in chunks(pairs, cap, pad=jit):
                 pair = np.arange(start, start + padded)
                 first = start // steps

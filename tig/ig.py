@@ -124,9 +124,10 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
     reduce: "sum" over the embedding axis (signed, sums to F(x) - F(x')) or "l2" (unsigned
         norm per token, the original project's view; completeness does not hold for it).
     vocabulary: id -> token list for Attribution.tokens (default: the model's TextVectorization's).
-    xla: True/False: jit_compile tig/model.py's models' graphs or not; None (default): TIG_XLA if set,
-        else XLA for a length once it has run engine.XLA_AFTER_CALLS chunks. Other models never
-        use XLA. All models run on graphs traced per length (tig/engine.py).
+    xla: True/False: jit_compile tig/model.py's models' graphs (and KerasHub tasks' on ids) or not;
+        None (default): $TIG_XLA=1/0 if set, else no XLA. Decided by this call alone, never by the
+        calls before it. Other models never use XLA. All models run on graphs traced per length
+        (tig/engine.py, which also says why XLA is off by default).
     Returns an Attribution with scores [B,L], target, probs, delta, steps, output, baseline_output, tokens.
     """
     validate.check_ig(model, steps, tolerance, baseline, internal_batch_size, reduce)

@@ -30,8 +30,8 @@ def gradients(model, inputs, target=None, *, layer=None, times_input=True, reduc
     reduce: "sum" or "l2" over the embedding axis; default "sum" with times_input, else "l2".
     target: class to explain (default: the predicted class), an int or one per sample.
     vocabulary: id -> token list for Attribution.tokens (default: the model's TextVectorization's).
-    xla: True/False: jit_compile tig/model.py's models' graphs or not; None (default): TIG_XLA if set,
-        else no XLA (the default rule compiles only IG's integration graphs; see tig/engine.py).
+    xla: True/False: jit_compile tig/model.py's models' graphs (and KerasHub tasks' on ids) or not;
+        None (default): $TIG_XLA=1/0 if set, else no XLA. Decided by this call alone (tig/engine.py).
     """
     validate.check_model(model)
     split = split_of(model, inputs, layer)
