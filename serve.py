@@ -3,7 +3,7 @@ method's coloured characters side by side, with the probabilities and the scores
 
     python serve.py --checkpoint checkpoints/reviews --port 8000        # then open http://127.0.0.1:8000/
     python serve.py --model out/my_model.keras --classes negative,positive --port 8000
-    curl -s localhost:8000/explain -d '{"text": "质量太差了", "method": "ig"}'
+    curl -s localhost:8000/explain -H 'Content-Type: application/json' -d '{"text": "质量太差了", "method": "ig"}'
 
 POST /explain takes {"text", "method"} and optionally "target" (index or class name) and "steps"; it
 answers {"tokens", "scores", "target", "probabilities", "classes", "delta", ...}: the scores of
@@ -12,43 +12,49 @@ the command lines cut it; a request over MAX_CHARS characters is refused with a 
 
 Built on Starlette (served by uvicorn): a small, well-kept ASGI library with no call home and no
 assets of its own, so the page, its script and its CJK font (subset to the model's vocabulary, as the
-HTML report embeds one) all come from this process: the page works offline. Explanations run one at
-a time behind a lock (TensorFlow graphs and the engine's caches are shared), so concurrent requests
-queue and never mix. Bound to 127.0.0.1 unless --host says otherwise; Ctrl-C stops it.
+HTML report embeds one, built at start-up) all come from this process: the page works offline.
+Explanations run one at a time behind a lock (TensorFlow graphs and the engine's caches are shared), so
+concurrent requests queue and never mix. Bound to 127.0.0.1 unless --host says otherwise; Ctrl-C stops it.
+
+Any web page the user visits can send requests to 127.0.0.1, so (tig/server.py) a request is answered only
+when its Host header names this server (127.0.0.1, localhost or [::1] with the port, the --host address,
+any --allow-host name; 421 otherwise: DNS rebinding) and its Origin, when it sends one, is this server's
+own or an --allow-origin (403 otherwise). /explain reads only application/json bodies (415 otherwise), of at
+most MAX_BODY bytes, counted while they stream in (413 as soon as a body is over, the rest never read),
+nested at most 32 deep and holding valid Unicode (400). Every refusal is a one-line JSON error, and every
+refused request or client gone mid-body one line in the server's log.
 """
 import os
 import sys
 import threading
 
+from tig import server
 from tig.cli import quiet_tensorflow
 from tig.defaults import INTERACTIVE_STEPS
+from tig.server import RequestError, log
 
 HOST = "127.0.0.1"
 PORT = 8000
 MAX_CHARS = 20000           # a request over this many characters is refused (413)
+MAX_BODY = 12 * MAX_CHARS + 10000   # bytes: a character takes at most 12 bytes of JSON (\\ud83d\\ude00)
 PAGE_METHODS = ("ig", "gradxinput", "saliency", "occlusion")   # ticked choices on the page (ig, grad ticked)
 
 
-class RequestError(ValueError):
-    """A bad request: answered with this status and the one-line message."""
-
-    def __init__(self, message, status=400):
-        super().__init__(message)
-        self.status = status
-
-
 class Explainer:
-    """The model behind the page: one explanation at a time, and the page's font built once."""
+    """The model behind the page: one explanation at a time, and the page's font built once (under a
+    lock of its own: a first /font.css never holds up an explanation)."""
 
     def __init__(self, ckpt, steps=INTERACTIVE_STEPS):
         self.ckpt, self.steps = ckpt, steps
         self.lock = threading.Lock()
+        self._font_lock = threading.Lock()
         self._font = None
 
     def explain(self, request):
         """A JSON request -> the JSON answer (RequestError for anything a client got wrong)."""
         from tig.cli import class_index
         from tig.methods import NAMES, canonical
+        from tig.tokenizer import clean_text
         from tig.validate import MAX_STEPS
         if not isinstance(request, dict):
             raise RequestError("the body must be a JSON object with 'text' and 'method'")
@@ -57,6 +63,9 @@ class Explainer:
             raise RequestError("'text' must be a non-empty string")
         if len(text) > MAX_CHARS:
             raise RequestError(f"'text' has {len(text)} characters; at most {MAX_CHARS} are accepted", 413)
+        if not clean_text(text):   # as the command lines refuse it: nothing but control characters, BOMs, spaces
+            raise RequestError("'text' is empty once control characters and byte-order marks are dropped; "
+                               "give some characters to explain")
         if method not in NAMES:
             raise RequestError(f"unknown method {method!r}; choose one of: {', '.join(NAMES)}")
         target = request.get("target")
@@ -71,14 +80,18 @@ class Explainer:
         return answer(result, self.ckpt.classes)
 
     def font_css(self):
-        """@font-face for the page: the CJK font subset to the model's vocabulary (built on first use)."""
-        with self.lock:
+        """@font-face for the page: the CJK font subset to the model's vocabulary (built once)."""
+        with self._font_lock:
             if self._font is None:
                 from tig.render import embedded_font_css
                 vocab = getattr(self.ckpt.tokenizer, "vocab", None) or []
                 chars = "".join(sorted({c for token in vocab if isinstance(token, str) for c in token}))
                 self._font = embedded_font_css(chars + "，。！？、：；“”‘’（）《》…") if chars else ""
             return self._font
+
+    def build_font(self):
+        """Start building the font in the background (at start-up: the first page load need not wait)."""
+        threading.Thread(target=self.font_css, name="font", daemon=True).start()
 
 
 def answer(result, classes):
@@ -90,103 +103,55 @@ def answer(result, classes):
             "truncated": int(result.truncated)}
 
 
-def make_app(explainer):
-    """The Starlette app: GET / (the page), GET /font.css, POST /explain."""
+def make_app(explainer, host=HOST, port=PORT, allow_origins=(), allow_hosts=()):
+    """The Starlette app: GET / (the page), GET /font.css, POST /explain; behind tig.server.Guard (Host
+    and Origin checks) and, for --allow-origin pages, CORS headers."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
+    from starlette.middleware import Middleware
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.requests import ClientDisconnect
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
     from tig.errors import UserError
 
     async def page(request):
-        return HTMLResponse(page_html(explainer.ckpt.classes))
+        return HTMLResponse(page_html(explainer.ckpt.classes),
+                            headers={"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"})
 
     async def font(request):
         return Response(await run_in_threadpool(explainer.font_css), media_type="text/css")
 
     async def explain(request):
-        body = await request.body()
-        if len(body) > 12 * MAX_CHARS + 10000:   # a character takes at most 12 bytes of JSON (\\ud83d\\ude00)
-            return JSONResponse({"error": f"the request is over {MAX_CHARS} characters"}, status_code=413)
         try:
-            import json
-            data = json.loads(body)
-        except ValueError:
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
-        try:
+            data = await server.read_json(request, MAX_BODY)
             return JSONResponse(await run_in_threadpool(explainer.explain, data))
         except RequestError as e:
-            return JSONResponse({"error": str(e)}, status_code=e.status)
+            return server.refusal(str(e), e.status)
         except UserError as e:
             return JSONResponse({"error": str(e)}, status_code=422)
+        except ClientDisconnect:
+            client = request.client
+            log(f"{client.host if client else 'a client'}:{client.port if client else ''} went away before "
+                f"sending its whole request")
+            return Response(status_code=400)   # nobody to read it
+        except Exception as e:   # a bug: one line in the log and in the answer, the server goes on
+            first = (str(e).splitlines() or [""])[0][:200]
+            log(f"error: POST /explain failed: {e.__class__.__name__}: {first}")
+            return JSONResponse({"error": f"internal error ({e.__class__.__name__}: {first})"}, status_code=500)
 
-    return Starlette(routes=[Route("/", page), Route("/font.css", font), Route("/explain", explain, methods=["POST"])])
+    hosts = server.allowed_hosts(host, port, allow_hosts)
+    return Starlette(routes=[Route("/", page), Route("/font.css", font), Route("/explain", explain, methods=["POST"])],
+                     middleware=[Middleware(server.Guard, hosts=hosts, origins=allow_origins),
+                                 Middleware(CORSMiddleware, allow_origins=list(allow_origins),
+                                            allow_methods=["GET", "POST"], allow_headers=["Content-Type"])])
 
 
 def page_html(classes):
-    """The page: plain HTML, CSS and script, no external resource; every text goes in as textContent."""
-    import html
-    import json
-
+    """The page (tig.server.PAGE) with this model's classes and the page's methods."""
     from tig.render import METHOD_TITLES
-    boxes = "".join(f'<label><input type="checkbox" name="method" value="{m}"{" checked" if m in ("ig", "gradxinput") else ""}>'
-                    f"{html.escape(METHOD_TITLES[m])}</label> " for m in PAGE_METHODS)
-    options = '<option value="">predicted</option>' + "".join(
-        f'<option value="{i}">{html.escape(c)}</option>' for i, c in enumerate(classes))
-    return PAGE.replace("{{BOXES}}", boxes).replace("{{OPTIONS}}", options) \
-        .replace("{{TITLES}}", json.dumps(METHOD_TITLES).replace("<", "\\u003c"))
-
-
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>text-integrated-gradients</title>
-<link rel="stylesheet" href="/font.css">
-<style>body{font-family:'TIG CJK',sans-serif;margin:2em;max-width:70em}textarea{width:100%;font:inherit;font-size:1.1em}
-#results{display:flex;gap:1.5em;flex-wrap:wrap}.method{flex:1;min-width:18em;border:1px solid #ddd;padding:0.8em}
-.chars{font-size:1.6em;line-height:1.8;word-break:break-all}.chars span{padding:0 1px}.meta{color:#555;font-size:0.9em}
-.error{color:#b00}</style></head><body>
-<h2>text-integrated-gradients</h2>
-<textarea id="text" rows="3" placeholder="type or paste a text">房间很干净，服务也很周到，就是早餐太差了</textarea>
-<p>{{BOXES}} &nbsp; class: <select id="target">{{OPTIONS}}</select> &nbsp; <button id="go">explain</button></p>
-<p class="meta">Red supports the class explained, blue opposes it; hover a character for its score.</p>
-<div id="results"></div>
-<script>
-const TITLES = {{TITLES}};
-function colour(v, m) {  // v in [-1, 1] -> white..red (positive) or white..blue (negative)
-  const a = Math.min(1, Math.abs(v) / (m || 1)), w = Math.round(255 * (1 - a));
-  return v >= 0 ? `rgb(255,${w},${w})` : `rgb(${w},${w},255)`;
-}
-async function explainOne(text, method, target, box) {
-  const body = {text: text, method: method};
-  if (target !== "") body.target = target;
-  const r = await fetch("/explain", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
-  const data = await r.json();
-  box.textContent = "";
-  const h = document.createElement("h3"); h.textContent = TITLES[data.method] || method; box.appendChild(h);
-  if (!r.ok) { const e = document.createElement("p"); e.className = "error"; e.textContent = data.error; box.appendChild(e); return; }
-  const chars = document.createElement("div"); chars.className = "chars";
-  const m = Math.max(1e-12, ...data.scores.map(Math.abs));
-  data.tokens.forEach((t, i) => {
-    const s = document.createElement("span"); s.textContent = t; s.className = "unit";
-    s.style.background = colour(data.scores[i], m); s.title = data.scores[i].toPrecision(4); chars.appendChild(s);
-  });
-  box.appendChild(chars);
-  const p = document.createElement("p"); p.className = "meta";
-  const probs = data.probabilities.map((v, i) => `${data.classes[i]} ${v.toFixed(3)}`).join(", ");
-  p.textContent = `explains: ${data.classes[data.target]} · predicted: ${data.classes[data.predicted]} · ${probs}`
-    + (data.delta === null ? "" : ` · completeness delta ${data.delta.toExponential(2)} (${data.steps} steps)`);
-  box.appendChild(p);
-}
-async function go() {
-  const text = document.getElementById("text").value, target = document.getElementById("target").value;
-  const methods = [...document.querySelectorAll("input[name=method]:checked")].map(b => b.value);
-  const results = document.getElementById("results"); results.textContent = "";
-  const boxes = methods.map(m => { const d = document.createElement("div"); d.className = "method"; d.dataset.method = m;
-                                   d.textContent = "…"; results.appendChild(d); return d; });
-  for (let i = 0; i < methods.length; i++) await explainOne(text, methods[i], target, boxes[i]);
-  results.dataset.done = String(Date.now());
-}
-document.getElementById("go").addEventListener("click", go);
-</script></body></html>"""
+    return server.page_html(classes, PAGE_METHODS, METHOD_TITLES)
 
 
 def parse_args(argv=None):
@@ -198,8 +163,18 @@ def parse_args(argv=None):
                    help="checkpoint folder (default: checkpoints/<task>, else the most recent under checkpoints/)")
     p.add_argument("--task", default=None, type=choice(TASKS, "task"), help=f"one of: {', '.join(TASKS)}")
     add_model_arguments(p)
-    p.add_argument("--host", default=HOST, help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--host", default=HOST,
+                   help="address to listen on (default: 127.0.0.1, this machine only); requests must name it, "
+                        "127.0.0.1, localhost or [::1] (with the port) in their Host header")
     p.add_argument("--port", default=PORT, type=int_range(1, 65535), help="port (default: 8000)")
+    p.add_argument("--allow-origin", action="append", default=[], type=server.origin, metavar="ORIGIN",
+                   help="let pages from ORIGIN (scheme://host[:port], e.g. http://localhost:3000) call /explain; "
+                        "repeatable (default: none: only the page this server serves may, and a request from "
+                        "another site is refused with a 403)")
+    p.add_argument("--allow-host", action="append", default=[], type=server.host, metavar="NAME",
+                   help="another name or address this server is reached by (its Host header), e.g. the "
+                        "machine's LAN address with --host 0.0.0.0; repeatable (default: none: any other Host "
+                        "header, as a DNS-rebinding page sends, is refused with a 421)")
     p.add_argument("--steps", type=steps_or_auto(MAX_STEPS), default=INTERACTIVE_STEPS,
                    help="integrated gradients steps when a request gives none (default: auto)")
     return p.parse_args(argv)
@@ -215,11 +190,14 @@ def main(argv=None):
         from tig.errors import UserError
         raise UserError("serve.py needs starlette and uvicorn: pip install -r requirements.txt") from None
     explainer = Explainer(resolve_explainable(args), args.steps)
-    print(f"serving http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
-    uvicorn.run(make_app(explainer), host=args.host, port=args.port, log_level="warning")   # handles Ctrl-C itself
+    app = make_app(explainer, args.host, args.port, args.allow_origin, args.allow_host)
+    print(f"serving http://{server.host_name(args.host)}:{args.port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+    explainer.build_font()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",   # handles Ctrl-C itself
+                proxy_headers=False, server_header=False)   # no proxy in front: its headers are not trusted
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # before TensorFlow loads: no CUDA errors on a CPU machine
     from tig.cli import run
     run(main)

@@ -233,8 +233,8 @@ def checkpoint_extras(args, ckpt, ids):
     loop_ids = ids[:LOOP_SAMPLES]
     loop_time = best_time(lambda: per_alpha_loop(ckpt.model, loop_ids, steps), repeats=1)
 
-    def median_gap(method):
-        a = integrated_gradients(ckpt.model, ids, steps=steps, method=method)
+    def median_gap(rule):
+        a = integrated_gradients(ckpt.model, ids, steps=steps, rule=rule)
         return float(np.median(np.abs(a.delta) / np.abs(a.output - a.baseline_output)))
 
     memory = {}

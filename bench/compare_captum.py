@@ -15,11 +15,11 @@ Then the same test texts are explained on both sides with the same rule, steps, 
            baseline [CLS] [PAD]... [SEP] (its BERT tutorial's), target the predicted logit; scores
            summed over the embedding axis.
   ours:    integrated_gradients(task, {token_ids, padding_mask, segment_ids}, baseline="pad",
-           method="gausslegendre"): special tokens keep their embedding, so it is the same baseline.
+           rule="gausslegendre"): special tokens keep their embedding, so it is the same baseline.
 Both get the texts sorted by length in batches of BATCH texts, padded to a multiple of PAD_TO with
 the attention / padding mask; both run on THREADS threads, warm (one untimed pass each first), then
-REPEATS timed passes each, interleaved, medians reported. Ours runs with its defaults (the engine's
-XLA rule, chunks of engine.CHUNK_ROWS); a third explainer, ours with the whole last encoder layer
+REPEATS timed passes each, interleaved, medians reported. Ours runs with its defaults (no XLA unless
+TIG_XLA=1, chunks of engine.CHUNK_ROWS); a third explainer, ours with the whole last encoder layer
 (tig/first_token.py off), shows what the first-token path is worth.
 Reported: per-token agreement (max over texts of ||a - b|| / ||b||), both completeness deltas,
 seconds per text at --steps, and at equal completeness (|delta| <= 1% of |F(x) - F(x')| for
@@ -167,7 +167,7 @@ def ours_ig(task, groups, rows, targets, steps, xla=None):
     start = time.perf_counter()
     for group in groups:
         ids, mask = pad_batch([rows[i] for i in group], PAD_TO)
-        a = integrated_gradients(task, features(ids, mask), targets[group], steps=steps, baseline="pad", method="gausslegendre",
+        a = integrated_gradients(task, features(ids, mask), targets[group], steps=steps, baseline="pad", rule="gausslegendre",
                                  xla=xla)
         for k, i in enumerate(group):
             scores[i] = np.asarray(a.scores[k, :len(rows[i])])

@@ -116,7 +116,7 @@ def test_completeness_on_a_trained_model(trained_checkpoint):
     np.testing.assert_allclose(gl[50].scores.sum(1), gl[50].output - gl[50].baseline_output - gl[50].delta,
                                atol=1e-6)
     assert np.median(np.abs(gl[4].delta)) > np.median(np.abs(gl[16].delta)) > np.median(np.abs(gl[50].delta))
-    trapezoid = integrated_gradients(ckpt.model, ids, steps=50, method="trapezoid")
+    trapezoid = integrated_gradients(ckpt.model, ids, steps=50, rule="trapezoid")
     assert np.median(np.abs(trapezoid.delta)) > np.median(np.abs(gl[50].delta))
 
 

@@ -50,11 +50,11 @@ def test_integrated_gradients_through_the_first_token_path_equals_the_whole_laye
     calls = []
     monkeypatch.setattr(embedding_split, "first_position_call",
                         lambda *a, **k: calls.append(1) or first_position_call(*a, **k))
-    fast = integrated_gradients(model, TEXTS, steps=16, method="gausslegendre")
+    fast = integrated_gradients(model, TEXTS, steps=16, rule="gausslegendre")
     assert calls, "the head did not take the first-token path"
     hub = HubInputs.of(model)
     whole = embedding_split.build_intercepted(model, None, prepare_inputs(model, TEXTS), hub, first_token=False)
-    reference = integrated_gradients(whole, TEXTS, steps=16, method="gausslegendre")
+    reference = integrated_gradients(whole, TEXTS, steps=16, rule="gausslegendre")
     np.testing.assert_array_equal(fast.token_ids, reference.token_ids)
     scale = np.abs(reference.scores).max()
     np.testing.assert_allclose(fast.scores, reference.scores, atol=1e-5 * scale)

@@ -90,9 +90,46 @@ def test_the_top_level_is_the_card_and_a_few_commands():
     assert {"tig", "bench", "examples", "tests", "asset"} <= set(os.listdir(ROOT))
 
 
-def test_the_package_init_stays_small():
-    init = open(os.path.join(ROOT, "tig", "__init__.py"), encoding="utf-8").read()
-    assert len(init.splitlines()) <= 20 and not import_nodes(os.path.join("tig", "__init__.py"))
+def test_the_package_init_exports_the_api_lazily():
+    """`import tig` gives the public API (its __all__), and loads no TensorFlow until a name is used."""
+    import subprocess
+    import sys
+    import tempfile
+    code = ("import sys, tig; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; "
+            "print(tig.integrated_gradients.__module__, tig.gradients.__module__, tig.load_checkpoint.__module__, "
+            "sorted(set(tig.__all__) - set(dir(tig))))")
+    with tempfile.TemporaryDirectory() as outside:     # not the checkout: the installed package
+        done = subprocess.run([sys.executable, "-c", code], cwd=outside, capture_output=True, text=True, timeout=120,
+                              env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["tig.ig", "tig.saliency", "tig.checkpoint", "[]"]
+    import tig
+    for name in tig.__all__:
+        assert getattr(tig, name) is not None, name
+
+
+def test_nothing_in_the_package_imports_a_top_level_file():
+    """Dependencies point one way: the commands and the card's fronts import `tig`, never the reverse."""
+    top = {f[:-3] for f in os.listdir(ROOT) if f.endswith(".py")}
+    for name, path in modules().items():
+        if name.startswith("tig."):
+            for node in import_nodes(path):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                up = [n for n in names if n.split(".")[0] in top | {"bench", "examples", "tests", "conftest"}]
+                assert not up, (path, up)
+
+
+def test_no_file_edits_the_import_path():
+    """The package is installed (pip install -e .); no file edits sys.path or sets PYTHONPATH for it."""
+    offenders = []
+    for folder in ("", "tig", "bench", "examples", "tests"):
+        for f in sorted(os.listdir(os.path.join(ROOT, folder or "."))):
+            if f.endswith(".py"):
+                text = open(os.path.join(ROOT, folder, f), encoding="utf-8").read()
+                for needle in ("sys.path.insert", "sys.path.append", "sys.path[", "sys.path =", '"PYTHONPATH":'):
+                    if needle in text and f != "test_layout.py":
+                        offenders.append((os.path.join(folder, f), needle))
+    assert offenders == []
 
 
 def test_no_import_cycle_among_the_project_modules():

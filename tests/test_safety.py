@@ -150,7 +150,7 @@ SAVER = textwrap.dedent("""
             open(path + ".tmp-half", "w").write("v-")
             die()
         checkpoint.atomic_write = atomic_write
-    checkpoint.save_checkpoint(target, ckpt.model, ckpt.tokenizer, ckpt.meta, {{"run": "interrupted"}})
+    checkpoint.save_checkpoint(target, ckpt.model, ckpt.tokenizer, ckpt.meta, {"run": "interrupted"})
 """)
 
 

@@ -33,7 +33,7 @@ def ckpt(tiny_checkpoints):
 
 @pytest.fixture(scope="module")
 def client(ckpt):
-    return TestClient(serve.make_app(serve.Explainer(ckpt)))
+    return TestClient(serve.make_app(serve.Explainer(ckpt)), base_url="http://127.0.0.1:8000")   # a Host it answers
 
 
 def test_the_endpoint_gives_the_apis_scores(ckpt, client):
@@ -71,8 +71,9 @@ def test_bad_requests_get_a_4xx_and_one_line(client, body, status, message):
 
 
 def test_a_body_that_is_not_json_or_too_big_is_refused(client):
-    assert client.post("/explain", content=b"{not json").status_code == 400
-    assert client.post("/explain", content=b"x" * (20 * serve.MAX_CHARS)).status_code == 413
+    headers = {"Content-Type": "application/json"}
+    assert client.post("/explain", content=b"{not json", headers=headers).status_code == 400
+    assert client.post("/explain", content=b"x" * (20 * serve.MAX_CHARS), headers=headers).status_code == 413
 
 
 def test_concurrent_requests_do_not_mix(client):
@@ -110,19 +111,24 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(checkpoint):
-    """serve.py as a user starts it, on a free port; returns (process, url) once it accepts connections."""
+def start_server(checkpoint, log=None, env=None):
+    """serve.py as a user starts it, on a free port; returns (process, url) once it accepts connections.
+    Its stderr goes to a pipe, or to the file `log`; env replaces the environment (default: this one,
+    TensorFlow's log quiet)."""
     port = free_port()
+    stderr = subprocess.PIPE if log is None else open(log, "w")
     proc = subprocess.Popen([sys.executable, "serve.py", "--checkpoint", checkpoint, "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                            env=env if env is not None else {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if log is not None:
+        stderr.close()   # the child holds its own copy
     for _ in range(240):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return proc, f"http://127.0.0.1:{port}"
         except OSError:
             if proc.poll() is not None:
-                pytest.fail(proc.stderr.read())
+                pytest.fail(proc.stderr.read() if log is None else open(log).read())
             time.sleep(0.5)
     proc.kill()
     pytest.fail("serve.py did not start listening within 2 minutes")
@@ -149,20 +155,26 @@ def test_ctrl_c_stops_the_server_cleanly(tiny_checkpoints):
     assert proc.returncode in (0, 1) and "Traceback" not in err, err
 
 
-def test_the_page_in_chromium_shows_two_methods_side_by_side(server):
+def chromium():
+    """A headless Chromium under selenium, talking to nothing but what a test opens (skipped, or failed
+    in CI, where Chromium or its driver is missing)."""
     if CHROMIUM is None or CHROMEDRIVER is None:
         skip_or_fail("Chromium and its driver are not installed (apt-get install chromium chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-    url, _ = server
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--window-size=1200,700"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+
+
+def test_the_page_in_chromium_shows_two_methods_side_by_side(server):
+    driver = chromium()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    url, _ = server
     try:
         driver.get(url + "/")
         box = driver.find_element(By.ID, "text")

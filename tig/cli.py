@@ -111,7 +111,8 @@ class Progress:
         rate = (self.done - self.first) / elapsed if elapsed > 0 and self.done > self.first else 0.0
         width = 24
         filled = int(width * min(self.done, self.total) / max(self.total, 1))
-        text = (f"[{'=' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {self.unit}s  "
+        text = (f"[{'=' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {self.unit}s "
+                f"({self.done / max(self.total, 1):.0%})  "
                 f"{rate:.1f} {self.unit}s/s  {elapsed:.0f}s"
                 + (f"  eta {(self.total - self.done) / rate:.0f}s" if rate and self.done < self.total else ""))
         end = "\n" if self.done >= self.total or not self.terminal else ""

@@ -120,11 +120,10 @@ def build_before_fit(model, strategy, sample_batch):
        already holds the global value).
     """
     import tensorflow as tf
+    from tig.keras_compat import build_from_local_batch
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return
-    with strategy.scope():
-        model._symbolic_build(data_batch=sample_batch)
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None   # already built
+    build_from_local_batch(model, strategy, sample_batch)     # 1. (private Keras API: tig/keras_compat.py)
     for name in ("train_step", "test_step"):
         def step(data, original=getattr(model, name)):
             return {key: tf.reshape(value, [1]) for key, value in original(data).items()}

@@ -40,10 +40,10 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 import keras
-from keras.src.backend import get_keras_mask, set_keras_mask   # Keras 3's mask on a tensor
 
 from tig.errors import UserError
 from tig.first_token import first_position_call, last_layer_reading_first
+from tig.keras_compat import get_keras_mask, nested_layers, replace_call, restore_call, set_keras_mask
 from tig.model_io import HubInputs, OwnForward, as_classes, model_scores, output_kind, prepare_inputs
 from tig.tokenizer import PAD_ID
 from tig.validate import prepare_ids
@@ -92,27 +92,19 @@ class intercept:
         self.replacements = replacements      # {layer: function(original_call, *args, **kwargs)}
 
     def __enter__(self):
-        self.saved = []
-        for layer, fn in self.replacements.items():
-            own = layer.__dict__.get("call")   # normally absent: `call` comes from the class
-            original = layer.call
-            self.saved.append((layer, own))
-            object.__setattr__(layer, "call", lambda *a, _fn=fn, _orig=original, **k: _fn(_orig, *a, **k))
+        self.saved = [(layer, replace_call(layer, fn)) for layer, fn in self.replacements.items()]
         return self
 
     def __exit__(self, *exc):
         for layer, own in self.saved:
-            if own is None:
-                object.__delattr__(layer, "call")
-            else:
-                object.__setattr__(layer, "call", own)
+            restore_call(layer, own)
         return False
 
 
 # --- finding the layer ----------------------------------------------------------------
 
 def all_layers(model):
-    return model._flatten_layers(include_self=False, recursive=True)
+    return nested_layers(model)
 
 
 def embedding_layers(model):
@@ -307,7 +299,7 @@ def intercepted_split(model, layer, inputs):
     """The Split of any Keras 3 model at an Embedding layer, by interception (see the top of this
     file). inputs: example inputs used once to find the Embedding layer fed by the token ids."""
     hub = HubInputs.of(model)
-    if hub is None and isinstance(model, keras.Model) and len(getattr(model, "_inputs", None) or [None]) > 1:
+    if hub is None and isinstance(model, keras.Model) and len(getattr(model, "inputs", None) or [None]) > 1:
         raise UserError(f"model {model.name!r} takes {len(model.inputs)} inputs; only single-input text "
                         "classifiers can be explained")
     context = prepare_inputs(model, inputs)

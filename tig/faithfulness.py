@@ -43,7 +43,7 @@ def perturb(token_ids, positions, removal="delete", keep=False, fixed=(PAD_ID,),
     drop = (~chosen if keep else chosen) & explained
     if removal == "delete":
         where = np.flatnonzero(explained)
-        return delete_tokens(token_ids, ~drop[where][None], where, padding)[0]
+        return delete_tokens(token_ids, ~drop[where][None], where, padding)[0][0]
     if removal in ("pad", "unk"):
         out = token_ids.copy()
         out[drop] = PAD_ID if removal == "pad" else UNK_ID

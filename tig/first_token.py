@@ -16,6 +16,7 @@ the Split's check against the model's own forward pass (verify_split) guards eve
 Only for the task classes and the encoder class read here; any other model runs as it is.
 """
 from tig.errors import UserError
+from tig.keras_compat import merge_padding_and_attention_mask, transformer_encoder_sublayers
 
 # task class name -> the backbone attribute that names the position its head reads
 READS_ONE_POSITION = {
@@ -53,22 +54,22 @@ def first_position_call(original, inputs, padding_mask=None, attention_mask=None
     if attention_mask is not None or return_attention_scores:
         raise UserError("the first-token path takes a padding mask only (the backbones listed call it so)")
     layer = original.__self__
+    parts = transformer_encoder_sublayers(layer)    # its private sublayers (tig/keras_compat.py)
     from keras import ops
-    from keras_hub.src.layers.modeling.transformer_layer_utils import merge_padding_and_attention_mask
     mask = merge_padding_and_attention_mask(inputs, padding_mask, None)     # [B, 1, L] or None
     x = inputs
     residual = x[:, :1]
     if layer.normalize_first:
-        x = layer._self_attention_layer_norm(x)
-    x = layer._self_attention_layer(query=x[:, :1], value=x, attention_mask=mask, training=training)
-    x = layer._self_attention_dropout(x, training=training) + residual
+        x = parts.self_attention_layer_norm(x)
+    x = parts.self_attention_layer(query=x[:, :1], value=x, attention_mask=mask, training=training)
+    x = parts.self_attention_dropout(x, training=training) + residual
     if not layer.normalize_first:
-        x = layer._self_attention_layer_norm(x)
+        x = parts.self_attention_layer_norm(x)
     residual = x
     if layer.normalize_first:
-        x = layer._feedforward_layer_norm(x)
-    x = layer._feedforward_output_dense(layer._feedforward_intermediate_dense(x))
-    x = layer._feedforward_dropout(x, training=training) + residual
+        x = parts.feedforward_layer_norm(x)
+    x = parts.feedforward_output_dense(parts.feedforward_intermediate_dense(x))
+    x = parts.feedforward_dropout(x, training=training) + residual
     if not layer.normalize_first:
-        x = layer._feedforward_layer_norm(x)
+        x = parts.feedforward_layer_norm(x)
     return ops.cast(x, inputs.dtype)

@@ -30,32 +30,32 @@ from tig.tokenizer import MASK_ID, PAD_ID, UNK_ID
 from tig.defaults import STEPS
 from tig.validate import BASELINES, MAX_STEPS  # noqa: F401  (the API's names: integrated_gradients.BASELINES)
 
-RULES = ("gausslegendre", "left", "right", "middle", "trapezoid")   # quadrature rules (`method`)
+RULES = ("gausslegendre", "left", "right", "middle", "trapezoid")   # quadrature rules (`rule`)
 DEFAULT_BASELINE = "zero"
 AUTO_STEPS = (16, 32, 64, 128, 256, 512)     # schedule of steps="auto"
 AUTO_TOLERANCE = COMPLETENESS_TOLERANCE      # steps="auto" stops where Attribution.complete() holds
 
 
-def quadrature(method, steps):
+def quadrature(rule, steps):
     """Nodes a_k in [0,1] and weights w_k (summing to 1) of an n-point rule on [0, 1]."""
-    low = 2 if method == "trapezoid" else 1
+    low = 2 if rule == "trapezoid" else 1
     if not low <= steps <= MAX_STEPS:
-        raise ValueError(f"steps must be between {low} and {MAX_STEPS} for {method}, got {steps}")
+        raise ValueError(f"steps must be between {low} and {MAX_STEPS} for {rule}, got {steps}")
     n = int(steps)
-    if method == "gausslegendre":
+    if rule == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(n)
         return (nodes + 1) / 2, weights / 2
-    if method == "left":
+    if rule == "left":
         return np.arange(n) / n, np.full(n, 1 / n)
-    if method == "right":
+    if rule == "right":
         return np.arange(1, n + 1) / n, np.full(n, 1 / n)
-    if method == "middle":
+    if rule == "middle":
         return (np.arange(n) + 0.5) / n, np.full(n, 1 / n)
-    if method == "trapezoid":
+    if rule == "trapezoid":
         weights = np.full(n, 1 / (n - 1))
         weights[[0, -1]] /= 2
         return np.linspace(0, 1, n), weights
-    raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(RULES)}")
+    raise ValueError(f"unknown rule {rule!r}; choose one of: {', '.join(RULES)}")
 
 
 def make_baseline(split, token_ids, embeddings, baseline):
@@ -102,7 +102,7 @@ def weighted_gradient_sum(gradient):
 
 
 def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEFAULT_BASELINE, steps=STEPS,
-                         method="gausslegendre", internal_batch_size=None, tolerance=None, reduce="sum",
+                         rule="gausslegendre", internal_batch_size=None, tolerance=None, reduce="sum",
                          vocabulary=None, xla=None):
     """Integrated gradients of class `target` for each token of each text.
 
@@ -117,7 +117,7 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
     baseline: "zero" (default), "pad", "unk", "mask", or an array broadcastable to [B,L,D].
     steps: number of quadrature nodes, or "auto": double from 16 up to 512 per sample until
         |delta| <= tolerance * |F(x) - F(x')| (tolerance default 0.01); also when tolerance is set.
-    method: "gausslegendre" (default: far smaller completeness error for the same steps),
+    rule: the quadrature rule, "gausslegendre" (default: far smaller completeness error for the same steps),
         or the Riemann rules "left", "right", "middle", "trapezoid".
     internal_batch_size: at most this many interpolated inputs per forward/backward pass
         (default: engine.CHUNK_ROWS = 128, fewer for texts whose chunk would exceed 32 MB).
@@ -131,7 +131,7 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
     Returns an Attribution with scores [B,L], target, probs, delta, steps, output, baseline_output, tokens.
     """
     validate.check_ig(model, steps, tolerance, baseline, internal_batch_size, reduce)
-    validate.check_choice(method, RULES, "method")
+    validate.check_choice(rule, RULES, "rule")
     split = split_of(model, inputs, layer)
     validate.check_split_inputs(split, inputs)
     x, context, token_ids = split.lookup(inputs)
@@ -157,7 +157,7 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
     steps_used = np.zeros(len(target), np.int32)
     todo = np.arange(len(target))
     for n in schedule:
-        nodes, weights = quadrature(method, n)
+        nodes, weights = quadrature(rule, n)
 
         def gradient_sum(x, x0, nodes, weights, rows=todo):
             return ENGINE.path_gradient(split, x, x0, context[rows], target[rows], nodes, weights,

@@ -315,10 +315,33 @@ class SparseAdam(keras.optimizers.Adam):
     def get_config(self):
         return {**super().get_config(), "row_sgd": self.row_sgd, "ngram_lr_scale": self.ngram_lr_scale}
 
+    def build(self, var_list):
+        """Adam's slots, made as Adam.build makes them (same names and order, so the same
+        optimizer.variables), but kept in public attributes with an index from each weight (and,
+        under a tf.distribute strategy, each of its per-replica copies, which update_step is
+        given) to its slots: momentums[i], velocities[i] (velocity_hats[i] with amsgrad)."""
+        if self.built:
+            return
+        keras.optimizers.Optimizer.build(self, var_list)     # not Adam.build: the slots are made here
+        self.momentums, self.velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
+        if self.amsgrad:
+            self.velocity_hats = self.add_optimizer_variables(var_list, "velocity_hat")
+        index = {}
+        for i, variable in enumerate(var_list):
+            value = variable.value if isinstance(variable, keras.Variable) else variable
+            strategy = getattr(value, "distribute_strategy", None)
+            for copy in (value,) + tuple(strategy.experimental_local_results(value) if strategy else ()):
+                index[copy.ref()] = i
+        self.slot_index = index
+
+    def slot(self, variable):
+        """The index of a weight's slots, from the weight as update_step gets it."""
+        return self.slot_index[(variable.value if isinstance(variable, keras.Variable) else variable).ref()]
+
     def update_step(self, gradient, variable, learning_rate):
         import tensorflow as tf
         if not isinstance(gradient, tf.IndexedSlices):
-            return super().update_step(gradient, variable, learning_rate)
+            return self.dense_update_step(gradient, variable, learning_rate)
         if self.row_sgd > 0:
             scale = ops.cast(learning_rate, variable.dtype) * self.row_sgd
             return self.assign_sub(variable, tf.IndexedSlices(scale * tf.cast(gradient.values, variable.dtype),
@@ -331,13 +354,29 @@ class SparseAdam(keras.optimizers.Adam):
         alpha = lr * ops.sqrt(1 - ops.power(beta_2, step)) / (1 - ops.power(beta_1, step))
         if re.search(r"(^|/)table(:[0-9]+)?$", variable.name):   # a HashedNgramEmbedding's rows
             alpha = alpha * self.ngram_lr_scale
-        index = self._get_variable_index(variable)
-        m, v = self._momentums[index], self._velocities[index]
+        m, v = self.momentums[self.slot(variable)], self.velocities[self.slot(variable)]
         m_rows = beta_1 * tf_gather_rows(m, rows) + (1 - beta_1) * grad
         v_rows = beta_2 * tf_gather_rows(v, rows) + (1 - beta_2) * tf.square(grad)
         self.assign(m, tf.IndexedSlices(m_rows, rows))
         self.assign(v, tf.IndexedSlices(v_rows, rows))
         self.assign_sub(variable, tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
+
+    def dense_update_step(self, gradient, variable, learning_rate):
+        """Keras 3.15's Adam.update_step, op for op, on the slots made in build."""
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        local_step = ops.cast(self.iterations + 1, variable.dtype)
+        beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), local_step)
+        beta_2_power = ops.power(ops.cast(self.beta_2, variable.dtype), local_step)
+        m, v = self.momentums[self.slot(variable)], self.velocities[self.slot(variable)]
+        alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        if self.amsgrad:
+            v_hat = self.velocity_hats[self.slot(variable)]
+            self.assign(v_hat, ops.maximum(v_hat, v))
+            v = v_hat
+        self.assign_sub(variable, ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), self.epsilon)))
 
 
 def make_optimizer(arch, learning_rate, row_sgd=0.0, ngram_lr_scale=1.0):

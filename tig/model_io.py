@@ -37,9 +37,15 @@ MASK_KEY = "padding_mask"
 DEFAULT_PAD_ID = 0
 
 
+def input_structure(model):
+    """A functional model's inputs as it was built with them (Functional.input: a tensor, a list, or
+    a dict of tensors); None for any other model (Sequential, subclassed)."""
+    return getattr(model, "input", None) if isinstance(model, keras.Function) else None
+
+
 def input_names(model):
     """The keys of a model whose inputs are a dict with a token_ids entry, else None."""
-    struct = getattr(model, "_inputs_struct", None)
+    struct = input_structure(model)
     if isinstance(struct, dict) and IDS_KEY in struct:
         return list(struct)
     return None
@@ -65,7 +71,7 @@ class HubInputs:
         names = input_names(model)
         if names is None:
             return None
-        struct = model._inputs_struct
+        struct = input_structure(model)
         dtypes = {k: str(getattr(struct[k], "dtype", "int32")) for k in names}
         tokenizer = tokenizer_of(model)
         pad_id, special, vocabulary = DEFAULT_PAD_ID, (DEFAULT_PAD_ID,), None
@@ -165,15 +171,29 @@ def prepare_inputs(model, inputs):
     return tf.constant(prepare_ids(inputs))
 
 
+def output_operation(model):
+    """The layer (or keras.ops operation) of a functional model that produces its first output:
+    the one of model.operations whose output is that tensor (Operation.output, its first call),
+    else the last of them (operations are in graph order)."""
+    target = model.outputs[0]
+    for operation in reversed(model.operations):
+        try:
+            produced = operation.output
+        except (AttributeError, ValueError):    # never called symbolically
+            continue
+        if any(t is target for t in keras.tree.flatten(produced)):
+            return operation
+    return model.operations[-1]
+
+
 def output_kind(model):
     """softmax, sigmoid or raw, from the activation of the layer that produces the output."""
     last = model
     for _ in range(50):
         if isinstance(last, keras.Sequential) and last.layers:
             last = last.layers[-1]
-        elif isinstance(last, keras.Model) and getattr(last, "_outputs", None) and \
-                hasattr(last.outputs[0], "_keras_history"):
-            last = last.outputs[0]._keras_history.operation
+        elif isinstance(last, keras.Model) and isinstance(last, keras.Function) and last.outputs:
+            last = output_operation(last)
         elif isinstance(last, keras.Model) and last.layers:      # subclassed: the last layer it tracks
             last = last.layers[-1]
         else:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tig.errors import UserError
+from tig.keras_compat import nested_layers
 from tig.tokenizer import HubTokenizer, StringInputTokenizer, Tokenizer, VocabularyTokenizer
 
 DEFAULT_MAXLEN = 256           # for an int-input model with no fixed length and no --maxlen
@@ -80,7 +81,7 @@ def unknown_class(error):
 
 def position_capacity(model):
     """(positions, layer name) of the model's position embedding, or (None, None)."""
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in nested_layers(model):
         if "PositionEmbedding" in type(layer).__name__ and getattr(layer, "sequence_length", None):
             return int(layer.sequence_length), layer.name
     return None, None
