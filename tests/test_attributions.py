@@ -39,7 +39,7 @@ def test_linear_model_ig_is_exact(method, baseline):
     w = model.get_layer("head").layers[-1].get_weights()[0]            # [dim, classes]
     x = table[IDS] * (IDS != 0)[..., None]
     x0 = np.zeros_like(x) if baseline == "zero" else table[np.where(IDS != 0, 1, 0)] * (IDS != 0)[..., None]
-    attribution = integrated_gradients(model, IDS, target=2, baseline=baseline, steps=7, method=method)
+    attribution = integrated_gradients(model, IDS, target=2, baseline=baseline, steps=7, rule=method)
     np.testing.assert_allclose(attribution.scores, ((x - x0) @ w)[..., 2], atol=1e-5)
     np.testing.assert_allclose(attribution.delta, 0, atol=1e-5)
 
@@ -96,7 +96,7 @@ def reference_ig(model, token_ids, target, nodes, weights):
 def test_batched_ig_matches_simple_reference(trained_checkpoint, method):
     ckpt = load_checkpoint(trained_checkpoint)
     ids = ckpt.tokenizer.encode(TEXTS, 40)
-    ours = integrated_gradients(ckpt.model, ids, steps=20, method=method, internal_batch_size=50)   # forces chunking
+    ours = integrated_gradients(ckpt.model, ids, steps=20, rule=method, internal_batch_size=50)   # forces chunking
     nodes, weights = ((np.arange(20) + 0.5) / 20, np.full(20, 1 / 20)) if method == "middle" \
         else quadrature("gausslegendre", 20)
     np.testing.assert_allclose(ours.scores, reference_ig(ckpt.model, ids, ours.target, nodes, weights), atol=1e-5)
@@ -208,8 +208,8 @@ def test_bad_arguments():
     model = linear_model()
     with pytest.raises(ValueError, match="baseline"):
         integrated_gradients(model, IDS, baseline="blank")
-    with pytest.raises(ValueError, match="method"):
-        integrated_gradients(model, IDS, method="simpson")
+    with pytest.raises(ValueError, match="rule"):
+        integrated_gradients(model, IDS, rule="simpson")
     with pytest.raises(ValueError, match="target"):
         integrated_gradients(model, IDS, target=5)
     with pytest.raises(ValueError, match="non-empty"):
