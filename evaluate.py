@@ -250,7 +250,9 @@ def main(argv=None):
     token_ids = np.asarray(hub.features(texts)["token_ids"]) if hub else ckpt.tokenizer.encode(texts, ckpt.maxlen)
     fixed = hub.special_ids if hub else (PAD_ID,)
     padding = "post" if hub else getattr(ckpt.tokenizer, "padding", "post")   # deletions close up on the model's side
-    start, traced_before = time.time(), ENGINE.traces()
+    from tig.attribution import split_of
+    split = split_of(ckpt.model, token_ids[:1], ckpt.meta.get("layer"))   # cached on the model: the one every method uses
+    start, traced_before = time.time(), sum(ENGINE.traces_by_kind(split).values())
 
     def predict(ids):     # the explanations' own static-shape graphs; a KerasHub task's logits as probabilities
         scores = class_scores(ckpt.model, ids, layer=ckpt.meta.get("layer"))
@@ -280,7 +282,7 @@ def main(argv=None):
         results["methods"][name] = r
         print(f"  {name}: comprehensiveness AOPC {r['comprehensiveness_aopc']:.3f}", file=sys.stderr)
     results["seconds"] = round(time.time() - start, 1)
-    results["graphs_traced"] = ENGINE.traces() - traced_before
+    results["graphs_traced"] = sum(ENGINE.traces_by_kind(split).values()) - traced_before   # this model's graphs only
     atomic_write(os.path.join(out, "faithfulness.json"), json.dumps(results, ensure_ascii=False, indent=1))
     png = plot_curves(results, os.path.join(out, "deletion_curve.png"),
                       f"{task}: deletion curves, {len(token_ids)} test texts, removal={args.removal}")
