@@ -219,7 +219,8 @@ def main(argv=None):
     from tig.files import atomic_write, prepare_output_dir
     from tig.cli import resolve_explainable
     from tig.engine import ENGINE
-    from tig.attribution import class_scores
+    from tig.attribution import class_scores, split_of
+    from tig.deletion import explained_mask
     from tig.dataset import load_task
     from tig import peers
     from tig import perturbation
@@ -250,7 +251,6 @@ def main(argv=None):
     token_ids = np.asarray(hub.features(texts)["token_ids"]) if hub else ckpt.tokenizer.encode(texts, ckpt.maxlen)
     fixed = hub.special_ids if hub else (PAD_ID,)
     padding = "post" if hub else getattr(ckpt.tokenizer, "padding", "post")   # deletions close up on the model's side
-    from tig.attribution import split_of
     split = split_of(ckpt.model, token_ids[:1], ckpt.meta.get("layer"))   # cached on the model: the one every method uses
     start, traced_before = time.time(), sum(ENGINE.traces_by_kind(split).values())
 
@@ -277,7 +277,7 @@ def main(argv=None):
         r = faithfulness(predict, token_ids, scores, target, args.removal, fixed=fixed, padding=padding)
         r["complete_share"] = None if complete is None else float(np.mean(complete))
         r["mean_steps"] = None if explained["steps"] is None else float(np.mean(explained["steps"]))
-        r["same_top_token_as_first"] = top_token_agreement(scores, reference, ~np.isin(token_ids, fixed))
+        r["same_top_token_as_first"] = top_token_agreement(scores, reference, explained_mask(token_ids, fixed))
         r["seconds_per_text"] = explained["seconds"] / len(token_ids)
         results["methods"][name] = r
         print(f"  {name}: comprehensiveness AOPC {r['comprehensiveness_aopc']:.3f}", file=sys.stderr)

@@ -130,7 +130,7 @@ def make_app(explainer, host=HOST, port=PORT, allow_origins=(), allow_hosts=()):
         except RequestError as e:
             return server.refusal(str(e), e.status)
         except UserError as e:
-            return JSONResponse({"error": str(e)}, status_code=422)
+            return server.refusal(str(e), 422)
         except ClientDisconnect:
             client = request.client
             log(f"{client.host if client else 'a client'}:{client.port if client else ''} went away before "
@@ -139,7 +139,7 @@ def make_app(explainer, host=HOST, port=PORT, allow_origins=(), allow_hosts=()):
         except Exception as e:   # a bug: one line in the log and in the answer, the server goes on
             first = (str(e).splitlines() or [""])[0][:200]
             log(f"error: POST /explain failed: {e.__class__.__name__}: {first}")
-            return JSONResponse({"error": f"internal error ({e.__class__.__name__}: {first})"}, status_code=500)
+            return server.refusal(f"internal error ({e.__class__.__name__}: {first})", 500)
 
     hosts = server.allowed_hosts(host, port, allow_hosts)
     return Starlette(routes=[Route("/", page), Route("/font.css", font), Route("/explain", explain, methods=["POST"])],

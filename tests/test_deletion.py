@@ -8,7 +8,7 @@ import pytest
 from keras import layers
 
 from tig import faithfulness
-from tig.deletion import delete_tokens, padding_side, real_lengths
+from tig.deletion import delete_tokens, explained_positions, padding_side
 from tig.errors import UserError
 from tig.erasure import greedy_erasure
 from tig.ig import integrated_gradients
@@ -53,7 +53,7 @@ def test_deleting_from_pre_padded_rows_closes_up_to_the_right():
     # fixed tokens ([CLS]=2, [SEP]=3 of a KerasHub tokenizer) stay, in order, and are never counted
     rows, moved = delete_tokens(np.array([2, 5, 6, 3, 0]), [[False, True]], positions=[1, 2], padding="post")
     assert rows.tolist() == [[2, 6, 3, 0, 0]] and moved.tolist() == [[-1, 1]]
-    assert real_lengths(np.array([[2, 5, 6, 3, 0], [0, 0, 0, 0, 0]]), fixed_ids=(0, 2, 3)).tolist() == [2, 0]
+    assert [len(p) for p in explained_positions(np.array([[2, 5, 6, 3, 0], [0, 0, 0, 0, 0]]), fixed_ids=(0, 2, 3))] == [2, 0]
 
 
 def test_deleting_ids_is_encoding_the_text_without_those_characters_on_either_side():

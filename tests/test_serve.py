@@ -140,6 +140,11 @@ def server(tiny_checkpoints):
     real checkpoint instead (for the README's screenshot)."""
     proc, url = start_server(os.environ.get("TIG_SCREENSHOT_CHECKPOINT") or tiny_checkpoints["cnn"])
     yield url, proc
+    stop_server(proc)
+
+
+def stop_server(proc):
+    """Ctrl-C (SIGINT) as a user stops it; killed if it has not stopped within 30 s."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:

@@ -8,9 +8,7 @@ import http.server
 import json
 import os
 import select
-import signal
 import socket
-import subprocess
 import threading
 import time
 
@@ -20,7 +18,7 @@ starlette = pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
 import serve  # noqa: E402
-from test_serve import chromium, free_port, start_server  # noqa: E402
+from test_serve import chromium, free_port, start_server, stop_server  # noqa: E402
 from tig import server as guard  # noqa: E402
 from tig.checkpoint import load_checkpoint  # noqa: E402
 
@@ -230,12 +228,7 @@ def live(tiny_checkpoints, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     proc, url = start_server(tiny_checkpoints["cnn"], log=log, env=env)
     yield url, proc, log
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_server(proc)
 
 
 def read(path):

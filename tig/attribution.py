@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tig import validate
+from tig.deletion import explained_mask
 from tig.embedding_split import Split, split_at_embedding, verify_split
 from tig.engine import ENGINE
 from tig.tokenizer import PAD_ID
@@ -54,6 +55,29 @@ class Attribution:
         list; classes: class names. Without names, the tokens the Attribution knows are shown."""
         from tig.render import attribution_explanations
         return attribution_explanations(self, names, classes)
+
+
+def attribution_of(split, token_ids, scores, method, vocabulary=None, **fields):
+    """The one way every method builds its Attribution: scores 0.0 wherever no token is explained (PAD, a
+    KerasHub task's [CLS]/[SEP]: deletion.explained_mask), the tokens shown, the model's output kind and the
+    layer the scores are taken at. fields: target, probs and the method's own (output, delta, steps, ...)."""
+    scores = np.where(explained_mask(token_ids, split.fixed_ids), scores, 0.0).astype(np.float32)
+    return Attribution(scores=scores, token_ids=token_ids, method=method,
+                       tokens=tokens_of(token_ids, vocabulary or split.vocabulary), output_kind=split.output_kind,
+                       layer=getattr(split.layer, "name", None), **fields)
+
+
+def embedded_batch(model, inputs, target=None, layer=None, xla=None):
+    """What the gradient methods do before their own work: the model's split, its embeddings x [B,L,D] of
+    the inputs, the head's context and the token ids, the class scores on the engine's graphs (checked
+    against the model's own outputs on these inputs: embedding_split.verify_split) and the resolved target.
+    Returns (split, x, context, token_ids, probs, target)."""
+    split = split_of(model, inputs, layer)
+    validate.check_split_inputs(split, inputs)
+    x, context, token_ids = split.lookup(inputs)
+    probs = ENGINE.outputs(split, x, context, xla)
+    verify_split(split, inputs, probs)
+    return split, x, context, token_ids, probs, resolve_target(target, probs)
 
 
 def tokens_of(token_ids, vocabulary):

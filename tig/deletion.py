@@ -25,9 +25,10 @@ def explained_mask(token_ids, fixed_ids=(PAD_ID,)):
     return ~np.isin(np.asarray(token_ids), np.asarray(fixed_ids))
 
 
-def real_lengths(token_ids, fixed_ids=(PAD_ID,)):
-    """Per row, the number of explained tokens (0 for an empty row)."""
-    return explained_mask(token_ids, fixed_ids).sum(-1)
+def explained_positions(token_ids, fixed_ids=(PAD_ID,)):
+    """Per row of [B, L] token ids, the indices of its explained tokens; their count is the row's real length
+    (0 for an empty row)."""
+    return [np.flatnonzero(row) for row in explained_mask(np.atleast_2d(token_ids), fixed_ids)]
 
 
 def padding_side(token_ids, padding=None):
@@ -56,6 +57,8 @@ def delete_tokens(row, keep, positions=None, padding="post"):
     keep: [K, n] bool, False where that position's token is deleted in copy k. Tokens at other non-PAD
     positions (fixed specials) always stay. Returns (rows [K, L] int32, moved [K, n] int: where each
     explained token sits in copy k, -1 where it was deleted)."""
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     row = np.asarray(row)
     length = len(row)
     if positions is None:
@@ -67,8 +70,6 @@ def delete_tokens(row, keep, positions=None, padding="post"):
     counts = stays.sum(1)
     order = np.argsort(~stays, axis=1, kind="stable")             # staying positions first, in order
     first = np.zeros(len(keep), int) if padding == "post" else length - counts
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     slot = np.arange(length)[None, :]
     rows = np.full((len(keep), length), PAD_ID, np.int32)
     taken = slot < counts[:, None]                                   # the first `counts` of `order`

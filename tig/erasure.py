@@ -40,7 +40,7 @@ from dataclasses import replace
 import numpy as np
 
 from tig.attribution import split_of
-from tig.deletion import delete_tokens, explained_mask, padding_side
+from tig.deletion import delete_tokens, explained_positions, padding_side
 from tig.perturbation import deletion_ig, target_scores
 
 SHARE = 0.2         # search the first ceil(SHARE * n) deletions; deletion IG orders the rest
@@ -148,7 +148,7 @@ def greedy_erasure(model, inputs, target=None, *, share=SHARE, candidates=CANDID
                         **({} if samples is None else {"samples": samples}))
     token_ids, target = guide.token_ids, guide.target          # checked and resolved by deletion IG
     split = split_of(model, token_ids, layer)                  # the Split deletion IG used (cached on the model)
-    positions = [np.flatnonzero(row) for row in explained_mask(token_ids, split.fixed_ids)]
+    positions = explained_positions(token_ids, split.fixed_ids)
     guides = [guide.scores[i, where] for i, where in enumerate(positions)]
     chosen, drops = greedy_order(split, token_ids, target, guides, guide.output,
                                  search_budget([len(where) for where in positions], float(share)), int(candidates),

@@ -22,10 +22,10 @@ gradients are computed (length buckets, chunks, XLA) is tig/engine.py's job.
 import numpy as np
 
 from tig import validate
-from tig.embedding_split import verify_split
+from tig.attribution import COMPLETENESS_TOLERANCE, attribution_of, embedded_batch, reduce_scores
+from tig.deletion import explained_mask
 from tig.engine import ENGINE
 from tig.errors import UserError
-from tig.attribution import COMPLETENESS_TOLERANCE, Attribution, reduce_scores, resolve_target, split_of, tokens_of
 from tig.tokenizer import MASK_ID, PAD_ID, UNK_ID
 from tig.defaults import STEPS
 from tig.validate import BASELINES, MAX_STEPS  # noqa: F401  (the API's names: integrated_gradients.BASELINES)
@@ -132,12 +132,7 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
     """
     validate.check_ig(model, steps, tolerance, baseline, internal_batch_size, reduce)
     validate.check_choice(rule, RULES, "rule")
-    split = split_of(model, inputs, layer)
-    validate.check_split_inputs(split, inputs)
-    x, context, token_ids = split.lookup(inputs)
-    probs = ENGINE.outputs(split, x, context, xla)
-    verify_split(split, inputs, probs)
-    target = resolve_target(target, probs)
+    split, x, context, token_ids, probs, target = embedded_batch(model, inputs, target, layer, xla)
     x0 = make_baseline(split, token_ids, x, baseline)
     if x0.shape != x.shape:
         raise ValueError(f"baseline has shape {x0.shape}, expected {x.shape}")
@@ -172,8 +167,7 @@ def integrated_gradients(model, inputs, target=None, *, layer=None, baseline=DEF
             break
 
     delta = (f_x - f_x0) - contributions.sum((1, 2))
-    return Attribution(scores=reduce_scores(contributions, ~np.isin(token_ids, split.fixed_ids), reduce), target=target, probs=probs,
-                       token_ids=token_ids, method="ig", delta=delta.astype(np.float32), steps=steps_used,
-                       baseline=baseline if isinstance(baseline, str) else "array",
-                       output=f_x, baseline_output=f_x0, tokens=tokens_of(token_ids, vocabulary or split.vocabulary),
-                       output_kind=split.output_kind, layer=getattr(split.layer, "name", None))
+    scores = reduce_scores(contributions, explained_mask(token_ids, split.fixed_ids), reduce)
+    return attribution_of(split, token_ids, scores, "ig", vocabulary, target=target, probs=probs,
+                          delta=delta.astype(np.float32), steps=steps_used,
+                          baseline=baseline if isinstance(baseline, str) else "array", output=f_x, baseline_output=f_x0)

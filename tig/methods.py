@@ -110,20 +110,19 @@ class TextAttribution:
     baseline: str = None
 
     def to_json(self, classes, word_level=False):
-        """The one JSON shape of a text explained, shared by explain.py's shards and serve.py's answers:
+        """The JSON of a text explained (explain.py's shard lines, with the record's id and label added):
 
             text, tokens, scores (one per token), truncated, method, classes, probs (in class order),
             predicted and target (class names), output_kind, output F_t(x); for integrated gradients
             baseline, baseline_output F_t(x'), delta and steps (else null); words and word_scores (the
             scores summed per jieba word). Floats have 8 significant digits (a float32 round-trips)."""
         words, word_scores = self.words(word_level)
-        optional = (self.baseline_output, self.delta)
         return {"text": self.text, "tokens": list(self.tokens), "scores": short(self.scores),
                 "truncated": int(self.truncated), "method": self.method, "classes": list(classes),
                 "probs": short(self.probs), "predicted": classes[self.predicted], "target": classes[self.target],
                 "output_kind": self.output_kind, "output": short(self.output)[0], "baseline": self.baseline,
-                "baseline_output": None if optional[0] is None else short(optional[0])[0],
-                "delta": None if optional[1] is None else short(optional[1])[0],
+                "baseline_output": None if self.baseline_output is None else short(self.baseline_output)[0],
+                "delta": None if self.delta is None else short(self.delta)[0],
                 "steps": None if self.steps is None else int(self.steps),
                 "words": list(words), "word_scores": short(word_scores)}
 

@@ -354,7 +354,8 @@ class SparseAdam(keras.optimizers.Adam):
         alpha = lr * ops.sqrt(1 - ops.power(beta_2, step)) / (1 - ops.power(beta_1, step))
         if re.search(r"(^|/)table(:[0-9]+)?$", variable.name):   # a HashedNgramEmbedding's rows
             alpha = alpha * self.ngram_lr_scale
-        m, v = self.momentums[self.slot(variable)], self.velocities[self.slot(variable)]
+        i = self.slot(variable)
+        m, v = self.momentums[i], self.velocities[i]
         m_rows = beta_1 * tf_gather_rows(m, rows) + (1 - beta_1) * grad
         v_rows = beta_2 * tf_gather_rows(v, rows) + (1 - beta_2) * tf.square(grad)
         self.assign(m, tf.IndexedSlices(m_rows, rows))
@@ -368,12 +369,13 @@ class SparseAdam(keras.optimizers.Adam):
         local_step = ops.cast(self.iterations + 1, variable.dtype)
         beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), local_step)
         beta_2_power = ops.power(ops.cast(self.beta_2, variable.dtype), local_step)
-        m, v = self.momentums[self.slot(variable)], self.velocities[self.slot(variable)]
+        i = self.slot(variable)
+        m, v = self.momentums[i], self.velocities[i]
         alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
         self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
         if self.amsgrad:
-            v_hat = self.velocity_hats[self.slot(variable)]
+            v_hat = self.velocity_hats[i]
             self.assign(v_hat, ops.maximum(v_hat, v))
             v = v_hat
         self.assign_sub(variable, ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), self.epsilon)))

@@ -44,8 +44,8 @@ and the surrogate with ridge=0 recovers each token's weight exactly (tests/test_
 """
 import numpy as np
 
-from tig.attribution import Attribution, class_scores, resolve_target, split_of, tokens_of
-from tig.deletion import delete_tokens, explained_mask, padding_side
+from tig.attribution import attribution_of, class_scores, resolve_target, split_of
+from tig.deletion import delete_tokens, explained_positions, padding_side
 from tig.validate import prepare_ids
 
 SAMPLES = 500             # K perturbed texts per text (the surrogate)
@@ -91,8 +91,7 @@ def _prepare(model, inputs, target, layer, xla, padding):
     token_ids = prepare_ids(inputs)
     split = split_of(model, token_ids, layer)
     probs = class_scores(split, token_ids, xla=xla, verify_rows=len(token_ids))   # every text explained is checked
-    mask = explained_mask(token_ids, split.fixed_ids)
-    positions = [np.flatnonzero(row) for row in mask]
+    positions = explained_positions(token_ids, split.fixed_ids)
     return split, token_ids, probs, resolve_target(target, probs), positions, padding_side(token_ids, padding)
 
 
@@ -120,15 +119,7 @@ def occlusion(model, inputs, target=None, *, layer=None, vocabulary=None, xla=No
         for i, where in enumerate(positions):
             scores[i, where] = output[i] - dropped[start:start + len(where)]
             start += len(where)
-    return result(scores, target, probs, token_ids, "occlusion", split, vocabulary, output=output)
-
-
-def result(scores, target, probs, token_ids, method, split, vocabulary, **fields):
-    """The Attribution of a perturbation method: scores 0.0 wherever no token is explained."""
-    scores = np.where(explained_mask(token_ids, split.fixed_ids), scores, 0.0).astype(np.float32)
-    return Attribution(scores=scores, target=target, probs=probs, token_ids=token_ids, method=method,
-                       tokens=tokens_of(token_ids, vocabulary or split.vocabulary), output_kind=split.output_kind,
-                       layer=getattr(split.layer, "name", None), **fields)
+    return attribution_of(split, token_ids, scores, "occlusion", vocabulary, target=target, probs=probs, output=output)
 
 
 def sample_masks(n, samples, rng, max_rate=1.0):
@@ -242,8 +233,8 @@ def deletion_surrogate(model, inputs, target=None, *, samples=SAMPLES, width=KER
     if complete:
         extra = dict(delta=(fx - empty) - scores.astype(np.float64).sum(1), baseline="empty text",
                      baseline_output=empty)   # in the link's units, as `output` below
-    return result(scores, target, probs, token_ids, "surrogate", split, vocabulary,
-                  output=fx if complete else output, **extra)
+    return attribution_of(split, token_ids, scores, "surrogate", vocabulary, target=target, probs=probs,
+                          output=fx if complete else output, **extra)
 
 
 DELETION_SAMPLES = 100    # random deletion contexts per text (deletion_ig)
@@ -355,5 +346,5 @@ def deletion_ig(model, inputs, target=None, *, samples=DELETION_SAMPLES, steps=D
             placed = spread_back(moved[i], row_scores[start:start + len(keep)])
             start += len(keep)
             scores[i, where] = placed.sum(0) / keep.sum(0)
-    return result(scores, target, probs, token_ids, "deletion-ig", split, vocabulary,
-                  output=probs[np.arange(len(target)), target])
+    return attribution_of(split, token_ids, scores, "deletion-ig", vocabulary, target=target, probs=probs,
+                          output=probs[np.arange(len(target)), target])

@@ -9,11 +9,9 @@ its Embedding layer (tig/embedding_split.py), x = the Embedding layer's output [
 Scores are exactly 0.0 at PAD (id 0) positions: models from tig/model.py zero PAD embeddings
 inside the head, so their gradient there is exactly zero, and scores are masked as well.
 """
-import numpy as np
-
 from tig import validate
-from tig.attribution import Attribution, reduce_scores, resolve_target, split_of, tokens_of  # noqa: F401  (Attribution: the API's name)
-from tig.embedding_split import verify_split
+from tig.attribution import Attribution, attribution_of, embedded_batch, reduce_scores  # noqa: F401  (Attribution: the API's name)
+from tig.deletion import explained_mask
 from tig.engine import ENGINE
 
 
@@ -34,18 +32,11 @@ def gradients(model, inputs, target=None, *, layer=None, times_input=True, reduc
         None (default): $TIG_XLA=1/0 if set, else no XLA. Decided by this call alone (tig/engine.py).
     """
     validate.check_model(model)
-    split = split_of(model, inputs, layer)
-    validate.check_split_inputs(split, inputs)
-    embeddings, context, token_ids = split.lookup(inputs)
-    probs = ENGINE.outputs(split, embeddings, context, xla)
-    verify_split(split, inputs, probs)
-    target = resolve_target(target, probs)
+    split, embeddings, context, token_ids, probs, target = embedded_batch(model, inputs, target, layer, xla)
     grads, output = ENGINE.gradient(split, embeddings, context, target, xla)
-    mask = ~np.isin(token_ids, split.fixed_ids)
     if reduce is None:
         reduce = "sum" if times_input else "l2"
     contributions = grads * embeddings if times_input else grads
-    return Attribution(scores=reduce_scores(contributions, mask, reduce), target=target, probs=probs,
-                       token_ids=token_ids, method="gradxinput" if times_input else "saliency",
-                       output=output, tokens=tokens_of(token_ids, vocabulary or split.vocabulary),
-                       output_kind=split.output_kind, layer=getattr(split.layer, "name", None))
+    scores = reduce_scores(contributions, explained_mask(token_ids, split.fixed_ids), reduce)
+    return attribution_of(split, token_ids, scores, "gradxinput" if times_input else "saliency", vocabulary,
+                          target=target, probs=probs, output=output)

@@ -85,24 +85,21 @@ class Guard:
         if host not in self.hosts:
             log(f"refused {what}: Host {host[:100]!r} is not this server's (a DNS-rebinding page, or a name to "
                 f"add with --allow-host)")
-            return await refuse(f"the Host header {host[:100]!r} does not name this server", 421, scope, receive, send)
+            return await refusal(f"the Host header {host[:100]!r} does not name this server", 421,
+                                 close=True)(scope, receive, send)
         if sender is not None and sender.lower() != f"http://{host}" and sender.lower() not in self.origins:
             log(f"refused {what}: Origin {sender[:100]!r} is another site (--allow-origin allows one)")
-            return await refuse(f"requests from {sender[:100]!r} are not allowed (another origin)", 403,
-                                scope, receive, send)
+            return await refusal(f"requests from {sender[:100]!r} are not allowed (another origin)", 403,
+                                 close=True)(scope, receive, send)
         return await self.app(scope, receive, send)
 
 
-async def refuse(message, status, scope, receive, send):
-    """Answer without reading the body; the connection is closed after the answer."""
+def refusal(message, status, close=None):
+    """A one-line JSON error. close: end the connection after it (default: when the body was not read to
+    its end, 413 and 415; the Guard's refusals, which read no body, pass True)."""
     from starlette.responses import JSONResponse
-    await JSONResponse({"error": message}, status_code=status, headers={"Connection": "close"})(scope, receive, send)
-
-
-def refusal(message, status):
-    from starlette.responses import JSONResponse
-    headers = {"Connection": "close"} if status in (413, 415) else None   # the body was not read to its end
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    close = status in (413, 415) if close is None else close
+    return JSONResponse({"error": message}, status_code=status, headers={"Connection": "close"} if close else None)
 
 
 # --- the body -----------------------------------------------------------------------------------
